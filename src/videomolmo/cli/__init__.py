@@ -1,0 +1,25 @@
+"""The `videomolmo` command line.
+
+Each command lives in its own module under `videomolmo.cli` and registers itself on `app`;
+importing them here is what makes them appear. Heavy imports (torch, the model) stay inside the
+command functions so that `videomolmo --help` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from videomolmo.cli.app import app, console_error
+from videomolmo.errors import VideoMolmoError
+
+# Command modules: one import each registers the commands it defines.
+from videomolmo.cli import info as _info  # noqa: F401,E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: bad input is one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except VideoMolmoError as exc:
+        console_error(str(exc))
+        sys.exit(2)

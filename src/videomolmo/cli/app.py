@@ -1,0 +1,68 @@
+"""The typer application that every command module registers on."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from videomolmo.errors import VideoMolmoError
+
+app = typer.Typer(
+    name="videomolmo",
+    help="VideoMolmo: ground natural-language queries in video by pointing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """VideoMolmo: ground natural-language queries in video by pointing."""
+
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+
+def console_error(message: str) -> None:
+    # One line, no traceback: the message names the file and the problem.
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn `VideoMolmoError` raised inside a command into a one-line error and exit code 2.
+
+    typer's standalone mode would otherwise print a traceback before `main` sees the error.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VideoMolmoError as exc:
+            console_error(str(exc))
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(*args, **kwargs):
+    """`@command()` = `@app.command()` plus the bad-input handling every command needs."""
+
+    def decorator(fn: F) -> F:
+        return app.command(*args, **kwargs)(handles_errors(fn))
+
+    return decorator
+
+
+def exit_with(message: str) -> None:
+    console_error(message)
+    sys.exit(2)
