@@ -1,0 +1,81 @@
+"""The mask-predictor interface shared by every backend.
+
+Modelled on SAM2's video predictor: a state is opened on a video, point prompts are added for
+object ids on a frame, and masks are propagated forward or backward over a frame range. A state
+belongs to one propagation direction; bidirectional fusion opens a fresh state per side so that
+prompts from one side never leak into the other.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@dataclass
+class PredictorState:
+    """What a backend keeps between calls for one video.
+
+    `video` is a `videomolmo.video.Video` (random access by index, streaming iteration).
+    `prompts` maps frame index -> object id -> (points (N, 2) pixels, labels (N,) 1=positive 0=negative).
+    `masks` maps frame index -> object id -> bool (H, W) mask for frames the backend has resolved.
+    Backends may keep anything else they need in `extra` (features, memory banks, flow caches),
+    and must prune it so memory stays flat in video length.
+    """
+
+    video: Any
+    prompts: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    masks: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MaskPredictor(ABC):
+    """A point-prompted video mask predictor (see the module docstring)."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def init_state(self, video: Any) -> PredictorState:
+        """Open a state on a video (a `Video`, a frame folder / file path, or an array of frames)."""
+
+    @abstractmethod
+    def add_points(
+        self,
+        state: PredictorState,
+        frame_idx: int,
+        obj_id: int,
+        points: np.ndarray,
+        labels: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Prompt object `obj_id` on frame `frame_idx`; return its bool (H, W) mask on that frame.
+
+        `points` are (N, 2) pixel (x, y); `labels` (N,) are 1 for positive, 0 for negative
+        (all positive when None).
+        """
+
+    @abstractmethod
+    def propagate(
+        self,
+        state: PredictorState,
+        start_frame: int,
+        end_frame: int,
+        reverse: bool = False,
+    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+        """Yield `(frame_idx, {obj_id: bool mask})` for every frame from `start_frame` to
+        `end_frame` inclusive, walking backwards when `reverse` (then start >= end).
+        The prompted frame itself is yielded first, with its prompted masks."""
+
+    @abstractmethod
+    def predict_image(
+        self, frame: np.ndarray, points: np.ndarray, labels: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Single-frame point-to-mask: bool (H, W) mask for one object on one RGB frame."""
+
+    def reset_state(self, state: PredictorState) -> None:
+        """Forget every prompt and mask, keeping the video open."""
+        state.prompts.clear()
+        state.masks.clear()
+        state.extra.clear()
