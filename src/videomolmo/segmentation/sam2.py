@@ -1,0 +1,477 @@
+"""The `sam2` mask backend: Hugging Face transformers' `Sam2VideoModel` behind `MaskPredictor`.
+
+Loaded from a local directory in the Hugging Face format (the layout of
+`facebook/sam2.1-hiera-large`: `config.json` plus `*.safetensors`). Preprocessing is done here
+rather than by `Sam2VideoProcessor`, because that processor imports torchvision and no torchvision
+wheel works with the CPU torch this project pins: frames are resized bilinearly to S x S, scaled
+to [0, 1] and normalised with the ImageNet mean/std; points are scaled by (S/W, S/H); the
+low-resolution mask logits are upsampled bilinearly to the frame size and thresholded at 0.
+
+Frames are streamed into the transformers inference session one at a time and dropped after use,
+and per-frame tracking outputs further than the model's memory window from the current frame are
+pruned (the library never prunes them), so memory stays flat in video length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from videomolmo.errors import CheckpointError, ConfigError, VideoMolmoError
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_ACCEPTED_MODEL_TYPES = ("sam2_video", "sam2")
+
+
+class PromptError(VideoMolmoError):
+    """A point prompt or frame range that the predictor cannot use."""
+
+
+def _check_safetensors_file(path: Path) -> None:
+    """Raise `CheckpointError` unless `path` is a complete safetensors file.
+
+    Reads only the header: its JSON gives every tensor's byte range, so a truncated download
+    (the usual way a checkpoint is broken) shows up as data ending before the last range does.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            raw_len = fh.read(8)
+            if len(raw_len) < 8:
+                raise CheckpointError(f"{path}: not a safetensors file (shorter than its header)")
+            (header_len,) = struct.unpack("<Q", raw_len)
+            if header_len <= 0 or 8 + header_len > size:
+                raise CheckpointError(f"{path}: truncated safetensors file (header runs past the end)")
+            header = json.loads(fh.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: unreadable safetensors header ({exc})") from None
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise CheckpointError(f"{path}: malformed safetensors header entry {name!r}") from None
+    if 8 + header_len + end > size:
+        raise CheckpointError(
+            f"{path}: truncated safetensors file ({size} bytes, header needs {8 + header_len + end})"
+        )
+
+
+def validate_checkpoint_dir(path: str | Path) -> Path:
+    """Check that `path` is a loadable SAM2 checkpoint directory; return it as a `Path`.
+
+    Raises `CheckpointError` naming the directory and what is wrong: missing, not a directory,
+    no or unreadable `config.json`, a config for another model, no `*.safetensors`, a sharded
+    index naming missing shards, or a truncated safetensors file.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise CheckpointError(f"{root}: SAM2 checkpoint directory does not exist")
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: SAM2 checkpoint must be a directory (config.json + *.safetensors)")
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{root}: no config.json in the SAM2 checkpoint directory")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in _ACCEPTED_MODEL_TYPES:
+        raise CheckpointError(
+            f"{config_path}: model_type is {model_type!r}, expected one of {list(_ACCEPTED_MODEL_TYPES)}"
+        )
+    index_path = root / "model.safetensors.index.json"
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+            shards = sorted(set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"{index_path}: unreadable shard index ({exc})") from None
+        files = [root / s for s in shards]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{root}: shard index names missing weight files {missing}")
+    else:
+        files = sorted(root.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"{root}: no *.safetensors weights in the SAM2 checkpoint directory")
+    for f in files:
+        _check_safetensors_file(f)
+    return root
+
+
+def _resolve_dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if str(dtype) not in names:
+        raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[str(dtype)]
+
+
+class _FrameList:
+    """Random access over an in-memory (T, H, W, 3) array or list of frames."""
+
+    def __init__(self, frames: Sequence[np.ndarray] | np.ndarray):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, idx: int) -> np.ndarray:
+        return np.asarray(self.frames[idx])
+
+
+def _as_video(video: Any) -> Any:
+    if isinstance(video, (np.ndarray, list, tuple)):
+        arr = video
+        if isinstance(video, np.ndarray) and (video.ndim != 4 or video.shape[-1] != 3):
+            raise PromptError(f"frames array must be (T, H, W, 3), got shape {video.shape}")
+        return _FrameList(arr)
+    if isinstance(video, (str, Path)):
+        from videomolmo.video import open_video
+
+        return open_video(video)
+    return video
+
+
+def _check_frame(frame: np.ndarray, where: str = "frame") -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise PromptError(f"{where}: expected an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+    return frame
+
+
+def _clean_points(
+    points: np.ndarray, labels: np.ndarray | None, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.size == 0:
+        pts = pts.reshape(0, 2)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise PromptError(f"points must be an (N, 2) array of pixel (x, y), got shape {pts.shape}")
+    if labels is None:
+        lab = np.ones(len(pts), dtype=np.int64)
+    else:
+        lab = np.asarray(labels).reshape(-1).astype(np.int64)
+        if len(lab) != len(pts):
+            raise PromptError(f"{len(pts)} points but {len(lab)} labels")
+        if not np.isin(lab, (0, 1)).all():
+            raise PromptError(f"point labels must be 0 (negative) or 1 (positive), got {sorted(set(lab.tolist()))}")
+    bad = ~np.isfinite(pts).all(axis=1)
+    bad[~bad] = (pts[~bad, 0] < 0) | (pts[~bad, 1] < 0) | (pts[~bad, 0] > width) | (pts[~bad, 1] > height)
+    if bad.any():
+        # Model-predicted points can fall off the frame; one bad point must not sink a video.
+        warnings.warn(
+            f"dropping {int(bad.sum())} point(s) outside the {width}x{height} frame or not finite: "
+            f"{pts[bad].tolist()}",
+            stacklevel=3,
+        )
+    return pts[~bad], lab[~bad]
+
+
+class Sam2Predictor(MaskPredictor):
+    """SAM2 (transformers `Sam2VideoModel`) as a `MaskPredictor`.
+
+    One `PredictorState` holds one transformers inference session; objects are the SAM2 object
+    ids. `predict_image` runs the same model on a single frame without memory, caching the last
+    frame's image features so that many candidate prompts on one frame (the annotation pipeline)
+    cost one image-encoder pass.
+    """
+
+    name = "sam2"
+
+    def __init__(self, model: Any, device: str = "cpu", dtype: Any = None):
+        import torch
+
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.dtype = _resolve_dtype(dtype)
+        self.model.to(device=self.device, dtype=self.dtype)
+        self.image_size = int(model.config.image_size)
+        # A stored non-conditioning output is read back as memory (num_maskmem - 1 frames) and as
+        # an object pointer (max_object_pointers_in_encoder - 1 frames); nothing older is used.
+        self.memory_window = max(int(model.config.num_maskmem), int(model.config.max_object_pointers_in_encoder))
+        self._image_cache: tuple[str, Any] | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam2Predictor":
+        """Load a SAM2 checkpoint directory (HF format) after checking it is complete."""
+        root = validate_checkpoint_dir(path)
+        from transformers import Sam2VideoModel
+        from transformers.utils import logging as hf_logging
+
+        torch_dtype = _resolve_dtype(dtype)
+        hf_logging.disable_progress_bar()
+        try:
+            model, info = Sam2VideoModel.from_pretrained(
+                str(root), output_loading_info=True, dtype=torch_dtype
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{root}: cannot load the SAM2 checkpoint ({str(exc).splitlines()[0]})") from None
+        finally:
+            hf_logging.enable_progress_bar()
+        missing = sorted(info.get("missing_keys") or [])
+        mismatched = list(info.get("mismatched_keys") or [])
+        if missing or mismatched:
+            what = missing[:3] if missing else [str(m) for m in mismatched[:3]]
+            raise CheckpointError(
+                f"{root}: weights do not match config.json "
+                f"({len(missing)} missing, {len(mismatched)} mismatched tensors, e.g. {what})"
+            )
+        return cls(model, device=device, dtype=torch_dtype)
+
+    # ------------------------------------------------------------------ preprocessing
+    def preprocess(self, frame: np.ndarray) -> Any:
+        """RGB uint8 (H, W, 3) -> normalised float (3, S, S) tensor on the model's device."""
+        import torch
+        import torch.nn.functional as F
+
+        frame = _check_frame(frame)
+        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None].float()
+        x = F.interpolate(x / 255.0, size=(self.image_size, self.image_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        return ((x - mean) / std)[0].to(self.dtype)
+
+    def _point_inputs(self, pts: np.ndarray, labels: np.ndarray, width: int, height: int) -> dict:
+        import torch
+
+        scaled = pts * np.array([self.image_size / width, self.image_size / height])
+        return {
+            "point_coords": torch.tensor(scaled, dtype=torch.float32, device=self.device).view(1, 1, -1, 2),
+            "point_labels": torch.tensor(labels, dtype=torch.int32, device=self.device).view(1, 1, -1),
+        }
+
+    def _to_masks(self, pred_masks: Any, height: int, width: int) -> np.ndarray:
+        """(N, 1, h, w) low-res logits -> (N, H, W) bool at the frame's size."""
+        import torch.nn.functional as F
+
+        up = F.interpolate(pred_masks.float(), size=(height, width), mode="bilinear", align_corners=False)
+        return (up[:, 0] > 0).cpu().numpy()
+
+    # ------------------------------------------------------------------ video API
+    def _new_session(self, height: int, width: int) -> Any:
+        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+        return Sam2VideoInferenceSession(
+            video_height=height,
+            video_width=width,
+            inference_device=self.device,
+            inference_state_device=self.device,
+            video_storage_device=self.device,
+            dtype=self.dtype,
+        )
+
+    def init_state(self, video: Any) -> PredictorState:
+        """Open a state on a video; frames are read lazily, one at a time, during calls."""
+        vid = _as_video(video)
+        n = len(vid)
+        if n == 0:
+            raise PromptError("video has no frames")
+        first = _check_frame(vid[0], "frame 0")
+        height, width = first.shape[:2]
+        state = PredictorState(video=vid)
+        state.extra.update(session=self._new_session(height, width), size=(height, width), num_frames=n)
+        return state
+
+    def _frame_tensor(self, state: PredictorState, frame_idx: int) -> Any:
+        frame = _check_frame(state.video[frame_idx], f"frame {frame_idx}")
+        if frame.shape[:2] != state.extra["size"]:
+            raise PromptError(
+                f"frame {frame_idx} is {frame.shape[1]}x{frame.shape[0]}, the video's first frame is "
+                f"{state.extra['size'][1]}x{state.extra['size'][0]}"
+            )
+        return self.preprocess(frame)
+
+    def _check_frame_idx(self, state: PredictorState, frame_idx: int) -> int:
+        n = state.extra["num_frames"]
+        if not isinstance(frame_idx, (int, np.integer)) or not 0 <= int(frame_idx) < n:
+            raise PromptError(f"frame index {frame_idx} is outside the video (0..{n - 1})")
+        return int(frame_idx)
+
+    def _step(self, state: PredictorState, frame_idx: int, reverse: bool) -> dict[int, np.ndarray]:
+        """Run the model on one streamed frame; return {obj_id: mask}; prune what is no longer needed."""
+        import torch
+
+        session = state.extra["session"]
+        # Only the frame being processed is kept; its image features live in the session cache.
+        session.processed_frames = {}
+        with torch.inference_mode():
+            out = self.model(session, frame_idx=frame_idx, frame=self._frame_tensor(state, frame_idx),
+                             reverse=reverse)
+        height, width = state.extra["size"]
+        masks = self._to_masks(out.pred_masks, height, width)
+        self._prune(session, frame_idx)
+        return {int(obj_id): masks[i] for i, obj_id in enumerate(out.object_ids)}
+
+    def _prune(self, session: Any, frame_idx: int) -> None:
+        window = self.memory_window
+        session.processed_frames = {}
+        for obj_idx, outputs in session.output_dict_per_obj.items():
+            non_cond = outputs["non_cond_frame_outputs"]
+            for t in [t for t in non_cond if abs(t - frame_idx) > window]:
+                del non_cond[t]
+            tracked = session.frames_tracked_per_obj[obj_idx]
+            for t in [t for t in tracked if abs(t - frame_idx) > window]:
+                del tracked[t]
+
+    def add_points(
+        self,
+        state: PredictorState,
+        frame_idx: int,
+        obj_id: int,
+        points: np.ndarray,
+        labels: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Prompt `obj_id` on `frame_idx` (replacing earlier prompts there); return its mask there."""
+        frame_idx = self._check_frame_idx(state, frame_idx)
+        height, width = state.extra["size"]
+        pts, lab = _clean_points(points, labels, width, height)
+        if len(pts) == 0:
+            # Nothing usable to prompt with: the object stays unknown to the session (an empty
+            # side for fusion) instead of failing the whole video.
+            return np.zeros((height, width), dtype=bool)
+        session = state.extra["session"]
+        obj_idx = session.obj_id_to_idx(int(obj_id))
+        # A prompted frame is a conditioning frame even if it was tracked before: drop its tracked
+        # output, or transformers would store the new prediction as non-conditioning and the
+        # prompt would be pruned away with the memory window.
+        session.frames_tracked_per_obj[obj_idx].pop(frame_idx, None)
+        session.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].pop(frame_idx, None)
+        session.output_dict_per_obj[obj_idx]["cond_frame_outputs"].pop(frame_idx, None)
+        session.add_point_inputs(obj_idx, frame_idx, self._point_inputs(pts, lab, width, height))
+        session.remove_mask_inputs(obj_idx, frame_idx)
+        session.obj_with_new_inputs = [int(obj_id)]
+        masks = self._step(state, frame_idx, reverse=False)
+        state.prompts.setdefault(frame_idx, {})[int(obj_id)] = (pts, lab.astype(np.int64))
+        state.masks.setdefault(frame_idx, {})[int(obj_id)] = masks[int(obj_id)]
+        return masks[int(obj_id)]
+
+    def propagate(
+        self,
+        state: PredictorState,
+        start_frame: int,
+        end_frame: int,
+        reverse: bool = False,
+    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+        """Track every prompted object from `start_frame` to `end_frame` inclusive.
+
+        With no prompts in the state every frame is yielded with an empty dict, so a caller
+        handling an anchor without points never has to special-case it.
+        """
+        start = self._check_frame_idx(state, start_frame)
+        end = self._check_frame_idx(state, end_frame)
+        if reverse and start < end or not reverse and start > end:
+            direction = "backward" if reverse else "forward"
+            raise PromptError(f"cannot propagate {direction} from frame {start} to frame {end}")
+        order = range(start, end - 1, -1) if reverse else range(start, end + 1)
+        session = state.extra["session"]
+        for frame_idx in order:
+            if session.get_obj_num() == 0:
+                yield frame_idx, {}
+                continue
+            yield frame_idx, self._step(state, frame_idx, reverse=reverse)
+
+    def reset_state(self, state: PredictorState) -> None:
+        """Forget every prompt, mask and tracking output; the video stays open."""
+        state.extra["session"].reset_inference_session()
+        state.extra["session"].cache.clear_all()
+        state.prompts.clear()
+        state.masks.clear()
+
+    # ------------------------------------------------------------------ single image
+    def _image_session(self, frame: np.ndarray) -> Any:
+        """A one-frame session with the frame's image features cached (reused for the same frame)."""
+        key = hashlib.blake2b(frame.tobytes(), digest_size=16).hexdigest() + str(frame.shape)
+        if self._image_cache is not None and self._image_cache[0] == key:
+            session = self._image_cache[1]
+            session.reset_tracking_data()
+            return session
+        session = self._new_session(*frame.shape[:2])
+        session.add_new_frame(self.preprocess(frame), 0)
+        self._image_cache = (key, session)
+        return session
+
+    def predict_image(
+        self, frame: np.ndarray, points: np.ndarray, labels: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Single-frame point-to-mask with no memory (SAM2's image path through the video model)."""
+        import torch
+
+        frame = _check_frame(frame)
+        height, width = frame.shape[:2]
+        pts, lab = _clean_points(points, labels, width, height)
+        if len(pts) == 0:
+            return np.zeros((height, width), dtype=bool)
+        session = self._image_session(frame)
+        obj_idx = session.obj_id_to_idx(0)
+        session.add_point_inputs(obj_idx, 0, self._point_inputs(pts, lab, width, height))
+        session.obj_with_new_inputs = [0]
+        with torch.inference_mode():
+            out = self.model(session, frame_idx=0, run_mem_encoder=False)
+        return self._to_masks(out.pred_masks, height, width)[0]
+
+
+def stored_frame_counts(state: PredictorState) -> dict[str, int]:
+    """How many per-frame items a SAM2 state holds (for checking memory stays flat)."""
+    session = state.extra["session"]
+    return {
+        "frames": len(session.processed_frames or {}),
+        "non_cond_outputs": sum(len(o["non_cond_frame_outputs"]) for o in session.output_dict_per_obj.values()),
+        "cond_outputs": sum(len(o["cond_frame_outputs"]) for o in session.output_dict_per_obj.values()),
+        "tracked": sum(len(t) for t in session.frames_tracked_per_obj.values()),
+        "image_features": len(session.cache._vision_features),
+        "masks": sum(len(m) for m in state.masks.values()),
+    }
+
+
+def tiny_sam2_config(image_size: int = 128) -> Any:
+    """A few-MB random-initialisable `Sam2VideoConfig` for CPU tests and timing the plumbing.
+
+    Hiera blocks [1, 1, 2, 1], dims [12, 24, 48, 96], hidden size 128. Its masks are meaningless
+    without trained weights; it exercises every code path of the real model at 1/1000 the cost.
+    """
+    from transformers import Sam2VideoConfig
+    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
+
+    s = int(image_size)
+    if s % 32:
+        raise ConfigError(f"tiny SAM2 image size must be a multiple of 32, got {s}")
+    backbone = Sam2HieraDetConfig(
+        hidden_size=12, blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[12, 24, 48, 96],
+        num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 4],
+        global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4], image_size=[s, s],
+    )
+    vision = Sam2VisionConfig(
+        backbone_config=backbone, backbone_channel_list=[96, 48, 24, 12],
+        backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]], fpn_hidden_size=128,
+    )
+    return Sam2VideoConfig(
+        vision_config=vision,
+        prompt_encoder_config=dict(hidden_size=128, image_size=s, patch_size=16),
+        mask_decoder_config=dict(hidden_size=128, mlp_dim=256, num_attention_heads=2, iou_head_hidden_dim=64),
+        image_size=s, memory_attention_hidden_size=128, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=256, memory_attention_rope_feat_sizes=[s // 16, s // 16],
+        memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=256,
+    )
