@@ -1,0 +1,349 @@
+"""The sample type every benchmark reader returns, and the dataset that holds them.
+
+A `Sample` is one referring expression on one video: the text, the referred object ids, the
+listed frames, and a *mask source* that loads the ground-truth mask of a frame only when it is
+asked for (a MeViS split holds tens of thousands of frames; nothing is decoded up front).
+
+Mask sources are small picklable objects (no closures) so that samples can be shipped to worker
+processes by `videomolmo.parallel.parallel_map`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from videomolmo.errors import DatasetError, MaskError
+
+__all__ = [
+    "Sample",
+    "Dataset",
+    "PngMaskSource",
+    "RleMaskSource",
+    "NoMaskSource",
+    "read_json",
+    "read_png_array",
+    "image_size",
+]
+
+
+# --------------------------------------------------------------------------- small readers
+
+
+def read_json(path: Path, what: str = "meta file") -> Any:
+    """Parse a JSON file; a missing or malformed file is a `DatasetError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: {what} not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read {what} ({exc})") from None
+
+
+def read_png_array(path: Path) -> np.ndarray:
+    """Read a mask PNG as a 2-D integer array of object ids (palette index or gray value).
+
+    RGB(A) PNGs are reduced to "any channel non-zero" (255) so that a colour mask still reads
+    as foreground; everything else keeps its stored values.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: referenced mask file is missing")
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "L", "1", "I", "I;16"):
+                arr = np.asarray(im)
+            elif im.mode in ("RGB", "RGBA", "LA"):
+                arr = (np.asarray(im.convert("RGB")).max(axis=2) > 0).astype(np.uint8) * 255
+            else:
+                arr = np.asarray(im.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise MaskError(f"{path}: unreadable PNG ({exc})") from None
+    if arr.ndim != 2:
+        raise MaskError(f"{path}: expected a single-channel mask, got shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image from its header only (no decode)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: referenced frame is missing")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+    return h, w
+
+
+def _object_mask(arr: np.ndarray, obj_id: int | None) -> np.ndarray:
+    """Foreground of one object in an id map.
+
+    `obj_id=None` means "every non-zero pixel". A 0/255 map (DAVIS 2016, ReasonVOS, any binary
+    mask saved as L-mode PNG) has only one object, so object 1 is every non-zero pixel there and
+    every other id is empty; palette maps (Ref-DAVIS17, Ref-YouTube-VOS) compare ids exactly.
+    """
+    if obj_id is None:
+        return arr != 0
+    if int(arr.max(initial=0)) == 255:
+        values = np.unique(arr)
+        if values.size <= 2 and set(values.tolist()) <= {0, 255}:
+            return arr != 0 if obj_id == 1 else np.zeros(arr.shape, dtype=bool)
+    return arr == obj_id
+
+
+# --------------------------------------------------------------------------- mask sources
+
+
+@dataclass(frozen=True)
+class NoMaskSource:
+    """A split without ground truth (Ref-YouTube-VOS valid, MeViS valid)."""
+
+    where: str
+
+    has_masks = False
+
+    def mask(self, i: int, frame_path: Path) -> np.ndarray:
+        raise DatasetError(f"{self.where}: this split has no ground-truth masks")
+
+
+@dataclass(frozen=True)
+class PngMaskSource:
+    """Masks stored as PNG files: per frame, a list of (png path, object id) whose union is the GT.
+
+    An object id of `None` takes every non-zero pixel of that PNG. A frame with no entries is
+    an empty mask of the frame's size.
+    """
+
+    frames: tuple[tuple[tuple[str, int | None], ...], ...]
+
+    has_masks = True
+
+    def mask(self, i: int, frame_path: Path) -> np.ndarray:
+        out: np.ndarray | None = None
+        for png, obj_id in self.frames[i]:
+            arr = read_png_array(Path(png))
+            m = _object_mask(arr, obj_id)
+            if out is None:
+                out = m
+            elif out.shape != m.shape:
+                raise MaskError(f"{png}: size {m.shape[1]}x{m.shape[0]} differs from the other "
+                                f"objects' masks ({out.shape[1]}x{out.shape[0]})")
+            else:
+                out |= m
+        if out is None:
+            out = np.zeros(image_size(frame_path), dtype=bool)
+        return out
+
+
+@dataclass(frozen=True)
+class RleMaskSource:
+    """Masks stored as COCO RLE (MeViS / ReVOS `mask_dict.json`): per referred annotation, one
+    RLE (or `None` where the object is absent) per listed frame; the GT is their union."""
+
+    rles: tuple[tuple[dict | None, ...], ...]  # [annotation][frame]
+    where: str = "mask_dict.json"
+    size: tuple[int, int] | None = None
+
+    has_masks = True
+
+    def mask(self, i: int, frame_path: Path) -> np.ndarray:
+        from pycocotools import mask as mask_utils
+
+        out: np.ndarray | None = None
+        for k, per_frame in enumerate(self.rles):
+            if i >= len(per_frame):
+                raise DatasetError(f"{self.where}: annotation {k} has {len(per_frame)} masks, "
+                                   f"frame index {i} is out of range")
+            rle = per_frame[i]
+            if rle is None:
+                continue
+            try:
+                if isinstance(rle.get("counts"), list):
+                    h, w = rle["size"]
+                    rle = mask_utils.frPyObjects(rle, h, w)
+                m = mask_utils.decode(rle).astype(bool)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise DatasetError(f"{self.where}: malformed RLE for frame index {i} ({exc})") from None
+            if m.ndim == 3:
+                m = m.any(axis=2)
+            out = m if out is None else (out | m)
+        if out is None:
+            size = self.size or image_size(frame_path)
+            out = np.zeros(size, dtype=bool)
+        return out
+
+
+MaskSource = NoMaskSource | PngMaskSource | RleMaskSource
+
+
+# --------------------------------------------------------------------------- sample
+
+
+@dataclass
+class Sample:
+    """One referring expression on one video, with lazily loaded ground truth.
+
+    `frame_names` are the listed (annotated) frames in order, `frame_paths` their JPEGs.
+    `gt_mask(i)` is the union of every referred object on frame `i` (bool (H, W)); an object
+    absent from a frame contributes nothing, so a frame where no referred object is visible is
+    an all-False mask. `gt_points` is per frame an (N, 2) pixel array (x, y) or None, for
+    benchmarks that ship point annotations (none of the five mask benchmarks do).
+    """
+
+    video_id: str
+    exp_id: str
+    expression: str
+    obj_ids: list
+    frame_names: list[str]
+    frame_paths: list[Path]
+    masks: MaskSource = field(repr=False)
+    gt_points: list[np.ndarray | None] | None = field(default=None, repr=False)
+    meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"Sample(video_id={self.video_id!r}, exp_id={self.exp_id!r}, expression={self.expression!r}, "
+                f"obj_ids={self.obj_ids!r}, frames={len(self.frame_names)}, has_masks={self.has_masks}, "
+                f"meta={self.meta!r})")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.video_id, self.exp_id)
+
+    @property
+    def has_masks(self) -> bool:
+        """False for splits released without ground truth (evaluation server only)."""
+        return self.masks.has_masks
+
+    def __len__(self) -> int:
+        return len(self.frame_names)
+
+    def video(self):
+        """The listed frames as a `videomolmo.video.Video` (decoded on access)."""
+        from videomolmo.video import open_video
+
+        missing = [p for p in self.frame_paths if not Path(p).is_file()]
+        if missing:
+            raise DatasetError(f"{missing[0]}: referenced frame is missing "
+                               f"({len(missing)} of {len(self.frame_paths)} frames of {self.video_id})")
+        return open_video([str(p) for p in self.frame_paths])
+
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the video, read from the first frame's header."""
+        if not self.frame_paths:
+            raise DatasetError(f"{self.video_id}: the sample lists no frames")
+        return image_size(self.frame_paths[0])
+
+    def gt_mask(self, i: int) -> np.ndarray:
+        """Ground-truth mask of listed frame `i`: bool (H, W), union of all referred objects."""
+        if not -len(self.frame_names) <= i < len(self.frame_names):
+            raise IndexError(f"frame index {i} out of range for {len(self.frame_names)} frames")
+        i %= len(self.frame_names)
+        return self.masks.mask(i, Path(self.frame_paths[i]))
+
+    def gt_masks(self) -> np.ndarray:
+        """All ground-truth masks: bool (T, H, W)."""
+        frames = [self.gt_mask(i) for i in range(len(self.frame_names))]
+        shapes = {m.shape for m in frames}
+        if len(shapes) > 1:
+            raise MaskError(f"{self.video_id}/{self.exp_id}: ground-truth masks differ in size {sorted(shapes)}")
+        return np.stack(frames) if frames else np.zeros((0, 0, 0), dtype=bool)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class Dataset(Sequence[Sample]):
+    """An ordered collection of samples, addressable by index or by `(video, exp_id)`."""
+
+    def __init__(self, samples: list[Sample], *, root: Path, split: str | None, fmt: str):
+        self.root = Path(root)
+        self.split = split
+        self.format = fmt
+        self._samples = list(samples)
+        self._index: dict[tuple[str, str], int] = {}
+        for k, s in enumerate(self._samples):
+            if s.key in self._index:
+                raise DatasetError(f"{self.root}: expression {s.exp_id!r} of video {s.video_id!r} appears twice")
+            self._index[s.key] = k
+
+    def __repr__(self) -> str:
+        split = f", split={self.split!r}" if self.split else ""
+        return (f"Dataset({self.format}, {str(self.root)!r}{split}: {len(self.videos())} videos, "
+                f"{len(self)} expressions)")
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self._samples)
+
+    @overload
+    def __getitem__(self, key: int) -> Sample: ...
+    @overload
+    def __getitem__(self, key: tuple[str, str]) -> Sample: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[Sample]: ...
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self.get(*key)
+        return self._samples[key]
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, tuple) and len(key) == 2:
+            return (str(key[0]), str(key[1])) in self._index
+        return key in self._samples
+
+    def get(self, video: str, exp_id: str | int) -> Sample:
+        """The sample of expression `exp_id` on `video`; `KeyError` if there is none."""
+        k = self._index.get((str(video), str(exp_id)))
+        if k is None:
+            raise KeyError(f"no expression {exp_id!r} on video {video!r} in {self.root}")
+        return self._samples[k]
+
+    def videos(self) -> list[str]:
+        """Video ids in dataset order, each once."""
+        return list(dict.fromkeys(s.video_id for s in self._samples))
+
+    def expressions(self, video: str) -> list[Sample]:
+        """All samples on one video."""
+        return [s for s in self._samples if s.video_id == video]
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self._samples) and all(s.has_masks for s in self._samples)
+
+    def validate(self) -> None:
+        """Check that every listed frame and mask file exists (stat only, no decoding)."""
+        for s in self._samples:
+            for p in s.frame_paths:
+                if not os.path.isfile(p):
+                    raise DatasetError(f"{p}: referenced frame is missing ({s.video_id})")
+            if isinstance(s.masks, PngMaskSource):
+                for entries in s.masks.frames:
+                    for png, _ in entries:
+                        if not os.path.isfile(png):
+                            raise DatasetError(f"{png}: referenced mask file is missing ({s.video_id})")
+            if isinstance(s.masks, RleMaskSource):
+                for k, per_frame in enumerate(s.masks.rles):
+                    if len(per_frame) != len(s.frame_names):
+                        raise DatasetError(f"{s.masks.where}: annotation {k} of {s.video_id}/{s.exp_id} has "
+                                           f"{len(per_frame)} masks for {len(s.frame_names)} frames")
