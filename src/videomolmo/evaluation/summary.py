@@ -1,0 +1,154 @@
+"""Summary tables of a benchmark run, in the paper's format.
+
+Pure functions over the per-expression rows the runner writes:
+
+- mask benchmarks (Tables 2-3): J, F and J&F as percentages, mean over expressions (MeViS,
+  Ref-YouTube-VOS, ReVOS, ReasonVOS protocol); Ref-DAVIS17 the ReferFormer way: mean over the
+  objects of each of the four annotator variants, then the mean over the variants;
+- point benchmarks (Table 1): precision, recall and F1 of points, mean over expressions;
+- counting (Table 4): MAE and exact-match accuracy (EMA) of the video-level count.
+
+Rows may carry a `category` (e.g. ReVOS referring / reasoning); each category gets its own line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+MASK_METRICS = ("J", "F", "JF")
+POINT_METRICS = ("P", "R", "F1")
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def mask_scores(rows: Sequence[dict]) -> dict[str, float | None]:
+    """J, F, J&F in percent, mean over rows (rows without ground truth are skipped)."""
+    scored = [r for r in rows if r.get("J") is not None]
+    out = {m: _mean(100.0 * r[m] for r in scored if r.get(m) is not None) for m in MASK_METRICS}
+    out["n"] = len(scored)
+    return out
+
+
+def davis_scores(rows: Sequence[dict]) -> dict[str, object]:
+    """ReferFormer's Ref-DAVIS17 protocol: score each annotator variant, then average variants."""
+    by_anno: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_anno[int(r.get("annotator", 0))].append(r)
+    variants = {a: mask_scores(by_anno[a]) for a in sorted(by_anno)}
+    out: dict[str, object] = {
+        m: _mean(v[m] for v in variants.values()) for m in MASK_METRICS
+    }
+    out["n"] = sum(int(v["n"]) for v in variants.values())
+    out["variants"] = {f"anno_{a}": v for a, v in variants.items()}
+    return out
+
+
+def point_scores(rows: Sequence[dict]) -> dict[str, float | None]:
+    """Precision, recall, F1 in percent (mean over expressions), plus micro F1 from tp/fp/fn."""
+    scored = [r for r in rows if r.get("P") is not None]
+    out: dict[str, float | None] = {m: _mean(100.0 * r[m] for r in scored) for m in POINT_METRICS}
+    tp = sum(r.get("tp", 0) for r in scored)
+    fp = sum(r.get("fp", 0) for r in scored)
+    fn = sum(r.get("fn", 0) for r in scored)
+    out["micro_F1"] = 100.0 * 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else None
+    out["n"] = len(scored)
+    return out
+
+
+def count_scores(rows: Sequence[dict]) -> dict[str, float | None]:
+    """MAE and exact-match accuracy (percent) of the video-level count against `count_gt`."""
+    scored = [r for r in rows if r.get("count_gt") is not None and r.get("count") is not None]
+    if not scored:
+        return {"MAE": None, "EMA": None, "n": 0}
+    err = [abs(float(r["count"]) - float(r["count_gt"])) for r in scored]
+    return {
+        "MAE": sum(err) / len(err),
+        "EMA": 100.0 * sum(e == 0 for e in err) / len(err),
+        "n": len(scored),
+    }
+
+
+def summarize(bench: str, rows: Sequence[dict], expected: int | None = None) -> dict[str, object]:
+    """Every table that applies to these rows, overall and per category."""
+    rows = list(rows)
+
+    def block(rs: Sequence[dict]) -> dict[str, object]:
+        b: dict[str, object] = {}
+        if any(r.get("J") is not None for r in rs):
+            b["masks"] = davis_scores(rs) if bench == "ref-davis17" else mask_scores(rs)
+        if any(r.get("P") is not None for r in rs):
+            b["points"] = point_scores(rs)
+        if any(r.get("count_gt") is not None for r in rs):
+            b["counting"] = count_scores(rs)
+        return b
+
+    out: dict[str, object] = {"bench": bench, "expressions": len(rows), "overall": block(rows)}
+    if expected is not None:
+        out["expected"] = expected
+    cats = sorted({r["category"] for r in rows if r.get("category")})
+    if cats:
+        out["categories"] = {c: block([r for r in rows if r.get("category") == c]) for c in cats}
+    if not any(r.get("J") is not None or r.get("P") is not None for r in rows):
+        out["note"] = "no ground truth in this split: submit predictions/ to the benchmark's server"
+    return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def to_markdown(summary: dict) -> str:
+    """The summary as markdown tables (columns as in the paper)."""
+    lines = [f"# {summary['bench']}: {summary['expressions']} expressions", ""]
+    if "note" in summary:
+        lines += [summary["note"], ""]
+    sections = [("overall", summary["overall"])] + list(summary.get("categories", {}).items())
+    tables: dict[str, list[str]] = defaultdict(list)
+    for name, block in sections:
+        if "masks" in block:
+            m = block["masks"]
+            tables["masks"].append(f"| {name} | {_fmt(m['J'])} | {_fmt(m['F'])} | {_fmt(m['JF'])} | {m['n']} |")
+            for vname, v in (m.get("variants") or {}).items():
+                tables["masks"].append(
+                    f"| {name} {vname} | {_fmt(v['J'])} | {_fmt(v['F'])} | {_fmt(v['JF'])} | {v['n']} |"
+                )
+        if "points" in block:
+            p = block["points"]
+            tables["points"].append(
+                f"| {name} | {_fmt(p['P'])} | {_fmt(p['R'])} | {_fmt(p['F1'])} | {_fmt(p['micro_F1'])} | {p['n']} |"
+            )
+        if "counting" in block:
+            c = block["counting"]
+            mae = "-" if c["MAE"] is None else f"{c['MAE']:.2f}"
+            tables["counting"].append(f"| {name} | {mae} | {_fmt(c['EMA'])} | {c['n']} |")
+    heads = {
+        "masks": "| split | J | F | J&F | n |\n|---|---|---|---|---|",
+        "points": "| split | Precision | Recall | F1 | micro F1 | n |\n|---|---|---|---|---|---|",
+        "counting": "| split | MAE | EMA | n |\n|---|---|---|---|",
+    }
+    for kind in ("masks", "points", "counting"):
+        if tables[kind]:
+            lines += [heads[kind], *tables[kind], ""]
+    return "\n".join(lines)
+
+
+def worst(rows: Sequence[dict], n: int) -> list[dict]:
+    """The `n` lowest-scoring rows (by J&F, else F1), worst first."""
+    def score(r: dict) -> float:
+        for m in ("JF", "F1"):
+            if r.get(m) is not None:
+                return float(r[m])
+        return math.inf
+
+    ranked = sorted((r for r in rows if score(r) != math.inf), key=lambda r: (score(r), r["key"]))
+    return ranked[: max(0, n)]
+
+
+def dumps(summary: dict) -> str:
+    return json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

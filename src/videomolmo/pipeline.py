@@ -1,0 +1,597 @@
+"""VideoMolmo end to end: pointing (stage 1) + masks (stage 2) + counts, in one object.
+
+    >>> from videomolmo.pipeline import Pipeline
+    >>> pipe = Pipeline.from_pretrained()                 # bundled CPU default; or a preset / dir
+    >>> result = pipe("clip.mp4", "the dog chasing the ball", k=5, tau=0.7)
+    >>> result.points[0]                                  # (N, 2) pixel (x, y) on frame 0
+    >>> result.count                                      # video-level count
+    >>> for i, mask in result.masks():                    # streamed, flat memory
+    ...     ...
+    >>> result.save("out/")                               # points.jsonl, masks/, overlay.mp4
+
+Stage 1 is a *pointer*: anything that maps (video, query, anchor frames) to pixel points per
+frame. `ModelPointer` runs a VideoMolmo checkpoint; `OraclePointer` takes points from ground-truth
+masks, which isolates the mask stage for evaluation; `StaticPointer` replays given points.
+Stage 2 is `videomolmo.segmentation.propagation.segment_video` with a mask predictor and a fusion
+strategy; it runs lazily when masks are asked for, so `point`/`count` never pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from videomolmo.errors import CheckpointError, ConfigError, VideoError, VideoMolmoError
+
+#: Longest query accepted: Molmo's prompts are one sentence; 10k characters is a pasted file,
+#: not a referring expression, and would silently be cut by the model's context window.
+MAX_QUERY_CHARS = 1000
+#: Points closer than this fraction of the frame diagonal are the same point when counting.
+DUPLICATE_POINT_FRACTION = 0.01
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_query(query: Any) -> str:
+    """Normalise a query (collapse whitespace) or raise `ConfigError` saying what is wrong."""
+    if not isinstance(query, str):
+        raise ConfigError(f"query must be text, got {type(query).__name__}")
+    q = " ".join(query.split())
+    if not q:
+        raise ConfigError("query is empty: say what to point at, e.g. --query \"the dog\"")
+    if len(q) > MAX_QUERY_CHARS:
+        raise ConfigError(f"query is {len(q)} characters long; the limit is {MAX_QUERY_CHARS}")
+    if any(ord(c) < 32 for c in q):
+        raise ConfigError("query contains control characters")
+    return q
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Inference settings (paper defaults: k=5 anchor stride, tau=0.7, l=4 context frames).
+
+    `first_frame_only` is the Molmo+SAM2 baseline's pointing schedule: one anchor on frame 0 and
+    masks propagated over the whole video (k = number of frames).
+    """
+
+    k: int = 5
+    tau: float = 0.7
+    l: int = 4
+    mask_backend: str = "cpu"
+    fusion: str = "bidirectional"
+    batch_size: int = 4
+    first_frame_only: bool = False
+
+    def __post_init__(self) -> None:
+        check_params(self.k, self.tau, self.l)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+PRESETS: dict[str, PipelineConfig] = {
+    "videomolmo": PipelineConfig(),
+    # The paper's Molmo+SAM2 comparison: same weights, temporal module off, first-frame pointing.
+    "molmo-sam2": PipelineConfig(first_frame_only=True),
+}
+
+
+def check_params(k: Any, tau: Any, l: Any = 1) -> None:
+    """Raise `ConfigError` unless k >= 1, 0 <= tau <= 1 and l >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer (anchor stride in frames), got {k!r}")
+    try:
+        t = float(tau)
+    except (TypeError, ValueError):
+        raise ConfigError(f"tau must be a number in [0, 1], got {tau!r}") from None
+    if not 0.0 <= t <= 1.0:
+        raise ConfigError(f"tau must be in [0, 1] (IoU threshold of the fusion), got {tau!r}")
+    if isinstance(l, bool) or not isinstance(l, (int, np.integer)) or l < 1:
+        raise ConfigError(f"l must be a positive integer (context frames), got {l!r}")
+
+
+def anchor_frames(num_frames: int, k: int, first_frame_only: bool = False) -> list[int]:
+    """The frames stage 1 points on: every k-th frame from 0 (only frame 0 for the baseline)."""
+    if num_frames <= 0:
+        return []
+    if first_frame_only:
+        return [0]
+    return list(range(0, num_frames, k))
+
+
+def open_any_video(source: Any):
+    """`videomolmo.video.open_video` over a file, folder, frame list or an already open `Video`."""
+    from videomolmo.video import open_video
+
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__") and not isinstance(
+        source, (str, bytes, os.PathLike, list, tuple, np.ndarray)
+    ):
+        return source
+    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
+        raise VideoError(f"{source}: no such file or directory")
+    video = open_video(source)
+    if len(video) == 0:
+        raise VideoError(f"{source}: the video has no frames")
+    return video
+
+
+def video_size(video) -> tuple[int, int]:
+    """(H, W) of a `Video`, from its attributes or its first frame."""
+    for hn, wn in (("height", "width"), ("h", "w")):
+        h, w = getattr(video, hn, None), getattr(video, wn, None)
+        if isinstance(h, int) and isinstance(w, int):
+            return h, w
+    f = video[0]
+    return int(f.shape[0]), int(f.shape[1])
+
+
+def video_fps(video, default: float = 24.0) -> float:
+    fps = getattr(video, "fps", None)
+    try:
+        fps = float(fps)
+    except (TypeError, ValueError):
+        return default
+    return fps if fps > 0 else default
+
+
+# --------------------------------------------------------------------------- pointers
+
+
+class Pointer(ABC):
+    """Stage 1: points for a query on given frames of a video."""
+
+    name: str = "pointer"
+
+    @abstractmethod
+    def point(
+        self, video, query: str, frames: Sequence[int], l: int = 4, progress: ProgressFn | None = None
+    ) -> dict[int, np.ndarray]:
+        """{frame index: (N, 2) float64 pixel (x, y)} for every index in `frames` (N may be 0)."""
+
+
+class StaticPointer(Pointer):
+    """Replays fixed points (tests, demos, externally produced points)."""
+
+    name = "static"
+
+    def __init__(self, points: Mapping[int, Any]):
+        self._points = {int(i): np.asarray(p, dtype=np.float64).reshape(-1, 2) for i, p in points.items()}
+
+    def point(self, video, query, frames, l=4, progress=None):
+        return {i: self._points.get(i, np.zeros((0, 2))).copy() for i in frames}
+
+
+def interior_points(mask: np.ndarray, min_fraction: float = 0.05) -> np.ndarray:
+    """One point per connected region of `mask`: its most interior pixel (distance-transform
+    maximum), which always lies inside the region even for thin or concave shapes. Regions
+    smaller than `min_fraction` of the largest are ignored as annotation specks."""
+    import cv2
+
+    m = np.asarray(mask, dtype=np.uint8)
+    if not m.any():
+        return np.zeros((0, 2))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = [i + 1 for i, a in enumerate(areas) if a >= min_fraction * areas.max()]
+    dist = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    pts = []
+    for lab in keep:
+        d = np.where(labels == lab, dist, -1.0)
+        y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+        pts.append((x + 0.5, y + 0.5))
+    return np.asarray(pts, dtype=np.float64)
+
+
+class OraclePointer(Pointer):
+    """Points taken from ground-truth masks: `gt_mask(i)` -> bool (H, W) for frame i.
+
+    Evaluates the mask stage alone (what J&F would be with a perfect pointer)."""
+
+    name = "oracle"
+
+    def __init__(self, gt_mask: Callable[[int], np.ndarray]):
+        self._gt = gt_mask
+
+    def point(self, video, query, frames, l=4, progress=None):
+        out = {}
+        for n, i in enumerate(frames):
+            out[i] = interior_points(self._gt(i))
+            if progress:
+                progress("pointing", n + 1, len(frames))
+        return out
+
+
+class ModelPointer(Pointer):
+    """A VideoMolmo checkpoint: `videomolmo.model.point_video` on the anchor frames."""
+
+    name = "model"
+
+    def __init__(self, model, processor, batch_size: int = 4, temporal: bool = True):
+        self.model = model
+        self.processor = processor
+        self.batch_size = batch_size
+        self.temporal = temporal
+
+    def point(self, video, query, frames, l=4, progress=None):
+        from videomolmo import model as vm
+
+        kwargs: dict[str, Any] = {"frames": list(frames), "l": l, "batch_size": self.batch_size}
+        if not self.temporal:
+            kwargs["temporal"] = False
+        if progress is not None:
+            kwargs["progress"] = lambda done, total: progress("pointing", done, total)
+        out = _call_tolerant(vm.point_video, self.model, self.processor, video, query, **kwargs)
+        return {int(i): np.asarray(out.get(i, np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2) for i in frames}
+
+
+def _call_tolerant(fn, *args, **kwargs):
+    """Call `fn` passing only the keyword arguments its signature accepts (the model API grows
+    options over time; an older checkpoint loader must not break the pipeline)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(*args, **kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return fn(*args, **kwargs)
+    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def distinct_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Drop points within `DUPLICATE_POINT_FRACTION` of the diagonal of an earlier point."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    radius = DUPLICATE_POINT_FRACTION * float(np.hypot(width, height))
+    kept: list[np.ndarray] = []
+    for p in pts:
+        if all(np.hypot(*(p - q)) > radius for q in kept):
+            kept.append(p)
+    return np.asarray(kept, dtype=np.float64).reshape(-1, 2)
+
+
+def video_count(per_frame: Mapping[int, int]) -> int:
+    """The video-level count: the most distinct points seen on any one sampled frame.
+
+    Objects leave the view and get occluded, so a single frame under-counts; the maximum over
+    the sampled frames is the number of distinct objects the model grounded at once."""
+    return max(per_frame.values(), default=0)
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class PipelineResult:
+    """Points, counts and (lazily computed) masks of one query on one video."""
+
+    video: Any
+    query: str
+    points: dict[int, np.ndarray]
+    config: PipelineConfig
+    predictor_factory: Callable[[], Any] | None = field(default=None, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.video)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return video_size(self.video)
+
+    @property
+    def fps(self) -> float:
+        return video_fps(self.video)
+
+    @property
+    def sampled_frames(self) -> list[int]:
+        return sorted(self.points)
+
+    @property
+    def counts(self) -> dict[int, int]:
+        """Distinct points per sampled frame."""
+        h, w = self.size
+        return {i: len(distinct_points(p, w, h)) for i, p in sorted(self.points.items())}
+
+    @property
+    def count(self) -> int:
+        """The video-level count (see `video_count`)."""
+        return video_count(self.counts)
+
+    def masks(self, progress: ProgressFn | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream `(frame index, bool (H, W) mask)` for every frame, in order.
+
+        Runs stage 2 afresh on each call (nothing is cached), so memory stays flat in video
+        length; write them with `save` or `write_masks` if you need them twice."""
+        if self.predictor_factory is None:
+            raise ConfigError("this result has no mask stage (it came from point-only inference)")
+        yield from run_mask_stage(self.video, self.points, self.predictor_factory(), self.config, progress)
+
+    def points_jsonl(self) -> str:
+        """`points.jsonl` text: one line per sampled frame, {"frame": i, "points": [[x, y], ...]}."""
+        h, w = self.size
+        lines = []
+        for i, p in sorted(self.points.items()):
+            lines.append(json.dumps({
+                "frame": int(i),
+                "points": [[round(float(x), 2), round(float(y), 2)] for x, y in p],
+                "count": len(distinct_points(p, w, h)),
+            }))
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def save(
+        self,
+        out_dir: str | os.PathLike,
+        masks: bool = True,
+        overlay: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, str]:
+        """Write `points.jsonl`, `count.json`, `masks/<frame>.png` and `overlay.mp4` to `out_dir`.
+
+        Every file is written under a temporary name and renamed when complete, so an interrupted
+        run never leaves a file that looks finished. Returns {name: path}."""
+        out = ensure_writable_dir(out_dir)
+        from videomolmo.evaluation.runner import atomic_write_text
+
+        files: dict[str, str] = {}
+        atomic_write_text(out / "points.jsonl", self.points_jsonl())
+        files["points"] = str(out / "points.jsonl")
+        atomic_write_text(out / "count.json", json.dumps(self.count_report(), indent=2) + "\n")
+        files["count"] = str(out / "count.json")
+        if not (masks or overlay):
+            return files
+        from videomolmo import render
+
+        mask_dir = out / "masks"
+        if masks:
+            mask_dir.mkdir(exist_ok=True)
+
+        def stream():
+            for i, m in self.masks(progress):
+                if masks:
+                    write_mask_png(mask_dir / f"{i:05d}.png", m)
+                yield render.OverlayFrame(self.video[i], i, m, self.points.get(i))
+
+        if overlay:
+            render.render(stream(), video_path=out / "overlay.mp4", query=self.query, fps=self.fps,
+                          num_frames=self.num_frames)
+            files["overlay"] = str(out / "overlay.mp4")
+        else:
+            for _ in stream():
+                pass
+        if masks:
+            files["masks"] = str(mask_dir)
+        return files
+
+    def count_report(self) -> dict:
+        return {
+            "query": self.query,
+            "count": self.count,
+            "per_frame": {str(i): c for i, c in self.counts.items()},
+            "sampled_frames": self.sampled_frames,
+            "rule": "max over sampled frames of distinct points",
+        }
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and check we can write there; `ConfigError` otherwise."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{p}: output directory is not writable ({exc.strerror or exc})") from None
+    return p
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> None:
+    """A 0/255 PNG, written atomically (the DAVIS convention for a single object)."""
+    try:
+        from videomolmo.masks import write_mask
+    except ImportError:  # masks module not there yet: the same 0/255 PNG by hand
+        write_mask = None
+    tmp = path.with_name(f".{path.name}.partial.png")
+    if write_mask is not None:
+        write_mask(tmp, np.asarray(mask, dtype=bool))
+    else:
+        from PIL import Image
+
+        Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+def get_predictor(backend: str, sam2: str | os.PathLike | None = None, device: str = "cpu"):
+    """A mask predictor by backend name (`cpu` needs nothing; `sam2` needs a checkpoint dir)."""
+    from videomolmo.segmentation import registry
+
+    if backend == "sam2" and sam2 is None:
+        raise ConfigError("--mask-backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder)")
+    kwargs: dict[str, Any] = {}
+    if sam2 is not None:
+        kwargs["path"] = str(sam2)
+    if device != "cpu":
+        kwargs["device"] = device
+    return _call_tolerant(registry.get_predictor, backend, **kwargs)
+
+
+def run_mask_stage(
+    video, points: Mapping[int, np.ndarray], predictor, config: PipelineConfig, progress: ProgressFn | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stage 2: points on anchor frames -> one bool mask per frame, streamed in frame order."""
+    from videomolmo.segmentation.propagation import segment_video
+
+    n = len(video)
+    k = n if config.first_frame_only else config.k
+    kwargs: dict[str, Any] = {"k": k, "tau": config.tau, "strategy": config.fusion}
+    if progress is not None:
+        kwargs["progress"] = lambda done, total: progress("masks", done, total)
+    produced = _call_tolerant(segment_video, video, dict(points), predictor, **kwargs)
+    if isinstance(produced, Mapping):
+        produced = sorted(produced.items())
+    count = 0
+    for i, m in produced:
+        if isinstance(m, Mapping):  # {obj_id: mask}: one object per query here; union is the answer
+            vals = [np.asarray(v, dtype=bool) for v in m.values()]
+            m = np.logical_or.reduce(vals) if vals else np.zeros(video_size(video), dtype=bool)
+        count += 1
+        if progress is not None and "progress" not in kwargs:
+            progress("masks", count, n)
+        yield int(i), np.asarray(m, dtype=bool)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class Pipeline:
+    """Pointer + mask stage with default settings; call it on (video, query)."""
+
+    def __init__(
+        self,
+        pointer: Pointer,
+        config: PipelineConfig | None = None,
+        sam2: str | os.PathLike | None = None,
+        device: str = "cpu",
+    ):
+        self.pointer = pointer
+        self.config = config or PipelineConfig()
+        self.sam2 = sam2
+        self.device = device
+        self._predictors: dict[str, Any] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike | None = None,
+        *,
+        baseline: bool = False,
+        device: str = "cpu",
+        sam2: str | os.PathLike | None = None,
+        **config: Any,
+    ) -> "Pipeline":
+        """Load stage 1 from a preset name, a checkpoint folder, or (None) the bundled default.
+
+        `baseline=True` is the paper's Molmo+SAM2 comparison: the same weights with the temporal
+        module off, pointing on the first frame only (override with `first_frame_only=False`)."""
+        mdl, processor = load_model(model, device=device)
+        if baseline:
+            config.setdefault("first_frame_only", True)
+        cfg = PipelineConfig(**config)
+        pointer = ModelPointer(mdl, processor, batch_size=cfg.batch_size, temporal=not baseline)
+        if baseline:
+            _disable_temporal(mdl)
+        return cls(pointer, cfg, sam2=sam2, device=device)
+
+    def _predictor(self, backend: str):
+        if backend not in self._predictors:
+            self._predictors[backend] = get_predictor(backend, self.sam2, self.device)
+        return self._predictors[backend]
+
+    def _config(self, **overrides: Any) -> PipelineConfig:
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self.config, **changes) if changes else self.config
+
+    def point(
+        self,
+        video,
+        query: str,
+        k: int | None = None,
+        l: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> PipelineResult:
+        """Stage 1 only: points (and counts) on the anchor frames; `masks()` is unavailable."""
+        cfg = self._config(k=k, l=l)
+        q = check_query(query)
+        v = open_any_video(video)
+        frames = anchor_frames(len(v), cfg.k, cfg.first_frame_only)
+        pts = self.pointer.point(v, q, frames, l=cfg.l, progress=progress)
+        return PipelineResult(v, q, pts, cfg, None)
+
+    def __call__(
+        self,
+        video,
+        query: str,
+        k: int | None = None,
+        tau: float | None = None,
+        l: int | None = None,
+        mask_backend: str | None = None,
+        fusion: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> PipelineResult:
+        """Points on every k-th frame now; masks for every frame lazily via `result.masks()`."""
+        cfg = self._config(k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion)
+        from videomolmo.fusion import get_strategy
+
+        get_strategy(cfg.fusion)  # fail before the (slow) pointing, not after
+        res = self.point(video, query, k=cfg.k, l=cfg.l, progress=progress)
+        backend = cfg.mask_backend
+        predictor = self._predictor(backend)
+        res.config = cfg
+        res.predictor_factory = lambda: predictor
+        return res
+
+
+def _disable_temporal(model) -> None:
+    """Switch the temporal module off (the Molmo+SAM2 baseline uses the same weights without it)."""
+    for attr in ("use_temporal", "temporal_enabled"):
+        if hasattr(model, attr):
+            setattr(model, attr, False)
+            return
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "use_temporal"):
+        try:
+            cfg.use_temporal = False
+        except Exception:  # frozen config dataclass
+            pass
+
+
+def load_model(model: str | os.PathLike | None, device: str = "cpu"):
+    """(model, processor) from a checkpoint folder, a preset name, or the bundled default."""
+    if model is None:
+        try:
+            from videomolmo.bundled import load_default
+        except ImportError:
+            raise CheckpointError(
+                "no bundled default model in this install; pass --model DIR (a VideoMolmo checkpoint) "
+                "or use --pointer oracle for evaluation"
+            ) from None
+        return _as_pair(load_default())
+    from videomolmo import model as vm
+
+    p = Path(model)
+    if p.exists():
+        if not p.is_dir():
+            raise CheckpointError(f"{p}: not a checkpoint directory (expected a folder with config.json and *.safetensors)")
+        return _as_pair(_call_tolerant(vm.from_pretrained, str(p), device=device))
+    try:
+        cfg = vm.ModelConfig.from_name(str(model))
+    except VideoMolmoError:
+        raise
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{model}: neither a checkpoint directory nor a known model preset") from None
+    builder = getattr(vm, "build_model", None) or getattr(vm, "from_config", None)
+    if builder is None:
+        raise CheckpointError(f"{model}: presets need weights; pass a checkpoint directory")
+    return _as_pair(_call_tolerant(builder, cfg, device=device))
+
+
+def _as_pair(obj) -> tuple[Any, Any]:
+    if isinstance(obj, tuple) and len(obj) == 2:
+        return obj
+    processor = getattr(obj, "processor", None)
+    return obj, processor

@@ -1,0 +1,195 @@
+"""The resumable benchmark runner: atomic rows, torn tails, shards, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
+from videomolmo.evaluation import summary
+from videomolmo.evaluation.runner import (
+    RowLog,
+    RunConfig,
+    Shard,
+    Unit,
+    complete_units,
+    make_units,
+    missing_units,
+    prepare_run_dir,
+    read_all_rows,
+    run_units,
+)
+
+
+@dataclass
+class FakeSample:
+    video_id: str
+    exp_id: str
+
+
+def _units(n=10):
+    return make_units("mevis", [FakeSample(f"v{i:02d}", "0") for i in range(n)])
+
+
+def _process(unit):
+    return [{"key": f"{s.video_id}/{s.exp_id}", "J": 0.5, "F": 0.7, "JF": 0.6} for s in unit.samples]
+
+
+def test_rowlog_repairs_torn_tail_and_appends_cleanly(tmp_path: Path):
+    log = RowLog(tmp_path / "rows.jsonl")
+    log.append([{"key": "a"}, {"key": "b"}])
+    with open(log.path, "ab") as fh:
+        fh.write(b'{"key": "c", "J": 0.')  # torn by a crash
+    assert [r["key"] for r in log.read()] == ["a", "b"]
+    assert log.repair() > 0
+    log.append([{"key": "c"}])
+    assert [r["key"] for r in log.read()] == ["a", "b", "c"]
+    assert log.path.read_bytes().count(b"\n") == 3
+
+
+def test_rowlog_drops_garbage_complete_last_line(tmp_path: Path):
+    log = RowLog(tmp_path / "rows.jsonl")
+    log.append([{"key": "a"}])
+    with open(log.path, "ab") as fh:
+        fh.write(b"\x00\x00\x00\n")
+    log.repair()
+    assert log.path.read_bytes() == b'{"key": "a"}\n'
+
+
+def test_shard_parsing_and_env(monkeypatch):
+    assert Shard.parse("1/4") == Shard(1, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ConfigError):
+            Shard.parse(bad)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    assert Shard.parse(None) == Shard(2, 3)
+    assert Shard(2, 3).rows_name == "rows.shard-2-of-3.jsonl"
+
+
+def test_units_sorted_and_davis_grouped_by_annotator():
+    samples = [FakeSample("b", str(e)) for e in range(8)] + [FakeSample("a", "0")]
+    units = make_units("ref-davis17", samples)
+    assert [u.key for u in units] == ["a/anno_0", "b/anno_0", "b/anno_1", "b/anno_2", "b/anno_3"]
+    assert [s.exp_id for s in units[1].samples] == ["0", "4"]
+    with pytest.raises(DatasetError):
+        make_units("mevis", [FakeSample("a", "0"), FakeSample("a", "0")])
+
+
+def test_run_dir_refuses_other_settings(tmp_path: Path):
+    prepare_run_dir(tmp_path / "run", RunConfig("mevis", "d", k=5))
+    prepare_run_dir(tmp_path / "run", RunConfig("mevis", "d", k=5))
+    with pytest.raises(ConfigError, match="k: 5 -> 3"):
+        prepare_run_dir(tmp_path / "run", RunConfig("mevis", "d", k=3))
+
+
+def test_resume_skips_done_units_and_shards_merge(tmp_path: Path):
+    units = _units(10)
+    calls = []
+
+    def proc(u):
+        calls.append(u.key)
+        return _process(u)
+
+    st0 = run_units(tmp_path, units, proc, Shard(0, 2))
+    assert st0.done_now == 5 and not st0.complete
+    assert len(missing_units(tmp_path, units)) == 5
+    st1 = run_units(tmp_path, units, proc, Shard(1, 2))
+    assert st1.complete and len(calls) == 10
+    again = run_units(tmp_path, units, proc, Shard(0, 2))
+    assert again.done_now == 0 and again.done_before == 5 and len(calls) == 10
+    rows = read_all_rows(tmp_path)
+    assert len(rows) == 10 and complete_units(rows) == {u.key for u in units}
+
+
+def test_bad_unit_is_skipped_and_retried_later(tmp_path: Path):
+    units = _units(3)
+    errors = []
+
+    def flaky(u):
+        if u.key == "v01/0":
+            raise VideoMolmoError("v01: corrupt frame")
+        return _process(u)
+
+    st = run_units(tmp_path, units, flaky, on_error=lambda u, e: errors.append(str(e)))
+    assert st.failed == ["v01/0"] and errors == ["v01: corrupt frame"] and not st.complete
+    st = run_units(tmp_path, units, _process)
+    assert st.done_now == 1 and st.complete
+
+
+_CHILD = r"""
+import sys, time
+from dataclasses import dataclass
+from videomolmo.evaluation.runner import make_units, run_units
+
+@dataclass
+class S:
+    video_id: str
+    exp_id: str
+
+units = make_units("ref-davis17", [S(f"v{i:02d}", str(e)) for i in range(6) for e in range(8)])
+
+def proc(u):
+    time.sleep(0.05)
+    return [{"key": f"{s.video_id}/{s.exp_id}", "J": 0.5, "F": 0.5, "JF": 0.5, "annotator": int(s.exp_id) % 4}
+            for s in u.samples]
+
+def progress(done, total, key):
+    print(done, flush=True)
+
+run_units(sys.argv[1], units, proc, progress=progress)
+print("FINISHED", flush=True)
+"""
+
+
+def test_kill_minus_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path):
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    run = tmp_path / "run"
+    run.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(run)], stdout=subprocess.PIPE, text=True)
+    # Wait until a few units are done, then kill without any chance to clean up.
+    for line in proc.stdout:
+        if line.strip().isdigit() and int(line) >= 7:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_all_rows(run)
+    assert 0 < len(before) < 48
+    # Simulate the worst case: the kill tore the last write.
+    with open(run / "rows.jsonl", "ab") as fh:
+        fh.write(b'{"key": "v05/7", "J"')
+    out = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, timeout=120)
+    assert "FINISHED" in out.stdout, out.stderr
+    lines = (run / "rows.jsonl").read_text().splitlines()
+    keys = [json.loads(x)["key"] for x in lines]
+    assert len(keys) == len(set(keys)) == 48
+    s = summary.summarize("ref-davis17", list(read_all_rows(run).values()))
+    assert s["overall"]["masks"]["n"] == 48
+    assert set(s["overall"]["masks"]["variants"]) == {"anno_0", "anno_1", "anno_2", "anno_3"}
+
+
+def test_summary_tables():
+    rows = [
+        {"key": "a/0", "J": 0.4, "F": 0.6, "JF": 0.5, "annotator": 0, "category": "referring"},
+        {"key": "a/1", "J": 0.8, "F": 1.0, "JF": 0.9, "annotator": 1, "category": "reasoning"},
+        {"key": "b/0", "P": 1.0, "R": 0.5, "F1": 2 / 3, "tp": 1, "fp": 0, "fn": 1, "count": 2, "count_gt": 2},
+        {"key": "b/1", "P": 0.0, "R": 0.0, "F1": 0.0, "tp": 0, "fp": 1, "fn": 1, "count": 1, "count_gt": 3},
+    ]
+    s = summary.summarize("ref-davis17", rows)
+    m = s["overall"]["masks"]
+    assert m["J"] == pytest.approx(60.0) and m["JF"] == pytest.approx(70.0)
+    assert s["overall"]["points"]["micro_F1"] == pytest.approx(100 * 2 / 5)
+    assert s["overall"]["counting"] == {"MAE": 1.0, "EMA": 50.0, "n": 2}
+    assert set(s["categories"]) == {"reasoning", "referring"}
+    md = summary.to_markdown(s)
+    assert "| overall | 60.0 | 80.0 | 70.0 | 2 |" in md and "MAE" in md
+    assert [r["key"] for r in summary.worst(rows, 2)] == ["b/1", "a/0"]
