@@ -14,6 +14,7 @@ from videomolmo.errors import VideoMolmoError
 
 # Command modules: one import each registers the commands it defines.
 from videomolmo.cli import info as _info  # noqa: F401,E402
+from videomolmo.cli import eval_masks as _eval_masks  # noqa: F401,E402
 from videomolmo.cli import synth as _synth  # noqa: F401,E402
 
 

@@ -194,6 +194,64 @@ class RleMaskSource:
 MaskSource = NoMaskSource | PngMaskSource | RleMaskSource
 
 
+# --------------------------------------------------------------------------- video of listed frames
+
+
+def _listed_frames_video_class():
+    from videomolmo.video import Video
+
+    class ListedFramesVideo(Video):
+        """Exactly the given frame files, in the given order (sizes checked as they are read)."""
+
+        def __init__(self, paths: list[Path], names: list[str], fps: float = 30.0) -> None:
+            if not paths:
+                raise DatasetError("a video needs at least one listed frame")
+            self.paths = list(paths)
+            self._names = list(names)
+            self.source = str(self.paths[0].parent)
+            self.height, self.width = image_size(self.paths[0])
+            self.fps = float(fps)
+
+        def __len__(self) -> int:
+            return len(self.paths)
+
+        @property
+        def frame_names(self) -> list[str]:
+            return list(self._names)
+
+        def _read(self, index: int) -> np.ndarray:
+            from PIL import Image, UnidentifiedImageError
+
+            from videomolmo.errors import VideoError
+
+            path = self.paths[index]
+            try:
+                with Image.open(path) as im:
+                    frame = np.asarray(im.convert("RGB"))
+            except FileNotFoundError:
+                raise VideoError(f"{path}: frame file disappeared") from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                raise VideoError(f"{path}: unreadable frame image ({exc})") from None
+            if frame.shape[:2] != (self.height, self.width):
+                raise VideoError(f"{path}: frame is {frame.shape[1]}x{frame.shape[0]} but the first listed "
+                                 f"frame is {self.width}x{self.height}")
+            return frame
+
+    return ListedFramesVideo
+
+
+def ListedFramesVideo(paths: list[Path], names: list[str], fps: float = 30.0):  # noqa: N802 - acts as a class
+    """A `videomolmo.video.Video` over exactly these frame files (built lazily: video.py is optional
+    until a sample's video is actually opened)."""
+    global _LISTED_CLASS
+    if _LISTED_CLASS is None:
+        _LISTED_CLASS = _listed_frames_video_class()
+    return _LISTED_CLASS(paths, names, fps)
+
+
+_LISTED_CLASS = None
+
+
 # --------------------------------------------------------------------------- sample
 
 
@@ -236,14 +294,24 @@ class Sample:
         return len(self.frame_names)
 
     def video(self):
-        """The listed frames as a `videomolmo.video.Video` (decoded on access)."""
+        """The listed frames, in order, as a `videomolmo.video.Video` (decoded on access).
+
+        The frame folder itself when it holds exactly the listed frames, else a video over just
+        the listed files (Ref-YouTube-VOS and friends list a subset of a folder's frames).
+        """
         from videomolmo.video import open_video
 
         missing = [p for p in self.frame_paths if not Path(p).is_file()]
         if missing:
             raise DatasetError(f"{missing[0]}: referenced frame is missing "
                                f"({len(missing)} of {len(self.frame_paths)} frames of {self.video_id})")
-        return open_video([str(p) for p in self.frame_paths])
+        folders = {Path(p).parent for p in self.frame_paths}
+        if len(folders) == 1:
+            video = open_video(folders.pop())
+            if list(video.frame_names) == list(self.frame_names):
+                return video
+            video.close()
+        return ListedFramesVideo([Path(p) for p in self.frame_paths], self.frame_names)
 
     def frame_size(self) -> tuple[int, int]:
         """(H, W) of the video, read from the first frame's header."""

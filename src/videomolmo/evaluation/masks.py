@@ -1,0 +1,232 @@
+"""Score a folder of predicted masks against a benchmark: the engine of `videomolmo eval-masks`.
+
+Predictions are in the submission layout used by MeViS / Ref-YouTube-VOS / ReferFormer::
+
+    <pred_dir>/<video>/<exp_id>/<frame>.png      any non-zero pixel is foreground
+
+(ReVOS video keys contain a "/", so their folders nest one level deeper, as in VISA's evaluator.)
+
+Protocol (the MeViS one): an expression's J and F are the means of the per-frame DAVIS J and F
+(`videomolmo.metrics.jaccard` / `boundary_f`) over all of its listed frames; the overall J and F
+are means over expressions, and J&F = (J + F) / 2. A missing prediction -- a whole expression
+folder or a single frame -- scores J = F = 0 on the frames it lacks and is listed in `missing`
+(as the MeViS evaluator scores a missing video 0), so an incomplete submission cannot look
+better than it is. A prediction PNG whose size differs from the ground truth is an error.
+
+`first_frame_baseline` writes the interim reference baseline: each expression's ground-truth
+mask of its first listed frame, copied to every frame.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videomolmo.data.sample import Dataset, Sample, read_png_array
+from videomolmo.errors import DatasetError, MaskError
+
+__all__ = [
+    "evaluate_predictions",
+    "score_sample",
+    "read_prediction",
+    "per_video",
+    "first_frame_baseline",
+    "write_json_atomic",
+]
+
+
+# --------------------------------------------------------------------------- reading predictions
+
+
+def read_prediction(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A predicted mask PNG as bool (H, W); non-zero is foreground.
+
+    Raises `MaskError` naming the file if it is unreadable or its size is not `shape` (H, W).
+    """
+    arr = read_png_array(path)
+    if arr.shape != tuple(shape):
+        raise MaskError(f"{path}: prediction is {arr.shape[1]}x{arr.shape[0]} but the ground truth is "
+                        f"{shape[1]}x{shape[0]} (predictions must be at the original resolution)")
+    return arr != 0
+
+
+# --------------------------------------------------------------------------- scoring one expression
+
+
+@dataclass
+class ExpressionScore:
+    """Scores of one expression; `missing` holds paths relative to the prediction folder."""
+
+    video: str
+    exp_id: str
+    J: float
+    F: float
+    frames: int
+    missing: list[str]
+
+    def as_row(self) -> dict[str, Any]:
+        return {"video": self.video, "exp_id": self.exp_id, "J": self.J, "F": self.F,
+                "J&F": (self.J + self.F) / 2, "frames": self.frames}
+
+
+def score_sample(sample: Sample, pred_dir: Path) -> ExpressionScore:
+    """J and F of one expression's predictions (missing frames score 0; see the module docstring)."""
+    from videomolmo.metrics import boundary_f, jaccard
+
+    n = len(sample.frame_names)
+    if n == 0:
+        raise DatasetError(f"{sample.video_id}/{sample.exp_id}: the expression lists no frames")
+    exp_dir = Path(pred_dir) / sample.video_id / sample.exp_id
+    rel = f"{sample.video_id}/{sample.exp_id}"
+    if not exp_dir.is_dir():
+        return ExpressionScore(sample.video_id, sample.exp_id, 0.0, 0.0, n, [rel])
+    j_sum = f_sum = 0.0
+    missing: list[str] = []
+    gts, preds = [], []
+    for i, name in enumerate(sample.frame_names):
+        path = exp_dir / f"{name}.png"
+        if not path.is_file():
+            missing.append(f"{rel}/{name}.png")
+            continue
+        gt = sample.gt_mask(i)
+        gts.append(gt)
+        preds.append(read_prediction(path, gt.shape))
+        # Score in small stacks: one expression of a long video would otherwise hold every frame.
+        if len(gts) == 16:
+            j_sum += float(np.sum(jaccard(np.stack(gts), np.stack(preds))))
+            f_sum += float(np.sum(boundary_f(np.stack(gts), np.stack(preds))))
+            gts, preds = [], []
+    if gts:
+        j_sum += float(np.sum(jaccard(np.stack(gts), np.stack(preds))))
+        f_sum += float(np.sum(boundary_f(np.stack(gts), np.stack(preds))))
+    return ExpressionScore(sample.video_id, sample.exp_id, j_sum / n, f_sum / n, n, missing)
+
+
+# --------------------------------------------------------------------------- whole benchmark
+
+
+def evaluate_predictions(dataset: Dataset, pred_dir: str | Path, workers: int | None = None,
+                         progress: bool = True) -> dict[str, Any]:
+    """Score every expression of `dataset` against `pred_dir` (submission layout).
+
+    Returns `{"overall": {"J", "F", "J&F"}, "expressions": [{"video", "exp_id", "J", "F", "J&F",
+    "frames"}, ...], "missing": [...]}` with scores as fractions in [0, 1], expressions in
+    dataset order, `missing` as paths relative to `pred_dir` (an expression folder, or one frame
+    PNG). Runs on `workers` processes (default: all cores) with a progress bar on stderr.
+    """
+    from videomolmo.parallel import parallel_map
+
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise DatasetError(f"{pred_dir}: prediction folder does not exist")
+    if len(dataset) == 0:
+        raise DatasetError(f"{dataset.root}: the dataset has no expressions to score")
+    no_gt = next((s for s in dataset if not s.has_masks), None)
+    if no_gt is not None:
+        split = f" split {dataset.split!r}" if dataset.split else ""
+        raise DatasetError(f"{dataset.root}:{split} has no ground-truth masks (e.g. {no_gt.video_id}/{no_gt.exp_id}); "
+                           "score it on the benchmark's evaluation server")
+    scores: list[ExpressionScore] = parallel_map(partial(score_sample, pred_dir=pred_dir), list(dataset),
+                                                 workers=workers, description="scoring expressions",
+                                                 progress=progress)
+    return summarize(scores)
+
+
+def summarize(scores: Iterable[ExpressionScore]) -> dict[str, Any]:
+    """The eval-masks JSON from per-expression scores (overall = mean over expressions)."""
+    scores = list(scores)
+    j = float(np.mean([s.J for s in scores])) if scores else 0.0
+    f = float(np.mean([s.F for s in scores])) if scores else 0.0
+    return {
+        "overall": {"J": j, "F": f, "J&F": (j + f) / 2},
+        "expressions": [s.as_row() for s in scores],
+        "missing": [m for s in scores for m in s.missing],
+    }
+
+
+def per_video(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-video means over expressions (`video`, `expressions`, `J`, `F`, `J&F`), in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for row in result["expressions"]:
+        groups.setdefault(row["video"], []).append(row)
+    out = []
+    for video, rows in groups.items():
+        j = float(np.mean([r["J"] for r in rows]))
+        f = float(np.mean([r["F"] for r in rows]))
+        out.append({"video": video, "expressions": len(rows), "J": j, "F": f, "J&F": (j + f) / 2})
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON via a temp file in the same folder + `os.replace`: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _png_bytes(mask: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _baseline_one(sample: Sample, out_dir: Path) -> int:
+    first = sample.gt_mask(0)
+    # Every frame gets the same mask: encode the PNG once, write it T times.
+    data = _png_bytes(first)
+    folder = out_dir / sample.video_id / sample.exp_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sample.frame_names:
+        _write_bytes_atomic(folder / f"{name}.png", data)
+    return len(sample.frame_names)
+
+
+def first_frame_baseline(dataset: Dataset, out_dir: str | Path, workers: int | None = None,
+                         progress: bool = True) -> int:
+    """Write the "first-frame ground truth copied to all frames" baseline in the submission layout.
+
+    Each expression's prediction on every listed frame is its ground-truth mask on the first
+    listed frame (0/255 L-mode PNGs at the original resolution). Files are replaced atomically,
+    so rerunning into the same folder is safe. Returns the number of PNGs written.
+    """
+    from videomolmo.parallel import parallel_map
+
+    if len(dataset) and not dataset.has_masks:
+        raise DatasetError(f"{dataset.root}: the baseline needs ground-truth masks and this split has none")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = parallel_map(partial(_baseline_one, out_dir=out_dir), list(dataset), workers=workers,
+                          description="writing baseline", progress=progress)
+    return int(sum(counts))
