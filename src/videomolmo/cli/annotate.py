@@ -1,0 +1,84 @@
+"""`videomolmo annotate`: ground-truth masks -> best single-click training points (JSONL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from videomolmo.cli.app import command, console
+from videomolmo.errors import ConfigError, DatasetError
+
+BACKENDS = ("cpu", "sam2")
+
+
+def load_predictor(backend: str, sam2: Path | None = None, device: str = "cpu") -> Any:
+    """A mask predictor by name: the shared registry when present, else built directly."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "sam2" and sam2 is None:
+        raise ConfigError("--backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder in the Hugging Face format)")
+    try:
+        from videomolmo.segmentation.registry import get_predictor
+    except ImportError:
+        get_predictor = None
+    if backend == "sam2":
+        from videomolmo.segmentation.sam2 import Sam2Predictor
+
+        # Load directly: the checkpoint checks and their messages live in Sam2Predictor.
+        return Sam2Predictor.from_pretrained(sam2, device=device)
+    if get_predictor is None:
+        raise ConfigError("the cpu mask backend is not available in this install (videomolmo.segmentation.registry)")
+    return get_predictor(backend)
+
+
+@command("annotate")
+def annotate(
+    data_dir: Path = typer.Argument(..., help="Dataset folder in any supported layout (Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS, ReasonVOS)."),
+    out: Path = typer.Option(..., "--out", help="Output JSONL; an existing file is resumed."),
+    backend: str = typer.Option("cpu", "--backend", help="Point-to-mask backend: cpu or sam2."),
+    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (HF format) for --backend sam2."),
+    k: int = typer.Option(10, "--k", help="Candidate points per (object, frame)."),
+    seed: int = typer.Option(0, "--seed", help="Seed; each (video, object, frame) derives its own stream from it."),
+    shard: str = typer.Option("0/1", "--shard", help="i/n: annotate the i-th of n disjoint video shards."),
+    frame_step: int = typer.Option(1, "--frame-step", help="Annotate every n-th listed frame."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split, for layouts that have several."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for --backend sam2."),
+) -> None:
+    """Turn ground-truth masks into training points: per (video, object, frame), the best of k
+    distance-weighted candidate clicks by IoU of the backend's mask with the ground truth.
+
+    Resumable (rerun the same command after a crash) and shardable (--shard i/n on n machines,
+    then concatenate the outputs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from videomolmo.annotation import AnnotationConfig, annotate_dataset, parse_shard
+
+    AnnotationConfig(k=k, frame_step=frame_step, backend=backend)  # validate before any loading
+    shard_spec = parse_shard(shard)
+    if not data_dir.exists():
+        raise DatasetError(f"{data_dir}: dataset folder does not exist")
+    if not data_dir.is_dir():
+        raise DatasetError(f"{data_dir}: not a folder")
+    from videomolmo.data import load_dataset
+
+    dataset = load_dataset(data_dir, split=split)
+    predictor = load_predictor(backend, sam2, device)
+
+    with Progress(TextColumn("annotate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task("annotate", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = annotate_dataset(dataset, predictor, out, k=k, seed=seed, shard=shard_spec,
+                                  frame_step=frame_step, backend_name=backend, progress=progress)
+    per_frame = report.seconds_predicting / report.predicted_frames if report.predicted_frames else 0.0
+    console.print(
+        f"{out}: {report.written} rows written ({report.empty} with the object absent, "
+        f"{report.reused} reused from another expression), {report.skipped} already done; "
+        f"{report.predicted_frames} (object, frame) pairs at {per_frame:.3f} s each"
+        + (f", mean best IoU {report.mean_iou:.3f}" if report.mean_iou is not None else "")
+    )
