@@ -3,6 +3,7 @@ first-frame-mask baseline, scored the same way)."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +18,11 @@ DATA_HELP = ("Benchmark root: Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or Reas
 SPLIT_HELP = "Split to score (default: the format's evaluation split with ground truth where there is one)."
 FORMAT_HELP = "Skip detection: refdavis, ytvos, mevis, revos or reasonvos."
 WORKERS_HELP = "Worker processes (default: all cores)."
+
+
+def _progress() -> bool:
+    # A bar is for people watching a terminal; in logs and pipes it is noise around the result.
+    return sys.stderr.isatty()
 
 
 def _pct(x: float) -> str:
@@ -79,7 +85,7 @@ def eval_masks(
 
     t0 = time.perf_counter()
     dataset, name = _load(data, split, fmt)
-    result = evaluate_predictions(dataset, pred, workers=workers)
+    result = evaluate_predictions(dataset, pred, workers=workers, progress=_progress())
     if json_out is not None:
         write_json_atomic(json_out, result)
     print_table(result, _title(name, dataset, str(pred), time.perf_counter() - t0))
@@ -105,8 +111,8 @@ def eval_baseline(
     dataset, name = _load(data, split, fmt)
 
     def run(pred_dir: Path) -> dict:
-        first_frame_baseline(dataset, pred_dir, workers=workers)
-        return evaluate_predictions(dataset, pred_dir, workers=workers)
+        first_frame_baseline(dataset, pred_dir, workers=workers, progress=_progress())
+        return evaluate_predictions(dataset, pred_dir, workers=workers, progress=_progress())
 
     if out is None:
         with tempfile.TemporaryDirectory(prefix="videomolmo-baseline-") as tmp:

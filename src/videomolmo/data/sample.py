@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,10 @@ class RleMaskSource:
                 if isinstance(rle.get("counts"), list):
                     h, w = rle["size"]
                     rle = mask_utils.frPyObjects(rle, h, w)
-                m = mask_utils.decode(rle).astype(bool)
+                with warnings.catch_warnings():
+                    # pycocotools' own numpy-2 copy= deprecation notice, not ours to act on
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    m = mask_utils.decode(rle).astype(bool)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise DatasetError(f"{self.where}: malformed RLE for frame index {i} ({exc})") from None
             if m.ndim == 3:
