@@ -1,0 +1,255 @@
+"""Anchor-wise bidirectional mask propagation (VideoMolmo Sec. 4.2).
+
+Anchors are frames 0, k, 2k, ... . At each anchor the points become masks (one object id per
+positive point; the frame's mask is the union of its objects). Every frame strictly between
+anchors a and a+k gets two candidates: anchor a's masks propagated forward and anchor (a+k)'s
+propagated backward, each from a state that holds only that anchor's prompts (so one side's
+prompts never leak into the other), and a fusion strategy (`videomolmo.fusion`) turns the pair
+into one mask. Frames after the last anchor are propagated forward only.
+
+Only points on anchor frames are used: points given for other frames are ignored with a warning
+(the model points at anchors; passing every frame's points with k=1 uses them all).
+
+Everything streams: `segment_video` yields `(frame_idx, mask)` in frame order and holds at most
+one segment (k frames) of masks and two predictor states at a time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.fusion import FusionContext, get_strategy, needs_backward
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
+
+__all__ = ["Segment", "anchor_frames", "clean_points", "iter_segments", "segment_video"]
+
+
+Prompt = Any  # (N, 2) positive points, or a (points (N, 2), labels (N,)) pair
+
+
+@dataclass
+class Segment:
+    """One anchor and the frames up to (not including) the next one.
+
+    `forward[j]` / `backward[j]` are the candidate masks of frame `start + 1 + j`; `backward` is
+    None for the tail after the last anchor and when the strategy never looks at it.
+    """
+
+    start: int
+    end: int  # the next anchor, or the last frame + 1 for the tail
+    anchor_mask: np.ndarray
+    forward: list[np.ndarray]
+    backward: list[np.ndarray] | None
+
+    @property
+    def is_tail(self) -> bool:
+        return self.backward is None
+
+
+def anchor_frames(n_frames: int, k: int) -> list[int]:
+    """Anchor indices 0, k, 2k, ... below `n_frames`."""
+    if int(k) != k or k <= 0:
+        raise ConfigError(f"k must be a positive integer, got {k}")
+    return list(range(0, n_frames, int(k)))
+
+
+def clean_points(points: Prompt, size: tuple[int, int], where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(points (N, 2) float64, labels (N,) int) with NaN / out-of-frame points dropped (warning).
+
+    `size` is (width, height). Malformed arrays raise `VideoMolmoError`.
+    """
+    labels = None
+    if isinstance(points, tuple) and len(points) == 2:
+        points, labels = points
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.size == 0:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    if pts.ndim == 1 and pts.size == 2:
+        pts = pts.reshape(1, 2)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise VideoMolmoError(f"{where}points must be a list of [x, y] pairs, got shape {pts.shape}")
+    lab = np.ones(len(pts), np.int64) if labels is None else np.asarray(labels, np.int64).reshape(-1)
+    if len(lab) != len(pts):
+        raise VideoMolmoError(f"{where}{len(pts)} points but {len(lab)} labels")
+    w, h = size
+    ok = np.isfinite(pts).all(axis=1)
+    ok &= (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+    if not ok.all():
+        bad = pts[~ok].tolist()
+        warnings.warn(
+            f"{where}dropped {len(bad)} point(s) that are NaN or outside the {w}x{h} frame: {bad}",
+            stacklevel=3,
+        )
+    return pts[ok], lab[ok]
+
+
+def _open(video: Any) -> Any:
+    if isinstance(video, np.ndarray) or (hasattr(video, "__getitem__") and hasattr(video, "__len__")):
+        if len(video) == 0:
+            raise VideoMolmoError("the video has no frames")
+        return video
+    from videomolmo.video import open_video
+
+    return open_video(video)
+
+
+def _union(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    for m in masks.values():
+        out |= m
+    return out
+
+
+class _Anchor:
+    """An anchor's own predictor state (None when the anchor has no positive point)."""
+
+    def __init__(self, predictor: MaskPredictor, video: Any, idx: int, prompt, shape: tuple[int, int]):
+        self.idx = idx
+        self.shape = shape
+        self.predictor = predictor
+        self.state: PredictorState | None = None
+        self.mask = np.zeros(shape, bool)
+        if prompt is None:
+            return
+        pts, lab = prompt
+        pos, neg = pts[lab == 1], pts[lab == 0]
+        if len(pos) == 0:
+            return
+        self.state = predictor.init_state(video)
+        for obj_id, p in enumerate(pos, start=1):
+            pp = np.concatenate([p[None], neg]) if len(neg) else p[None]
+            ll = np.concatenate([[1], np.zeros(len(neg), np.int64)])
+            self.mask |= np.asarray(predictor.add_points(self.state, idx, obj_id, pp, ll), bool)
+
+    def walk(self, to: int) -> list[np.ndarray]:
+        """Masks of the frames from the anchor (exclusive) to `to` (inclusive), in walk order."""
+        n = abs(to - self.idx)
+        if n == 0:
+            return []
+        if self.state is None:
+            return [np.zeros(self.shape, bool) for _ in range(n)]
+        reverse = to < self.idx
+        out = []
+        for fi, objs in self.predictor.propagate(self.state, self.idx, to, reverse=reverse):
+            if fi == self.idx:
+                continue
+            out.append(_union(objs, self.shape))
+        if len(out) != n:
+            raise RuntimeError(f"{self.predictor.name} backend yielded {len(out)} frames, expected {n}")
+        return out
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.predictor.reset_state(self.state)
+            self.state = None
+
+
+def iter_segments(
+    video: Any,
+    points_by_frame: Mapping[int, Prompt],
+    predictor: MaskPredictor,
+    k: int = 5,
+    backward: bool = True,
+) -> Iterator[Segment]:
+    """The raw material of fusion: per anchor, its mask and the forward/backward candidates.
+
+    Benchmarks cache these to sweep fusion strategies and tau without re-running the backend.
+    """
+    video = _open(video)
+    n = len(video)
+    anchors = anchor_frames(n, k)
+    first = np.asarray(video[0])
+    shape = first.shape[:2]
+    size = (shape[1], shape[0])
+    prompts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    anchor_set = set(anchors)
+    ignored = []
+    for key, pts in points_by_frame.items():
+        try:
+            fi = int(key)
+        except (TypeError, ValueError):
+            raise VideoMolmoError(f"points: frame index {key!r} is not an integer") from None
+        if not (0 <= fi < n):
+            raise VideoMolmoError(f"points: frame index {fi} is beyond the video ({n} frames, 0..{n - 1})")
+        if fi not in anchor_set:
+            ignored.append(fi)
+            continue
+        prompts[fi] = clean_points(pts, size, where=f"frame {fi}: ")
+    if ignored:
+        warnings.warn(
+            f"points on {len(ignored)} non-anchor frame(s) are ignored (k={k}, anchors are multiples "
+            f"of k): {sorted(ignored)[:10]}{' ...' if len(ignored) > 10 else ''}",
+            stacklevel=2,
+        )
+
+    cur = _Anchor(predictor, video, 0, prompts.get(0), shape)
+    try:
+        for i, a in enumerate(anchors):
+            nxt_idx = anchors[i + 1] if i + 1 < len(anchors) else None
+            end = nxt_idx if nxt_idx is not None else n
+            fwd = cur.walk(end - 1)
+            nxt = None
+            bwd = None
+            if nxt_idx is not None:
+                nxt = _Anchor(predictor, video, nxt_idx, prompts.get(nxt_idx), shape)
+                if backward:
+                    bwd = nxt.walk(a + 1)[::-1]
+                else:
+                    bwd = None
+            seg = Segment(a, end, cur.mask, fwd, bwd if nxt_idx is not None and backward else None)
+            cur.close()
+            yield seg
+            if nxt is None:
+                break
+            cur = nxt
+    finally:
+        cur.close()
+
+
+def fuse_segment(
+    seg: Segment, strategy: str = "bidirectional", tau: float = 0.7
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield `(frame_idx, mask)` for the anchor and every frame of one segment."""
+    fn = get_strategy(strategy)
+    yield seg.start, seg.anchor_mask
+    for j, f in enumerate(seg.forward):
+        t = seg.start + 1 + j
+        b = seg.backward[j] if seg.backward is not None else None
+        ctx = FusionContext(
+            tau=tau,
+            dist_forward=t - seg.start,
+            dist_backward=(seg.end - t) if b is not None else None,
+        )
+        out = fn(f, b, ctx)
+        yield t, (out if out is not None else np.zeros_like(f))
+
+
+def segment_video(
+    video: Any,
+    points_by_frame: Mapping[int, Prompt],
+    predictor: MaskPredictor,
+    k: int = 5,
+    tau: float = 0.7,
+    strategy: str = "bidirectional",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream `(frame_idx, bool mask)` for every frame of `video`, in frame order.
+
+    `points_by_frame` maps frame index -> (N, 2) pixel points (x, y), all positive, or a
+    `(points, labels)` pair with labels 1 = positive / 0 = negative. Each positive point is its
+    own object (negatives apply to all of them); a frame's mask is the union of its objects.
+    Anchors are 0, k, 2k, ...; only their points are used. An anchor without positive points
+    yields an empty mask and an empty side (the other side then decides, per the strategy).
+    NaN / out-of-frame points are dropped with a warning; frame indices outside the video, k <= 0,
+    tau outside [0, 1] and unknown strategies raise `VideoMolmoError`.
+    """
+    if not (0.0 <= float(tau) <= 1.0):
+        raise ConfigError(f"tau must be in [0, 1], got {tau}")
+    get_strategy(strategy)
+    anchor_frames(1, k)
+    for seg in iter_segments(video, points_by_frame, predictor, k=k, backward=needs_backward(strategy)):
+        yield from fuse_segment(seg, strategy, tau)

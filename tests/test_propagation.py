@@ -1,0 +1,216 @@
+"""The anchor-wise bidirectional runner (videomolmo.segmentation.propagation) with a fake backend."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.fusion import fuse
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
+from videomolmo.segmentation.propagation import iter_segments, segment_video
+
+H, W = 20, 40
+
+
+class FakePredictor(MaskPredictor):
+    """A 3x3 square at each positive point; propagation moves every mask one column per frame
+    in the walk direction, so forward and backward candidates differ in a known way."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.states: list[PredictorState] = []
+        self.walks: list[tuple[int, int, bool]] = []
+
+    def init_state(self, video):
+        st = PredictorState(video=video)
+        self.states.append(st)
+        return st
+
+    def _square(self, points):
+        m = np.zeros((H, W), bool)
+        for x, y in np.asarray(points).reshape(-1, 2):
+            m[max(0, int(y) - 1) : int(y) + 2, max(0, int(x) - 1) : int(x) + 2] = True
+        return m
+
+    def add_points(self, state, frame_idx, obj_id, points, labels=None):
+        labels = np.ones(len(points), int) if labels is None else np.asarray(labels)
+        state.prompts.setdefault(frame_idx, {})[obj_id] = (np.asarray(points), labels)
+        m = self._square(np.asarray(points)[labels == 1])
+        state.masks.setdefault(frame_idx, {})[obj_id] = m
+        return m
+
+    def propagate(self, state, start_frame, end_frame, reverse=False) -> Iterator:
+        self.walks.append((start_frame, end_frame, reverse))
+        # isolation: a state used by the runner only ever holds its own anchor's prompts
+        assert len(state.prompts) == 1 and start_frame in state.prompts
+        step = -1 if reverse else 1
+        base = state.masks[start_frame]
+        for i, fi in enumerate(range(start_frame, end_frame + step, step)):
+            yield fi, {oid: np.roll(m, i * step, axis=1) for oid, m in base.items()}
+
+    def predict_image(self, frame, points, labels=None):
+        return self._square(points)
+
+
+def frames(n):
+    return np.zeros((n, H, W, 3), np.uint8)
+
+
+def run(n, points, k, **kw):
+    pred = FakePredictor()
+    out = list(segment_video(frames(n), points, pred, k=k, **kw))
+    return out, pred
+
+
+def test_frame_order_and_count():
+    for n, k in [(11, 5), (10, 5), (3, 1), (7, 3), (4, 10), (1, 1), (5, 5)]:
+        out, _ = run(n, {0: [[5, 5]]}, k)
+        assert [i for i, _ in out] == list(range(n)), (n, k)
+        assert all(m.dtype == bool and m.shape == (H, W) for _, m in out)
+
+
+def test_forward_and_backward_candidates_are_fused():
+    # anchor 0 at x=5, anchor 4 at x=13: forward squares move right, backward squares move left
+    pts = {0: [[5, 10]], 4: [[13, 10]]}
+    pred = FakePredictor()
+    segs = list(iter_segments(frames(5), pts, pred, k=4))
+    assert len(segs) == 2 and segs[1].is_tail and not segs[0].is_tail
+    s = segs[0]
+    assert len(s.forward) == 3 and len(s.backward) == 3
+    for j in range(3):
+        t = 1 + j
+        np.testing.assert_array_equal(s.forward[j], np.roll(pred._square([[5, 10]]), t, axis=1))
+        np.testing.assert_array_equal(s.backward[j], np.roll(pred._square([[13, 10]]), -(4 - t), axis=1))
+    out = dict(segment_video(frames(5), pts, FakePredictor(), k=4, tau=0.7))
+    for j in range(3):
+        np.testing.assert_array_equal(out[1 + j], fuse(s.forward[j], s.backward[j], 0.7))
+    # frames 2: forward at x=7, backward at x=11 -> disjoint -> union of two squares
+    assert out[2].sum() == 18
+    # anchor frames carry the anchor masks
+    np.testing.assert_array_equal(out[4], pred._square([[13, 10]]))
+
+
+def test_each_anchor_gets_its_own_state():
+    _, pred = run(11, {0: [[5, 5]], 5: [[9, 5]], 10: [[20, 5]]}, 5)
+    assert len(pred.states) == 3
+    for st in pred.states:
+        # reset after use: nothing retained across segments
+        assert st.prompts == {} and st.masks == {}
+    # anchor 5's state walks backward to frame 1 and forward to frame 9
+    assert (5, 1, True) in pred.walks and (5, 9, False) in pred.walks
+    assert (0, 4, False) in pred.walks and (10, 6, True) in pred.walks
+
+
+def test_tail_is_forward_only():
+    out, pred = run(8, {0: [[5, 5]], 5: [[5, 5]]}, 5)
+    assert (5, 7, False) in pred.walks
+    assert not any(w[2] and w[0] == 7 for w in pred.walks)
+    tail = dict(out)
+    np.testing.assert_array_equal(tail[7], np.roll(pred._square([[5, 5]]), 2, axis=1))
+
+
+def test_k1_uses_every_frame_and_never_propagates():
+    pts = {i: [[3 + i, 5]] for i in range(4)}
+    out, pred = run(4, pts, 1)
+    for i, m in out:
+        np.testing.assert_array_equal(m, FakePredictor()._square([[3 + i, 5]]))
+    assert all(s == e for s, e, _ in pred.walks) or pred.walks == []
+
+
+def test_k_larger_than_video_is_one_forward_pass():
+    out, pred = run(6, {0: [[5, 5]]}, 50)
+    assert len(pred.states) == 1
+    assert pred.walks == [(0, 5, False)]
+    np.testing.assert_array_equal(out[5][1], np.roll(FakePredictor()._square([[5, 5]]), 5, axis=1))
+
+
+def test_anchor_without_points_is_an_empty_side():
+    # anchor 3 has no points: frames 1-2 take the forward side, frame 3 is empty, 4-5 empty too
+    out = dict(run(6, {0: [[5, 5]]}, 3)[0])
+    sq = FakePredictor()._square([[5, 5]])
+    np.testing.assert_array_equal(out[1], np.roll(sq, 1, axis=1))
+    np.testing.assert_array_equal(out[2], np.roll(sq, 2, axis=1))
+    assert not out[3].any() and not out[4].any() and not out[5].any()
+    # no points at all: every frame empty, nothing crashes
+    out = run(6, {}, 3)[0]
+    assert len(out) == 6 and not any(m.any() for _, m in out)
+    # an explicitly empty list and a list of only invalid points
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = run(6, {0: [], 3: [[float("nan"), 1.0]]}, 3)[0]
+    assert not any(m.any() for _, m in out)
+    # first anchor empty, second not: the backward side fills the gap
+    out = dict(run(4, {3: [[10, 5]]}, 3)[0])
+    assert not out[0].any()
+    np.testing.assert_array_equal(out[1], np.roll(FakePredictor()._square([[10, 5]]), -2, axis=1))
+
+
+def test_several_points_are_separate_objects_unioned():
+    pred = FakePredictor()
+    out = dict(segment_video(frames(3), {0: [[5, 5], [30, 15]]}, pred, k=5))
+    assert set(pred.states[0].prompts.get(0, {1: 0, 2: 0})) == {1, 2} or pred.states[0].prompts == {}
+    assert out[0].sum() == 18
+    assert out[2].sum() == 18
+
+
+def test_negative_points_go_to_every_object():
+    pred = FakePredictor()
+    seen = []
+    orig = pred.add_points
+
+    def spy(state, frame_idx, obj_id, points, labels=None):
+        seen.append((obj_id, np.asarray(points).tolist(), np.asarray(labels).tolist()))
+        return orig(state, frame_idx, obj_id, points, labels)
+
+    pred.add_points = spy
+    pts = np.array([[5, 5], [30, 15], [20, 10]], float)
+    list(segment_video(frames(2), {0: (pts, np.array([1, 1, 0]))}, pred, k=5))
+    assert seen == [(1, [[5, 5], [20, 10]], [1, 0]), (2, [[30, 15], [20, 10]], [1, 0])]
+
+
+def test_forward_strategy_skips_backward_propagation():
+    out, pred = run(11, {0: [[5, 5]], 5: [[5, 5]], 10: [[5, 5]]}, 5, strategy="forward")
+    assert not any(rev for _, _, rev in pred.walks)
+    assert len(out) == 11
+
+
+def test_non_anchor_points_are_ignored_with_a_warning():
+    with pytest.warns(UserWarning, match="non-anchor"):
+        out, _ = run(6, {0: [[5, 5]], 2: [[30, 5]]}, 5)
+    assert not out[2][1][:, 25:].any()
+
+
+def test_bad_points_are_dropped_with_a_warning():
+    with pytest.warns(UserWarning, match="dropped 2 point"):
+        out, _ = run(3, {0: [[5, 5], [-1, 3], [float("nan"), 2]]}, 5)
+    assert out[0][1].sum() == 9
+
+
+def test_bad_input():
+    with pytest.raises(VideoMolmoError, match="frame index 9 is beyond the video"):
+        run(5, {9: [[1, 1]]}, 2)
+    with pytest.raises(VideoMolmoError, match="not an integer"):
+        run(5, {"x": [[1, 1]]}, 2)
+    for k in (0, -3, 1.5):
+        with pytest.raises(ConfigError, match="k must be"):
+            run(5, {}, k)
+    for tau in (-0.1, 1.01):
+        with pytest.raises(ConfigError, match="tau"):
+            run(5, {}, 2, tau=tau)
+    with pytest.raises(ConfigError, match="unknown fusion strategy"):
+        run(5, {}, 2, strategy="mean")
+    with pytest.raises(VideoMolmoError, match="points must be"):
+        run(5, {0: [[1, 2, 3]]}, 2)
+
+
+def test_streaming_holds_one_segment():
+    """The runner pulls frames lazily: when frame t is yielded no anchor beyond the next is open."""
+    pred = FakePredictor()
+    gen = segment_video(frames(40), {i: [[5, 5]] for i in range(0, 40, 5)}, pred, k=5)
+    for t, _ in gen:
+        assert len(pred.states) <= t // 5 + 2
