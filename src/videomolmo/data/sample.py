@@ -104,8 +104,9 @@ def _object_mask(arr: np.ndarray, obj_id: int | None) -> np.ndarray:
     if obj_id is None:
         return arr != 0
     if int(arr.max(initial=0)) == 255:
-        values = np.unique(arr)
-        if values.size <= 2 and set(values.tolist()) <= {0, 255}:
+        # bincount, not np.unique: a histogram is linear, a sort of every pixel is not
+        counts = np.bincount(arr.ravel()) if arr.dtype == np.uint8 else np.bincount(np.unique(arr))
+        if counts[1:255].sum() == 0:
             return arr != 0 if obj_id == 1 else np.zeros(arr.shape, dtype=bool)
     return arr == obj_id
 
