@@ -210,6 +210,12 @@ def test_annotate_is_deterministic_and_frame_step_subsamples(tmp_path):
     full = {(r["video"], r["exp_id"], r["frame"]): r for r in map(json.loads, _lines(tmp_path / "a.jsonl"))}
     for r in stepped:  # the same point whatever the step: seeds depend on identity, not order
         assert full[(r["video"], r["exp_id"], r["frame"])] == r
+    # So a coarse pass can later be completed with a finer step into the same file.
+    pred = DiskPredictor()
+    report = annotate_dataset(ds, pred, tmp_path / "s.jsonl", k=3, seed=4, frame_step=1)
+    assert report.skipped == len(stepped)
+    completed = {(r["video"], r["exp_id"], r["frame"]): r for r in map(json.loads, _lines(tmp_path / "s.jsonl"))}
+    assert completed == full
 
 
 def test_shards_are_disjoint_covering_and_match_the_full_run(tmp_path):
@@ -259,6 +265,8 @@ def test_resume_refuses_other_settings_and_foreign_files(tmp_path):
     annotate_dataset(ds, DiskPredictor(), out, k=3, seed=0)
     with pytest.raises(ConfigError, match="seed=0"):
         annotate_dataset(ds, DiskPredictor(), out, k=3, seed=1)
+    with pytest.raises(ConfigError, match="k=3"):
+        annotate_dataset(ds, DiskPredictor(), out, k=4, seed=0)
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text('{"hello": 1}\n')
     with pytest.raises(VideoMolmoError, match="foreign.jsonl:1"):

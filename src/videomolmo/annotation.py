@@ -244,8 +244,14 @@ def _settings_path(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".settings.json")
 
 
+# Settings that change the rows themselves. frame_step and shard only choose which rows are
+# made (every row's seed comes from its identity), so a file may be extended with other values,
+# e.g. a quick --frame-step 5 pass later completed with --frame-step 1.
+_ROW_SETTINGS = ("k", "seed", "backend")
+
+
 def _check_settings(out_path: Path, config: AnnotationConfig, shard: tuple[int, int], resuming: bool) -> None:
-    """Refuse to resume a file made with other settings: its points would not match a fresh run."""
+    """Refuse to resume a file made with other k / seed / backend: its rows would not match."""
     path = _settings_path(out_path)
     wanted = {**asdict(config), "shard": list(shard)}
     if resuming and path.is_file():
@@ -253,11 +259,12 @@ def _check_settings(out_path: Path, config: AnnotationConfig, shard: tuple[int, 
             have = json.loads(path.read_text())
         except (OSError, ValueError):
             have = None
-        if have is not None and have != wanted:
-            diff = ", ".join(f"{k}={have.get(k)!r}" for k in wanted if have.get(k) != wanted[k])
-            raise ConfigError(
-                f"{out_path} was written with {diff}; rerun with those settings or choose another --out"
-            )
+        if isinstance(have, dict):
+            diff = [f"{k}={have.get(k)!r}" for k in _ROW_SETTINGS if have.get(k) != wanted[k]]
+            if diff:
+                raise ConfigError(
+                    f"{out_path} was written with {', '.join(diff)}; rerun with those settings or choose another --out"
+                )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(wanted, indent=1) + "\n")
     os.replace(tmp, path)

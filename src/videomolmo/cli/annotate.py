@@ -14,22 +14,15 @@ BACKENDS = ("cpu", "sam2")
 
 
 def load_predictor(backend: str, sam2: Path | None = None, device: str = "cpu") -> Any:
-    """A mask predictor by name: the shared registry when present, else built directly."""
+    """A mask predictor by name, through the shared backend registry."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "sam2" and sam2 is None:
         raise ConfigError("--backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder in the Hugging Face format)")
-    try:
-        from videomolmo.segmentation.registry import get_predictor
-    except ImportError:
-        get_predictor = None
-    if backend == "sam2":
-        from videomolmo.segmentation.sam2 import Sam2Predictor
+    from videomolmo.segmentation.registry import get_predictor
 
-        # Load directly: the checkpoint checks and their messages live in Sam2Predictor.
-        return Sam2Predictor.from_pretrained(sam2, device=device)
-    if get_predictor is None:
-        raise ConfigError("the cpu mask backend is not available in this install (videomolmo.segmentation.registry)")
+    if backend == "sam2":
+        return get_predictor("sam2", model_dir=sam2, device=device)
     return get_predictor(backend)
 
 
