@@ -55,6 +55,20 @@ def check_query(query: Any) -> str:
     return q
 
 
+def check_params(k: Any, tau: Any, l: Any = 1) -> None:
+    """Raise `ConfigError` unless k >= 1, 0 <= tau <= 1 and l >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer (anchor stride in frames), got {k!r}")
+    try:
+        t = float(tau)
+    except (TypeError, ValueError):
+        raise ConfigError(f"tau must be a number in [0, 1], got {tau!r}") from None
+    if not 0.0 <= t <= 1.0:
+        raise ConfigError(f"tau must be in [0, 1] (IoU threshold of the fusion), got {tau!r}")
+    if isinstance(l, bool) or not isinstance(l, (int, np.integer)) or l < 1:
+        raise ConfigError(f"l must be a positive integer (context frames), got {l!r}")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Inference settings (paper defaults: k=5 anchor stride, tau=0.7, l=4 context frames).
@@ -82,20 +96,6 @@ PRESETS: dict[str, PipelineConfig] = {
     # The paper's Molmo+SAM2 comparison: same weights, temporal module off, first-frame pointing.
     "molmo-sam2": PipelineConfig(first_frame_only=True),
 }
-
-
-def check_params(k: Any, tau: Any, l: Any = 1) -> None:
-    """Raise `ConfigError` unless k >= 1, 0 <= tau <= 1 and l >= 1."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer (anchor stride in frames), got {k!r}")
-    try:
-        t = float(tau)
-    except (TypeError, ValueError):
-        raise ConfigError(f"tau must be a number in [0, 1], got {tau!r}") from None
-    if not 0.0 <= t <= 1.0:
-        raise ConfigError(f"tau must be in [0, 1] (IoU threshold of the fusion), got {tau!r}")
-    if isinstance(l, bool) or not isinstance(l, (int, np.integer)) or l < 1:
-        raise ConfigError(f"l must be a positive integer (context frames), got {l!r}")
 
 
 def anchor_frames(num_frames: int, k: int, first_frame_only: bool = False) -> list[int]:

@@ -1,0 +1,45 @@
+"""`videomolmo serve`: the gradio web demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from videomolmo.cli.app import command, console
+from videomolmo.errors import ConfigError
+
+
+@command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(7860, help="TCP port."),
+    max_upload_mb: float = typer.Option(200.0, "--max-upload-mb", help="Largest accepted upload, in MB."),
+    max_frames: int = typer.Option(3000, "--max-frames", help="Longest accepted video, in frames."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint folder or preset (default: the bundled model)."),
+    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu or sam2."),
+    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (with --mask-backend sam2)."),
+    device: str = typer.Option("cpu", help="torch device for the model."),
+) -> None:
+    """Serve the web demo: upload a video, type a query, see the overlay, points and count."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ConfigError("the web demo needs gradio: pip install 'videomolmo[serve]'") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be in 1..65535, got {port}")
+    from videomolmo import serve
+    from videomolmo.pipeline import Pipeline
+
+    config = serve.DemoConfig(max_upload_mb=max_upload_mb, max_frames=max_frames)
+    # Load now, so a bad --model fails here with one line instead of on the first click.
+    pipe = Pipeline.from_pretrained(model, device=device, mask_backend=mask_backend, sam2=sam2)
+    demo = serve.build_demo(lambda: pipe, config)
+    console.print(f"VideoMolmo demo on http://{host}:{port}  (Ctrl+C to stop)")
+    try:
+        serve.launch(demo, host=host, port=port, max_upload_mb=max_upload_mb, block=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    finally:
+        serve.cleanup(demo)
