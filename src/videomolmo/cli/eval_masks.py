@@ -78,8 +78,7 @@ def eval_masks(
 ) -> None:
     """Score predicted masks against a benchmark: J, F and J&F per video and overall.
 
-    A missing expression folder or frame scores 0 and is listed; a prediction whose size differs
-    from the ground truth is an error.
+    A missing expression folder or frame scores 0 and is listed; a prediction whose size differs from the ground truth is an error.
     """
     from videomolmo.evaluation.masks import evaluate_predictions, write_json_atomic
 
@@ -103,8 +102,10 @@ def eval_baseline(
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
 ) -> None:
-    """Baseline: copy each expression's first-frame ground-truth mask to every frame, then score it
-    exactly as eval-masks does (J / F / J&F table)."""
+    """Baseline: copy each expression's first-frame ground-truth mask to every frame, then score it exactly as eval-masks does.
+
+    Prints the J / F / J&F table; the interim main job on ../shared/data/davis16-mini.
+    """
     from videomolmo.evaluation.masks import evaluate_predictions, first_frame_baseline, write_json_atomic
 
     t0 = time.perf_counter()

@@ -20,7 +20,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from videomolmo.errors import DatasetError, MaskError
+from videomolmo.errors import DatasetError, MaskError, VideoError
+from videomolmo.video import DEFAULT_FPS, Video, open_video
 
 __all__ = [
     "Sample",
@@ -28,6 +29,7 @@ __all__ = [
     "PngMaskSource",
     "RleMaskSource",
     "NoMaskSource",
+    "ListedFramesVideo",
     "read_json",
     "read_png_array",
     "image_size",
@@ -202,59 +204,40 @@ MaskSource = NoMaskSource | PngMaskSource | RleMaskSource
 # --------------------------------------------------------------------------- video of listed frames
 
 
-def _listed_frames_video_class():
-    from videomolmo.video import Video
+class ListedFramesVideo(Video):
+    """Exactly the given frame files, in the given order (each frame's size checked when read)."""
 
-    class ListedFramesVideo(Video):
-        """Exactly the given frame files, in the given order (sizes checked as they are read)."""
+    def __init__(self, paths: list[Path], names: list[str], fps: float = DEFAULT_FPS) -> None:
+        if not paths:
+            raise DatasetError("a video needs at least one listed frame")
+        self.paths = [Path(p) for p in paths]
+        self._names = list(names)
+        self.source = str(self.paths[0].parent)
+        self.height, self.width = image_size(self.paths[0])
+        self.fps = float(fps)
 
-        def __init__(self, paths: list[Path], names: list[str], fps: float = 30.0) -> None:
-            if not paths:
-                raise DatasetError("a video needs at least one listed frame")
-            self.paths = list(paths)
-            self._names = list(names)
-            self.source = str(self.paths[0].parent)
-            self.height, self.width = image_size(self.paths[0])
-            self.fps = float(fps)
+    def __len__(self) -> int:
+        return len(self.paths)
 
-        def __len__(self) -> int:
-            return len(self.paths)
+    @property
+    def frame_names(self) -> list[str]:
+        return list(self._names)
 
-        @property
-        def frame_names(self) -> list[str]:
-            return list(self._names)
+    def _read(self, index: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
 
-        def _read(self, index: int) -> np.ndarray:
-            from PIL import Image, UnidentifiedImageError
-
-            from videomolmo.errors import VideoError
-
-            path = self.paths[index]
-            try:
-                with Image.open(path) as im:
-                    frame = np.asarray(im.convert("RGB"))
-            except FileNotFoundError:
-                raise VideoError(f"{path}: frame file disappeared") from None
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                raise VideoError(f"{path}: unreadable frame image ({exc})") from None
-            if frame.shape[:2] != (self.height, self.width):
-                raise VideoError(f"{path}: frame is {frame.shape[1]}x{frame.shape[0]} but the first listed "
-                                 f"frame is {self.width}x{self.height}")
-            return frame
-
-    return ListedFramesVideo
-
-
-def ListedFramesVideo(paths: list[Path], names: list[str], fps: float = 30.0):  # noqa: N802 - acts as a class
-    """A `videomolmo.video.Video` over exactly these frame files (built lazily: video.py is optional
-    until a sample's video is actually opened)."""
-    global _LISTED_CLASS
-    if _LISTED_CLASS is None:
-        _LISTED_CLASS = _listed_frames_video_class()
-    return _LISTED_CLASS(paths, names, fps)
-
-
-_LISTED_CLASS = None
+        path = self.paths[index]
+        try:
+            with Image.open(path) as im:
+                frame = np.asarray(im.convert("RGB"))
+        except FileNotFoundError:
+            raise VideoError(f"{path}: frame file disappeared") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise VideoError(f"{path}: unreadable frame image ({exc})") from None
+        if frame.shape[:2] != (self.height, self.width):
+            raise VideoError(f"{path}: frame is {frame.shape[1]}x{frame.shape[0]} but the first listed "
+                             f"frame is {self.width}x{self.height}")
+        return frame
 
 
 # --------------------------------------------------------------------------- sample
@@ -304,8 +287,6 @@ class Sample:
         The frame folder itself when it holds exactly the listed frames, else a video over just
         the listed files (Ref-YouTube-VOS and friends list a subset of a folder's frames).
         """
-        from videomolmo.video import open_video
-
         missing = [p for p in self.frame_paths if not Path(p).is_file()]
         if missing:
             raise DatasetError(f"{missing[0]}: referenced frame is missing "
