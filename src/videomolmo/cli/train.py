@@ -1,0 +1,102 @@
+"""`videomolmo train` and `videomolmo pretrain-vision`: the training recipe from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from videomolmo.cli.app import command, console
+
+
+@command("train")
+def train_cmd(
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, log.jsonl, final/."),
+    preset: str = typer.Option("tiny-synth", "--preset",
+                               help="tiny-synth | tiny-ablation | test | molmo-7b"),
+    data: str = typer.Option("synth", "--data",
+                             help="'synth' (in-memory synthetic stream) or a dataset folder."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split (for --data DIR)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Saved model folder to start from."),
+    init_vision: Optional[Path] = typer.Option(None, "--init-vision",
+                                               help="Dense-pretrained ViT (pretrain-vision output)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's latest checkpoint."),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum"),
+    lr_llm: Optional[float] = typer.Option(None, "--lr-llm"),
+    lr_vision: Optional[float] = typer.Option(None, "--lr-vision"),
+    lr_connector: Optional[float] = typer.Option(None, "--lr-connector"),
+    lr_temporal: Optional[float] = typer.Option(None, "--lr-temporal"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16"),
+    temporal: Optional[str] = typer.Option(None, "--temporal",
+                                           help="none | add | concat | cross_attention"),
+    curriculum: Optional[str] = typer.Option(None, "--curriculum", help="probe2 | mix | motion | single"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch default)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="FSDP instead of DDP (under torchrun)."),
+) -> None:
+    """Train VideoMolmo (answer-token CE, AdamW, warmup + cosine, resumable checkpoints).
+
+    Multi-process: `torchrun --nproc-per-node N -m videomolmo.cli train ...` (gloo on CPU, nccl on GPU).
+    """
+    import torch
+
+    from videomolmo.training.trainer import TrainConfig, train
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    overrides = {k: v for k, v in dict(
+        steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr_llm=lr_llm,
+        lr_vision=lr_vision, lr_connector=lr_connector, lr_temporal=lr_temporal,
+        precision=precision, curriculum=curriculum, seed=seed, checkpoint_every=checkpoint_every,
+        eval_every=eval_every).items() if v is not None}
+    overrides["data"] = data
+    overrides["data_split"] = split
+    if init is not None:
+        overrides["init"] = str(init)
+    if init_vision is not None:
+        overrides["init_vision"] = str(init_vision)
+    if fsdp:
+        overrides["fsdp"] = True
+    cfg = TrainConfig.from_name(preset, **overrides)
+    if temporal is not None:
+        cfg.model_overrides = {**cfg.model_overrides, "temporal": temporal}
+    if curriculum is not None:
+        from videomolmo.training.examples import Curriculum
+        Curriculum.from_name(curriculum)  # one-line error for a bad name before any work
+    if data != "synth" and not Path(data).exists():
+        from videomolmo.errors import DatasetError
+        raise DatasetError(f"{data}: dataset folder not found")
+
+    def show(row: dict) -> None:
+        if "eval" in row:
+            e = row["eval"]
+            kinds = " ".join(f"{k} {v['f1']:.2f}" for k, v in e.items() if isinstance(v, dict))
+            console.print(f"step {row['step']}: held-out F1 {e['f1']:.3f} ({kinds})")
+
+    result = train(cfg, out, resume=resume, on_log=show)
+    console.print(f"saved {result.final} (step {result.step})")
+
+
+@command("pretrain-vision")
+def pretrain_vision_cmd(
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny | test"),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    resume: bool = typer.Option(True, "--resume/--no-resume"),
+    export_only: bool = typer.Option(False, "--export", help="Only write vision.safetensors from the latest checkpoint."),
+) -> None:
+    """Dense per-patch pretraining of the tiny ViT on synthetic clips (the stand-in for CLIP)."""
+    from videomolmo.training.pretrain_vision import VisionPretrainConfig, export_vision, run_pretraining
+
+    if export_only:
+        console.print(f"wrote {export_vision(out)}")
+        return
+    cfg = VisionPretrainConfig.from_name(preset)
+    if steps is not None:
+        cfg.steps = steps
+    console.print(f"wrote {run_pretraining(cfg, out, resume=resume)}")

@@ -1,0 +1,441 @@
+"""The VideoMolmo training recipe: single process, or DDP / FSDP under `torchrun`.
+
+- cross-entropy on the answer tokens only (the model's `forward` with processor labels),
+- AdamW, betas (0.9, 0.95), eps 1e-6, separate learning rates for the LLM and for the
+  vision tower, the connector (projector, pooling, pad embeddings) and the temporal module,
+- `warmup` steps of linear warmup, then cosine decay to `final_lr_ratio` of each peak,
+- gradient clipping at 1.0, gradient accumulation, fp32 or bf16 autocast,
+- checkpoints every `checkpoint_every` steps (safetensors + JSON, see `checkpoint.py`) that
+  resume exactly (weights, optimizer, data-stream RNG, torch RNG, step),
+- loss, learning rates, throughput and held-out hit rate / F1 logged to `<out>/log.jsonl`.
+
+Under `torchrun` (WORLD_SIZE > 1) the process group uses gloo on CPU and nccl on GPU; each
+rank draws its own data stream, gradients are averaged by DDP, and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from videomolmo.errors import CheckpointError, ConfigError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `model` names a `ModelConfig` preset; `model_overrides` changes
+    fields of it (e.g. `{"temporal": "none"}` for the ablation)."""
+
+    model: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)
+    data: str = "synth"  # "synth" (in-memory stream) or a dataset folder for load_dataset
+    data_split: str | None = None
+    curriculum: str = "probe2"
+    steps: int = 4000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr_llm: float = 1e-3
+    lr_vision: float = 1e-4
+    lr_connector: float = 2e-3  # projector + pooling + pad embeddings
+    lr_temporal: float = 2e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-6
+    warmup: int = 10
+    final_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "fp32"
+    seed: int = 0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_every: int = 250
+    eval_clips: int = 40
+    init: str | None = None  # a saved model folder / safetensors file to start from
+    init_vision: str | None = None  # dense-pretrained ViT (`pretrain_vision.py` output)
+    freeze_vision: bool = False
+    fsdp: bool = False
+    answer_label: str = "object"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train: --precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_llm", "lr_vision", "lr_connector", "lr_temporal"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"train: {name} must be >= 0, got {getattr(self, name)}")
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """Presets:
+        - `tiny-synth`: the bundled model's recipe (issue 5 probe 2: LLM 1e-3, connector 2e-3,
+          vision 1e-4, curriculum one sprite -> 2-8 sprites with motion-only queries);
+        - `tiny-ablation`: the Table-6 budget, motion-heavy data (`model_overrides` picks the
+          temporal variant);
+        - `test`: the `test-tiny` model for a few steps (tests, CI);
+        - `molmo-7b`: the paper's fine-tuning recipe (LLM 1e-5, vision/connector/temporal 5e-6,
+          bf16, FSDP)."""
+        presets = {
+            "tiny-synth": cls(),
+            "tiny-ablation": cls(curriculum="motion", steps=1500),
+            "test": cls(model="test-tiny", steps=4, batch_size=2, checkpoint_every=2, log_every=1,
+                        eval_every=0, eval_clips=2, curriculum="mix"),
+            "molmo-7b": cls(model="videomolmo-7b", lr_llm=1e-5, lr_vision=5e-6, lr_connector=5e-6,
+                            lr_temporal=5e-6, precision="bf16", batch_size=1, grad_accum=8,
+                            steps=20000, curriculum="mix", fsdp=True, eval_every=0,
+                            checkpoint_every=500, answer_label="object"),
+        }
+        if name not in presets:
+            raise ConfigError(f"train: unknown preset {name!r}; choose from {sorted(presets)}")
+        cfg = presets[name]
+        return replace(cfg, **overrides) if overrides else cfg
+
+
+def lr_factor(step: int, total: int, warmup: int, final_ratio: float) -> float:
+    """Linear warmup over `warmup` steps, then cosine from 1 to `final_ratio` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Named parameter groups with their peak LRs: vision / connector / temporal / llm."""
+    groups: dict[str, list] = {"vision": [], "connector": [], "temporal": [], "llm": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        top = name.split(".", 1)[0]
+        if top == "vision":
+            groups["vision"].append(p)
+        elif top in ("pool", "projector", "pad_embed"):
+            groups["connector"].append(p)
+        elif top == "temporal":
+            groups["temporal"].append(p)
+        else:  # llm.*, new_embedding
+            groups["llm"].append(p)
+    lrs = {"vision": cfg.lr_vision, "connector": cfg.lr_connector, "temporal": cfg.lr_temporal,
+           "llm": cfg.lr_llm}
+    return [{"name": k, "params": v, "lr": lrs[k], "peak_lr": lrs[k]} for k, v in groups.items() if v]
+
+
+def load_vision_init(model, path: str | Path) -> int:
+    """Copy a dense-pretrained `CLIPVisionModel` state dict into `model.vision.clip`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: pretrained vision weights not found")
+    state = {k: v for k, v in load_file(str(path)).items() if "post_layernorm" not in k}
+    missing, unexpected = model.vision.clip.load_state_dict(state, strict=False)
+    missing = [m for m in missing if "post_layernorm" not in m]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not match the model's ViT (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    return len(state)
+
+
+def save_model(model, out: str | Path) -> Path:
+    """Weights (`model.safetensors`) + `config.json`, via the model package when it offers
+    `save_pretrained`, atomically."""
+    out = Path(out)
+    try:
+        from videomolmo.model import save_pretrained  # type: ignore[attr-defined]
+    except ImportError:
+        save_pretrained = None
+    if save_pretrained is not None:
+        save_pretrained(model, out)
+        return out
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".model.safetensors.tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, out / "model.safetensors")
+    (out / ".config.json.tmp").write_text(model.config.to_json())
+    os.replace(out / ".config.json.tmp", out / "config.json")
+    return out
+
+
+def load_model_weights(model, path: str | Path) -> None:
+    """Load a saved model folder (or a bare .safetensors file) into `model` (strict)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    f = path / "model.safetensors" if path.is_dir() else path
+    if not f.is_file():
+        raise CheckpointError(f"{path}: no model.safetensors to initialise from")
+    state = load_file(str(f))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{f}: does not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+
+
+class _DatasetStream:
+    """Training examples from a dataset folder: every (sample, frame) pair, shuffled per epoch
+    by (seed, epoch, rank) so a resumed run sees the same order."""
+
+    def __init__(self, root: str, split: str | None, seed: int, rank: int, world: int,
+                 context: int, decimals: int, label: str):
+        from videomolmo.data import load_dataset
+
+        self.ds = load_dataset(root, split=split)
+        self.index = [(i, t) for i, s in enumerate(self.ds) for t in range(len(s))]
+        if not self.index:
+            from videomolmo.errors import DatasetError
+            raise DatasetError(f"{root}: the dataset has no frames to train on")
+        self.seed, self.rank, self.world = seed, rank, world
+        self.context, self.decimals, self.label = context, decimals, label
+        self.cursor = 0
+        self._points_fn = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(len(self.index))
+        return perm[self.rank::self.world]
+
+    def _example(self, i: int, t: int):
+        import cv2
+
+        from videomolmo.training.examples import Example, answer_text, default_points_fn
+
+        s = self.ds[i]
+        lo = max(0, t - self.context)
+        frames = []
+        for p in s.frame_paths[lo:t + 1]:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                from videomolmo.errors import VideoError
+                raise VideoError(f"{p}: unreadable frame")
+            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        h, w = frames[-1].shape[:2]
+        if s.gt_points is not None and s.gt_points[t] is not None:
+            pts = s.gt_points[t]
+        else:
+            if self._points_fn is None:
+                self._points_fn = default_points_fn()
+            pts = self._points_fn(s.gt_mask(t))
+        return Example(frames=frames, query=s.expression, answer=answer_text(pts, w, h, self.decimals, self.label),
+                       points=np.asarray(pts), kind=str(s.meta.get("kind", "")), source=f"{s.video_id}/{s.exp_id}/{t}")
+
+    def batch(self, n: int, step: int):
+        out = []
+        per_epoch = len(self._order(0))
+        for _ in range(n):
+            epoch, pos = divmod(self.cursor, max(1, per_epoch))
+            i, t = self.index[int(self._order(epoch)[pos])]
+            out.append(self._example(i, t))
+            self.cursor += 1
+        return out
+
+    def state(self) -> dict:
+        return {"cursor": self.cursor}
+
+    def set_state(self, state: dict) -> None:
+        self.cursor = int(state["cursor"])
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+@dataclass
+class TrainResult:
+    final: Path  # the saved model folder (written by rank 0)
+    model: Any  # this rank's trained (unwrapped) model
+    step: int
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          on_log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Run (or resume) training; `result.final` is `<out>/final` (a saved model folder)."""
+    import torch.distributed as dist
+
+    from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
+    from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from videomolmo.training.examples import Curriculum, SynthStream
+    from videomolmo.training.log import JsonlLogger
+
+    out = Path(out)
+    rank, world, local = _dist_info()
+    distributed = world > 1
+    if cfg.fsdp and not distributed:
+        raise ConfigError("train: --fsdp needs torchrun with WORLD_SIZE > 1")
+    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    is_main = rank == 0
+
+    ck = latest_checkpoint(out) if resume else None
+    if resume and ck is None and is_main and (out / "checkpoints").exists():
+        raise CheckpointError(f"{out}: --resume but no complete checkpoint found")
+    if ck is not None:
+        # The run's own recipe wins on resume; only `steps` may be changed (to extend a run).
+        saved = json.loads((out / "train_config.json").read_text())
+        cfg = replace(TrainConfig(**saved), steps=cfg.steps)
+    mcfg = ModelConfig.from_name(cfg.model, **cfg.model_overrides)
+    torch.manual_seed(cfg.seed)
+    model = VideoMolmo(mcfg)
+    if cfg.init:
+        load_model_weights(model, cfg.init)
+    if cfg.init_vision:
+        load_vision_init(model, cfg.init_vision)
+    if cfg.freeze_vision:
+        for p in model.vision.parameters():
+            p.requires_grad_(False)
+    model.to(device)
+    tok = build_tokenizer(mcfg)
+    proc = Processor(mcfg, tok)
+    groups = param_groups(model, cfg)
+    opt = torch.optim.AdamW(groups, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+    if cfg.data == "synth":
+        stream = SynthStream(cfg.seed, cfg.steps, Curriculum.from_name(cfg.curriculum),
+                             context=mcfg.context_frames, size=mcfg.vision.image_size,
+                             decimals=mcfg.point_decimals, label=cfg.answer_label, rank=rank)
+    else:
+        stream = _DatasetStream(cfg.data, cfg.data_split, cfg.seed, rank, world, mcfg.context_frames,
+                                mcfg.point_decimals, cfg.answer_label)
+
+    step, cpu_before, examples_seen = 0, 0.0, 0
+    if ck is not None:
+        step, state, extra = load_checkpoint(ck, optimizer=opt)
+        model.load_state_dict(state)
+        stream.set_state(extra["streams"][str(rank)] if "streams" in extra else extra["stream"])
+        cpu_before = float(extra.get("cpu_s", 0.0))
+        examples_seen = int(extra.get("examples", 0))
+        # Different ranks must not replay rank 0's torch RNG: offset by rank.
+        torch.manual_seed(cfg.seed + 1000 * step + rank)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        (out / "model_config.json").write_text(mcfg.to_json())
+
+    ddp_model = model
+    if cfg.fsdp:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+        from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+        from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+
+        ddp_model = FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Qwen2DecoderLayer, CLIPEncoderLayer}),
+                         device_id=device if device.type == "cuda" else None, use_orig_params=True)
+    elif distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = DDP(model, device_ids=[local] if device.type == "cuda" else None,
+                        find_unused_parameters=True)
+
+    log = JsonlLogger(out / "log.jsonl", resume_step=step, enabled=is_main)
+    heldout = None
+    if is_main and cfg.eval_every > 0 and cfg.data == "synth":
+        from videomolmo.training.heldout import heldout_items
+        heldout = heldout_items(cfg.eval_clips, seed=cfg.seed, split="val",
+                                context=mcfg.context_frames, size=mcfg.vision.image_size)
+
+    def checkpoint() -> None:
+        streams = {str(rank): stream.state()}
+        if distributed:
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, stream.state())
+            streams = {str(r): s for r, s in enumerate(gathered)}
+        if is_main:
+            save_checkpoint(out, step, model.state_dict(), optimizer=opt, keep=cfg.keep_checkpoints,
+                            extra={"streams": streams, "cpu_s": cpu_before + time.process_time() - t_cpu,
+                                   "examples": examples_seen})
+        if distributed:
+            dist.barrier()
+
+    amp = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+           else torch.autocast(device_type=device.type, enabled=False))
+    bar = None
+    if progress and is_main:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+        task = bar.add_task("train", total=cfg.steps, completed=step, info="")
+        bar.start()
+    t_cpu, t_wall = time.process_time(), time.perf_counter()
+    window_examples, window_t = 0, time.perf_counter()
+    model.train()
+    try:
+        while step < cfg.steps:
+            f = lr_factor(step, cfg.steps, cfg.warmup, cfg.final_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = g["peak_lr"] * f
+            opt.zero_grad(set_to_none=True)
+            total_loss = 0.0
+            for micro in range(cfg.grad_accum):
+                exs = stream.batch(cfg.batch_size, step)
+                feats = [proc(e.frame, e.context, e.query, e.answer) for e in exs]
+                batch = collate(feats, tok.pad_token_id, padding_side="right")
+                batch = {k: v.to(device) for k, v in batch.items()}
+                sync = micro == cfg.grad_accum - 1 or not distributed or cfg.fsdp
+                ctx = ddp_model.no_sync() if not sync else _null()
+                with ctx, amp:
+                    loss = ddp_model(**batch).loss / cfg.grad_accum
+                    loss.backward()
+                total_loss += float(loss.detach())
+            gnorm = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+            opt.step()
+            step += 1
+            n_ex = cfg.batch_size * cfg.grad_accum * world
+            examples_seen += n_ex
+            window_examples += n_ex
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                row = {"step": step, "loss": total_loss, "grad_norm": float(gnorm),
+                       **{f"lr_{g['name']}": g["lr"] for g in opt.param_groups},
+                       "examples": examples_seen, "examples_per_s": window_examples / max(1e-9, now - window_t),
+                       "wall_s": now - t_wall, "cpu_s": cpu_before + time.process_time() - t_cpu}
+                window_examples, window_t = 0, now
+                log.write(row)
+                if on_log:
+                    on_log(row)
+                if bar is not None:
+                    bar.update(task, completed=step, info=f"loss {total_loss:.3f}")
+            if heldout is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                from videomolmo.training.heldout import evaluate_model
+                res = evaluate_model(model, proc, tok, heldout)
+                log.write({"step": step, "eval": res})
+                if on_log:
+                    on_log({"step": step, "eval": res})
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint()
+    finally:
+        if bar is not None:
+            bar.stop()
+    final = out / "final"
+    if is_main:
+        save_model(model, final)
+    if distributed:
+        dist.barrier()
+    return TrainResult(final=final, model=model, step=step)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
