@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fixtures_data import DAVIS, FRAMES, build_mevis, build_refdavis, build_ytvos, davis_mask
+from fixtures_data import DAVIS, FRAMES, build_mevis, build_refdavis, build_revos, build_ytvos, davis_mask
 from videomolmo.cli import app
 from videomolmo.data import load_dataset
 from videomolmo.evaluation.masks import evaluate_predictions
@@ -186,3 +186,19 @@ def test_eval_baseline_writes_submission_and_scores_it(tmp_path):
     # the default run uses a temporary folder and leaves nothing behind
     result = run("eval-baseline", "--data", str(root), "--workers", "1")
     assert result.exit_code == 0 and "overall" in result.stdout
+
+
+@needs_davis
+def test_revos_nested_video_keys_and_kind_rows(tmp_path):
+    root, _ = build_revos(tmp_path)
+    ds = load_dataset(root)
+    pred = tmp_path / "pred"
+    gt_as_predictions(ds, pred, skip={("Ref-Youtube-VOS/dog", "1")})
+    assert (pred / "Ref-Youtube-VOS" / "dog" / "0" / "00000.png").is_file()
+    out = tmp_path / "s.json"
+    result = run("eval-masks", "--data", str(root), "--pred", str(pred), "--json", str(out), "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "kind: referring" in result.stdout and "kind: reasoning" in result.stdout
+    res = json.loads(out.read_text())
+    assert res["missing"] == ["Ref-Youtube-VOS/dog/1"]
+    assert res["overall"]["J"] == pytest.approx(7 / 8)

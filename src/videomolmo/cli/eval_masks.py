@@ -29,11 +29,13 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def print_table(result: dict[str, Any], title: str) -> None:
-    """The J / F / J&F table (percent): one row per video, then the overall mean over expressions."""
+def print_table(result: dict[str, Any], title: str, kinds: dict[tuple[str, str], str] | None = None) -> None:
+    """The J / F / J&F table (percent): one row per video, per expression kind where the
+    benchmark labels them (ReVOS referring / reasoning, synthetic kinds), then the overall mean
+    over expressions."""
     from rich.table import Table
 
-    from videomolmo.evaluation.masks import per_video
+    from videomolmo.evaluation.masks import per_group, per_video
 
     console.print(title, highlight=False, soft_wrap=True)
     table = Table()
@@ -43,6 +45,12 @@ def print_table(result: dict[str, Any], title: str) -> None:
         table.add_column(name, justify="right")
     for row in per_video(result):
         table.add_row(row["video"], str(row["expressions"]), _pct(row["J"]), _pct(row["F"]), _pct(row["J&F"]))
+    groups = per_group(result, kinds or {})
+    if len(groups) > 1:
+        table.add_section()
+        for row in groups:
+            table.add_row(f"[italic]kind: {row['group']}[/]", str(row["expressions"]), _pct(row["J"]),
+                          _pct(row["F"]), _pct(row["J&F"]))
     overall = result["overall"]
     table.add_section()
     table.add_row("[bold]overall[/]", str(len(result["expressions"])), f"[bold]{_pct(overall['J'])}[/]",
@@ -52,6 +60,10 @@ def print_table(result: dict[str, Any], title: str) -> None:
         shown = ", ".join(result["missing"][:5]) + (" ..." if len(result["missing"]) > 5 else "")
         console.print(f"[yellow]{len(result['missing'])} missing prediction(s) scored 0:[/] {shown}",
                       highlight=False, soft_wrap=True)
+
+
+def _kinds(dataset) -> dict[tuple[str, str], str]:
+    return {s.key: str(s.meta["kind"]) for s in dataset if s.meta.get("kind") is not None}
 
 
 def _load(data: Path, split: Optional[str], fmt: Optional[str]):
@@ -87,7 +99,7 @@ def eval_masks(
     result = evaluate_predictions(dataset, pred, workers=workers, progress=_progress())
     if json_out is not None:
         write_json_atomic(json_out, result)
-    print_table(result, _title(name, dataset, str(pred), time.perf_counter() - t0))
+    print_table(result, _title(name, dataset, str(pred), time.perf_counter() - t0), _kinds(dataset))
     if json_out is not None:
         console.print(f"scores written to {json_out}", highlight=False)
 
@@ -124,6 +136,6 @@ def eval_baseline(
         where = f"first-frame GT copied to all frames, in {out}"
     if json_out is not None:
         write_json_atomic(json_out, result)
-    print_table(result, _title(name, dataset, where, time.perf_counter() - t0))
+    print_table(result, _title(name, dataset, where, time.perf_counter() - t0), _kinds(dataset))
     if json_out is not None:
         console.print(f"scores written to {json_out}", highlight=False)

@@ -39,6 +39,7 @@ __all__ = [
     "score_sample",
     "read_prediction",
     "per_video",
+    "per_group",
     "first_frame_baseline",
     "write_json_atomic",
 ]
@@ -163,6 +164,26 @@ def per_video(result: dict[str, Any]) -> list[dict[str, Any]]:
         j = float(np.mean([r["J"] for r in rows]))
         f = float(np.mean([r["F"] for r in rows]))
         out.append({"video": video, "expressions": len(rows), "J": j, "F": f, "J&F": (j + f) / 2})
+    return out
+
+
+def per_group(result: dict[str, Any], groups: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+    """Means over expressions per group label (e.g. ReVOS referring / reasoning, synthetic kinds).
+
+    `groups` maps (video, exp_id) to a label; expressions without one are left out. Returns
+    `group`, `expressions`, `J`, `F`, `J&F` per label, sorted by label.
+    """
+    buckets: dict[str, list[dict]] = {}
+    for row in result["expressions"]:
+        label = groups.get((row["video"], row["exp_id"]))
+        if label is not None:
+            buckets.setdefault(label, []).append(row)
+    out = []
+    for label in sorted(buckets):
+        rows = buckets[label]
+        j = float(np.mean([r["J"] for r in rows]))
+        f = float(np.mean([r["F"] for r in rows]))
+        out.append({"group": label, "expressions": len(rows), "J": j, "F": f, "J&F": (j + f) / 2})
     return out
 
 
