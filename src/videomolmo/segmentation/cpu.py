@@ -80,6 +80,7 @@ class CpuConfig:
     refine_band: float = 0.15
     refine_iters: int = 2
     point_radius: int = 3
+    bg_ring: float = 0.0
 
     def __post_init__(self) -> None:
         if self.work_height < 16:
@@ -260,7 +261,7 @@ class CpuPredictor(MaskPredictor):
             self._stamp(init, pos, neg)
             # Background colours are learnt from a ring around the box: a full-frame model costs
             # time and mostly describes scenery far from the object.
-            roi = _roi(box, max(8.0, half), w, h)
+            roi = _roi(box, max(8.0, cfg.bg_ring * half), w, h) if cfg.bg_ring > 0 else (0, 0, w, h)
             m = _grabcut(img, init, cfg.grabcut_iters, roi)
             votes += _keep_components(m, pos)
         return votes, float(len(cfg.box_scales))
