@@ -234,3 +234,16 @@ def test_unreadable_mask_png(tmp_path):
     (root / "Annotations" / "dog" / "00000.png").write_bytes(b"not a png")
     with pytest.raises(MaskError, match=r"00000.png: unreadable PNG"):
         load_dataset(root)["dog", "0"].gt_mask(0)
+
+
+@needs_davis
+@pytest.mark.parametrize("build", [build_refdavis, build_mevis])
+def test_per_object_ground_truth(tmp_path, build):
+    root, expected = build(tmp_path)
+    ds = load_dataset(root)
+    s = ds["dog", "2"]  # both objects
+    for t in range(len(FRAMES)):
+        objs = s.gt_object_masks(t)
+        assert len(objs) == 2
+        assert np.array_equal(objs[0], expected["dog", "0"][t]) and np.array_equal(objs[1], expected["dog", "1"][t])
+        assert np.array_equal(objs[0] | objs[1], s.gt_mask(t))

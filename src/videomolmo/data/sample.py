@@ -116,6 +116,18 @@ def _object_mask(arr: np.ndarray, obj_id: int | None) -> np.ndarray:
 # --------------------------------------------------------------------------- mask sources
 
 
+def _union(masks: list[np.ndarray], where: str, frame_path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    if not masks:
+        return np.zeros(size or image_size(frame_path), dtype=bool)
+    out = masks[0].copy()
+    for m in masks[1:]:
+        if m.shape != out.shape:
+            raise MaskError(f"{where}: object masks differ in size ({m.shape[1]}x{m.shape[0]} vs "
+                            f"{out.shape[1]}x{out.shape[0]})")
+        out |= m
+    return out
+
+
 @dataclass(frozen=True)
 class NoMaskSource:
     """A split without ground truth (Ref-YouTube-VOS valid, MeViS valid)."""
@@ -124,13 +136,17 @@ class NoMaskSource:
 
     has_masks = False
 
+    def object_masks(self, i: int, frame_path: Path) -> list[np.ndarray]:
+        raise DatasetError(f"{self.where}: this split has no ground-truth masks")
+
     def mask(self, i: int, frame_path: Path) -> np.ndarray:
         raise DatasetError(f"{self.where}: this split has no ground-truth masks")
 
 
 @dataclass(frozen=True)
 class PngMaskSource:
-    """Masks stored as PNG files: per frame, a list of (png path, object id) whose union is the GT.
+    """Masks stored as PNG files: per frame, one (png path, object id) per referred object; the
+    GT is their union.
 
     An object id of `None` takes every non-zero pixel of that PNG. A frame with no entries is
     an empty mask of the frame's size.
@@ -140,21 +156,18 @@ class PngMaskSource:
 
     has_masks = True
 
-    def mask(self, i: int, frame_path: Path) -> np.ndarray:
-        out: np.ndarray | None = None
+    def object_masks(self, i: int, frame_path: Path) -> list[np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}  # several objects of one id map: decode it once
+        out = []
         for png, obj_id in self.frames[i]:
-            arr = read_png_array(Path(png))
-            m = _object_mask(arr, obj_id)
-            if out is None:
-                out = m
-            elif out.shape != m.shape:
-                raise MaskError(f"{png}: size {m.shape[1]}x{m.shape[0]} differs from the other "
-                                f"objects' masks ({out.shape[1]}x{out.shape[0]})")
-            else:
-                out |= m
-        if out is None:
-            out = np.zeros(image_size(frame_path), dtype=bool)
+            if png not in arrays:
+                arrays[png] = read_png_array(Path(png))
+            out.append(_object_mask(arrays[png], obj_id))
         return out
+
+    def mask(self, i: int, frame_path: Path) -> np.ndarray:
+        where = self.frames[i][0][0] if self.frames[i] else str(frame_path)
+        return _union(self.object_masks(i, frame_path), where, frame_path)
 
 
 @dataclass(frozen=True)
@@ -168,34 +181,34 @@ class RleMaskSource:
 
     has_masks = True
 
-    def mask(self, i: int, frame_path: Path) -> np.ndarray:
+    def _decode(self, rle: dict, i: int) -> np.ndarray:
         from pycocotools import mask as mask_utils
 
-        out: np.ndarray | None = None
+        try:
+            if isinstance(rle.get("counts"), list):
+                h, w = rle["size"]
+                rle = mask_utils.frPyObjects(rle, h, w)
+            with warnings.catch_warnings():
+                # pycocotools' own numpy-2 copy= deprecation notice, not ours to act on
+                warnings.simplefilter("ignore", DeprecationWarning)
+                m = mask_utils.decode(rle).astype(bool)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DatasetError(f"{self.where}: malformed RLE for frame index {i} ({exc})") from None
+        return m.any(axis=2) if m.ndim == 3 else m
+
+    def object_masks(self, i: int, frame_path: Path) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = []
         for k, per_frame in enumerate(self.rles):
             if i >= len(per_frame):
                 raise DatasetError(f"{self.where}: annotation {k} has {len(per_frame)} masks, "
                                    f"frame index {i} is out of range")
-            rle = per_frame[i]
-            if rle is None:
-                continue
-            try:
-                if isinstance(rle.get("counts"), list):
-                    h, w = rle["size"]
-                    rle = mask_utils.frPyObjects(rle, h, w)
-                with warnings.catch_warnings():
-                    # pycocotools' own numpy-2 copy= deprecation notice, not ours to act on
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    m = mask_utils.decode(rle).astype(bool)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise DatasetError(f"{self.where}: malformed RLE for frame index {i} ({exc})") from None
-            if m.ndim == 3:
-                m = m.any(axis=2)
-            out = m if out is None else (out | m)
-        if out is None:
-            size = self.size or image_size(frame_path)
-            out = np.zeros(size, dtype=bool)
-        return out
+            out.append(None if per_frame[i] is None else self._decode(per_frame[i], i))
+        present = [m for m in out if m is not None]
+        size = present[0].shape if present else (self.size or image_size(frame_path))
+        return [np.zeros(size, dtype=bool) if m is None else m for m in out]
+
+    def mask(self, i: int, frame_path: Path) -> np.ndarray:
+        return _union(self.object_masks(i, frame_path), self.where, frame_path, self.size)
 
 
 MaskSource = NoMaskSource | PngMaskSource | RleMaskSource
@@ -311,6 +324,14 @@ class Sample:
             raise IndexError(f"frame index {i} out of range for {len(self.frame_names)} frames")
         i %= len(self.frame_names)
         return self.masks.mask(i, Path(self.frame_paths[i]))
+
+    def gt_object_masks(self, i: int) -> list[np.ndarray]:
+        """Ground truth of frame `i` per referred object (bool (H, W) each, in `obj_ids` order;
+        all-False where that object is absent)."""
+        if not -len(self.frame_names) <= i < len(self.frame_names):
+            raise IndexError(f"frame index {i} out of range for {len(self.frame_names)} frames")
+        i %= len(self.frame_names)
+        return self.masks.object_masks(i, Path(self.frame_paths[i]))
 
     def gt_masks(self) -> np.ndarray:
         """All ground-truth masks: bool (T, H, W)."""
