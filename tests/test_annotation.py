@@ -324,3 +324,30 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         assert r.exit_code == 2 and "--sam2" in r.output
         r = _cli([data, "--out", out, "--backend", "sam2", "--sam2", str(tmp_path / "nope")])
         assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_multi_object_expressions_get_one_point_per_object(tmp_path):
+    from PIL import Image
+
+    from videomolmo.annotation import object_masks
+    from videomolmo.data.sample import PngMaskSource
+
+    ids = np.zeros((40, 56), np.uint8)
+    ids[5:20, 5:20] = 1
+    ids[22:38, 30:50] = 2
+    png = tmp_path / "00000.png"
+    Image.fromarray(ids, mode="L").save(png)
+    frames = np.zeros((1, 40, 56, 3), np.uint8)
+    sample = FakeSample("v", "0", [1, 2], frames, None,
+                        masks=PngMaskSource(((((str(png), 1), (str(png), 2))),)), frame_paths=[png])
+    parts = object_masks(sample, 0)
+    assert [o for o, _ in parts] == ["1", "2"]
+    np.testing.assert_array_equal(parts[0][1], ids == 1)
+    np.testing.assert_array_equal(parts[1][1], ids == 2)
+    out = tmp_path / "p.jsonl"
+    annotate_dataset([sample], DiskPredictor(radius=7), out, k=5)
+    rows = [json.loads(x) for x in _lines(out)]
+    assert [r["obj_id"] for r in rows] == ["1", "2"]
+    for r in rows:
+        x, y = r["point"]
+        assert ids[int(y), int(x)] == int(r["obj_id"])
