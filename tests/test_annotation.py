@@ -67,7 +67,14 @@ class FakeSample:
         return self.frames
 
     def gt_mask(self, i):
+        if self.masks is not None:
+            return self.masks.mask(i, Path(self.frame_paths[i]))
         return self.gts[i]
+
+    def gt_object_masks(self, i):
+        if self.masks is not None:
+            return self.masks.object_masks(i, Path(self.frame_paths[i]))
+        return [self.gts[i]]
 
 
 def _fake_dataset(n_videos: int = 4, n_frames: int = 6, h: int = 40, w: int = 56) -> list[FakeSample]:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 
 __all__ = [
     "AnnotationConfig",
@@ -173,20 +173,18 @@ def _obj_key(obj_ids: list) -> str:
 
 
 def object_masks(sample: Any, i: int) -> list[tuple[str, np.ndarray]]:
-    """`[(obj_id, mask)]` of listed frame `i`: one per referred object where the reader keeps
-    objects apart (PNG id maps, MeViS/ReVOS RLE per annotation), else the union of all of them
-    under the joined id (e.g. "1+3")."""
-    from videomolmo.data.sample import PngMaskSource, RleMaskSource
-
+    """`[(obj_id, mask)]` of listed frame `i`: one per referred object when an expression refers
+    to several and the reader keeps them apart (`Sample.gt_object_masks`), else one mask (the
+    union) under the object's id, or under the joined ids (e.g. "1+3")."""
     keys = _unit_obj_keys(sample)
-    src = sample.masks
-    if len(keys) > 1 and isinstance(src, PngMaskSource):
-        frame_path = Path(sample.frame_paths[i])
-        return [(o, PngMaskSource(((entry,),)).mask(0, frame_path)) for o, entry in zip(keys, src.frames[i])]
-    if len(keys) > 1 and isinstance(src, RleMaskSource):
-        frame_path = Path(sample.frame_paths[i])
-        return [(o, RleMaskSource((rles,), where=src.where, size=src.size).mask(i, frame_path))
-                for o, rles in zip(keys, src.rles)]
+    if len(keys) > 1:
+        masks = sample.gt_object_masks(i)
+        if len(masks) != len(keys):
+            raise DatasetError(
+                f"{sample.video_id}/{sample.exp_id}: {len(masks)} object masks for {len(keys)} object ids "
+                f"on frame {sample.frame_names[i]}"
+            )
+        return [(o, np.asarray(m, dtype=bool)) for o, m in zip(keys, masks)]
     return [(keys[0], np.asarray(sample.gt_mask(i), dtype=bool))]
 
 
@@ -394,15 +392,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _unit_obj_keys(sample: Any) -> list[str]:
-    """The obj_id values `object_masks` will produce for a sample, without loading masks."""
-    from videomolmo.data.sample import PngMaskSource, RleMaskSource
-
+    """The obj_id values `object_masks` gives for a sample, known without loading any mask."""
     obj_ids = list(sample.obj_ids)
-    src = sample.masks
-    if len(obj_ids) > 1 and isinstance(src, PngMaskSource) and src.frames and \
-            all(len(f) == len(obj_ids) for f in src.frames):
-        return [str(o) for o in obj_ids]
-    if len(obj_ids) > 1 and isinstance(src, RleMaskSource) and len(src.rles) == len(obj_ids):
+    if len(obj_ids) > 1 and hasattr(sample, "gt_object_masks"):
         return [str(o) for o in obj_ids]
     return [_obj_key(obj_ids)]
 
