@@ -234,12 +234,29 @@ def _build_empty(cfg: ModelConfig, init_modules: Iterable[str] = ()):
     return model
 
 
-def _finish(model, device, dtype):
+def _finish(model, device, dtype, directory=None):
     _restore_buffers(model)
     if dtype is not None:
         model.to(dtype)
     model.to(device)
+    attach_processor(model, directory)
     return model.eval()
+
+
+def attach_processor(model, directory=None) -> None:
+    """Give a loaded model its `processor` (and `tokenizer`) when the tokenizer is available:
+    always for byte-tokenizer presets, else from the checkpoint directory's tokenizer files."""
+    from videomolmo.model.preprocess import Processor
+    from videomolmo.model.tokenizer import build_tokenizer
+
+    cfg = model.config
+    if cfg.tokenizer == "hf":
+        d = Path(directory) if directory is not None else None
+        if d is None or not any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return
+    tok = build_tokenizer(cfg, directory)
+    model.tokenizer = tok
+    model.processor = Processor(cfg, tok)
 
 
 def load_molmo_checkpoint(directory: str | Path, config: ModelConfig | str = "molmo-7b-d", *,
@@ -269,7 +286,7 @@ def load_molmo_checkpoint(directory: str | Path, config: ModelConfig | str = "mo
     model = _build_empty(cfg, init)
     allow = [k for k in model.state_dict() if k.startswith("temporal.")] if init else []
     _load_into(model, state, str(directory), allow_missing=allow)
-    return _finish(model, device, dtype)
+    return _finish(model, device, dtype, directory)
 
 
 def _check_hf_config(directory: Path, cfg: ModelConfig) -> None:
@@ -354,7 +371,7 @@ def from_pretrained(directory: str | Path, *, device: str | torch.device = "cpu"
     state = {k: reader.get(k) for k in reader.keys()}
     model = _build_empty(cfg)
     _load_into(model, state, str(directory))
-    model = _finish(model, device, dtype)
+    model = _finish(model, device, dtype, directory)
     if quantization:
         quantize_llm_(model, quantization)
     return model

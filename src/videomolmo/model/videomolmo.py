@@ -126,15 +126,16 @@ class VideoMolmo(nn.Module):
         return f.reshape((B, l) + f.shape[1:]).mean(1)
 
     def image_features(self, frame_feats: torch.Tensor, image_masks: torch.Tensor,
-                       context_feats: torch.Tensor | None = None):
+                       context_feats: torch.Tensor | None = None, use_temporal: bool = True):
         """ViT features -> LLM-width features per crop: (B, n, tokens_per_crop, hidden).
 
         Returns `(features, context_features)`; the second is only computed for `concat`.
+        `use_temporal=False` runs without the temporal module (single-frame ablation).
         """
         cfg = self.config
         B, n, N, C = frame_feats.shape
         G = cfg.vision.grid
-        x, ctx = frame_feats, context_feats
+        x, ctx = frame_feats, (context_feats if use_temporal else None)
         if self.pad_embed is not None:
             masks = image_masks.to(x.device)
             all_pad = (masks == 0).to(x.dtype)[..., None]
@@ -146,7 +147,7 @@ class VideoMolmo(nn.Module):
                 ctx = ctx + pe[0] * all_pad
                 ctx = ctx + pe[1] * partial
         fuse = cfg.temporal in ("add", "cross_attention") and ctx is not None
-        if cfg.temporal in ("add", "cross_attention") and ctx is None and cfg.context_frames > 0:
+        if use_temporal and cfg.temporal in ("add", "cross_attention") and ctx is None and cfg.context_frames > 0:
             raise ConfigError(
                 f"model {cfg.name!r} has a temporal module: pass context_images or context features"
             )
@@ -179,7 +180,7 @@ class VideoMolmo(nn.Module):
 
     def build_inputs_embeds(self, input_ids, images=None, image_masks=None, image_input_idx=None,
                             context_images=None, context_input_idx=None, frame_features=None,
-                            context_features=None) -> torch.Tensor:
+                            context_features=None, use_temporal: bool = True) -> torch.Tensor:
         """Input embeddings with image features added at the `<im_patch>` positions.
 
         Pass either raw crops (`images`, `context_images`) or precomputed ViT features
@@ -192,9 +193,11 @@ class VideoMolmo(nn.Module):
             raise ConfigError("image inputs need image_masks and image_input_idx")
         if frame_features is None:
             frame_features = self.encode_frames(images)
+        if not use_temporal:
+            context_features = context_images = None
         if context_features is None and context_images is not None:
             context_features = self.encode_context(context_images)
-        feats, ctx_feats = self.image_features(frame_features, image_masks, context_features)
+        feats, ctx_feats = self.image_features(frame_features, image_masks, context_features, use_temporal)
         embeds = self._scatter_add(embeds, feats, image_input_idx)
         if ctx_feats is not None:
             if context_input_idx is None:
@@ -244,7 +247,7 @@ class VideoMolmo(nn.Module):
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int | None = None,
                  eos_token_id: int | None = None, use_kv_cache: bool = True,
                  frame_features: torch.Tensor | None = None,
-                 context_features: torch.Tensor | None = None) -> list[list[int]]:
+                 context_features: torch.Tensor | None = None, use_temporal: bool = True) -> list[list[int]]:
         """Greedy decoding from `inputs_embeds` with a KV cache; returns new token ids per row
         (EOS excluded). The batch must be left-padded (`collate(..., padding_side="left")`).
         """
@@ -257,7 +260,8 @@ class VideoMolmo(nn.Module):
         B = ids.shape[0]
         embeds = self.build_inputs_embeds(
             ids, batch.get("images"), batch.get("image_masks"), batch.get("image_input_idx"),
-            batch.get("context_images"), batch.get("context_input_idx"), frame_features, context_features)
+            batch.get("context_images"), batch.get("context_input_idx"), frame_features, context_features,
+            use_temporal)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         out_tokens = torch.zeros((B, 0), dtype=torch.long, device=self.device)
         done = torch.zeros(B, dtype=torch.bool, device=self.device)

@@ -1,0 +1,166 @@
+"""`point_video`: the model over a whole video, with a frame-feature cache and batching.
+
+Two things upstream VideoMolmo does not do:
+- **frame-feature cache**: each frame's ViT features are computed once per video and reused as
+  context for the frames after it (upstream re-encodes the l previous frames at every step, 5x
+  the vision work at k=1). Only the features still needed are kept (at most batch + l frames),
+  so memory is flat in the video's length.
+- **batching**: sampled frames are independent given their features, so their prompts are
+  left-padded into one batch and generated together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from videomolmo.errors import ConfigError
+
+
+@dataclass
+class FramePoints:
+    """The model's answer for one frame: generated text and its points in pixels (N, 2) (x, y)."""
+
+    frame_idx: int
+    text: str
+    points_px: np.ndarray = field(repr=False)
+
+
+class VideoPoints(list):
+    """A list of `FramePoints` in frame order; `get(i)` gives frame i's points (N, 2)."""
+
+    def get(self, frame_idx: int, default=None):
+        for fp in self:
+            if fp.frame_idx == frame_idx:
+                return fp.points_px
+        return default
+
+    def by_frame(self) -> dict[int, FramePoints]:
+        return {fp.frame_idx: fp for fp in self}
+
+
+def _open(video):
+    from videomolmo.video import Video, open_video
+
+    return video if isinstance(video, Video) else open_video(video)
+
+
+def point_video(model, processor, video, query: str, k: int = 1, l: int | None = None,
+                batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
+                feature_cache: bool = True, max_new_tokens: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> VideoPoints:
+    """Point at `query` in every k-th frame of `video` (or at the given `frames`).
+
+    Args:
+        video: a `videomolmo.video.Video`, a path, or a (T, H, W, 3) uint8 array / frame list.
+        k: sampling stride; `frames` overrides it with explicit indices.
+        l: context frames (default: the model's `context_frames`); the raw frames before each
+            sampled frame, black frames padding the start.
+        batch_size: frames encoded and generated together (left padding).
+        temporal: False runs the model without its temporal module (single-frame ablation).
+        feature_cache: False re-encodes every context frame for every sampled frame, as
+            upstream does (for benchmarks).
+    Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
+    """
+    from videomolmo.points import parse_points
+
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigError("the query is empty: give a referring expression or question")
+    if int(k) < 1:
+        raise ConfigError(f"k (frame stride) must be >= 1, got {k}")
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    cfg = model.config
+    use_ctx = temporal and cfg.temporal != "none" and cfg.context_frames > 0
+    l = (cfg.context_frames if l is None else int(l)) if use_ctx else 0
+    if use_ctx and l < 1:
+        raise ConfigError(f"l (context frames) must be >= 1 for a temporal model, got {l}")
+    vid = _open(video)
+    n = len(vid)
+    targets = sorted({int(i) for i in frames}) if frames is not None else list(range(0, n, int(k)))
+    for t in targets:
+        if not 0 <= t < n:
+            raise ConfigError(f"frame index {t} outside a {n}-frame video")
+    tok = processor.tokenizer
+    cache: dict[int, torch.Tensor] = {}
+    image_inputs: dict[int, object] = {}
+    black: list[torch.Tensor] = []
+    results = VideoPoints()
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(targets), batch_size):
+            chunk = targets[start:start + batch_size]
+            frames_np = {}
+            needed = set(chunk)
+            if l:
+                for t in chunk:
+                    needed.update(range(max(0, t - l), t))
+            to_read = sorted(i for i in needed if i not in cache or i in chunk)
+            for i, fr in vid.iter_frames(to_read):
+                frames_np[i] = fr
+            for t in chunk:
+                image_inputs[t] = processor.encode_image(frames_np[t])
+            with torch.no_grad():
+                if feature_cache:
+                    _encode_missing(model, processor, frames_np, image_inputs, cache, sorted(needed))
+                    feats = torch.stack([cache[t] for t in chunk])
+                else:
+                    feats = _encode_list(model, [image_inputs[t].crops for t in chunk])
+                ctx_feats = None
+                if l:
+                    if not black and any(t < l for t in chunk):
+                        first = next(iter(frames_np.values()))
+                        black.append(_encode_list(model, [processor.encode_image(np.zeros_like(first)).crops])[0])
+                    ctx_feats = []
+                    for t in chunk:
+                        prev = list(range(t - l, t))
+                        if feature_cache:
+                            stack = [cache[i] if i >= 0 else black[0] for i in prev]
+                        else:  # upstream: re-encode the l previous frames for every frame
+                            real = [i for i in prev if i >= 0]
+                            enc = _encode_list(model, [processor.encode_image(frames_np[i]).crops for i in real]) if real else []
+                            stack = [black[0]] * (l - len(real)) + list(enc)
+                        ctx_feats.append(torch.stack(stack).mean(0))
+                    ctx_feats = torch.stack(ctx_feats)
+                from videomolmo.model.preprocess import collate
+
+                exs = [processor(None, None, query, image=image_inputs[t]) for t in chunk]
+                batch = collate(exs, tok.pad_token_id, padding_side="left")
+                gen = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                     frame_features=feats, context_features=ctx_feats, use_temporal=bool(l))
+            for t, ids in zip(chunk, gen):
+                text = tok.decode(ids)
+                h, w = frames_np[t].shape[:2]
+                results.append(FramePoints(t, text, parse_points(text, w, h)))
+                image_inputs.pop(t, None)
+            if feature_cache:
+                # Keep only what later frames can still use as context.
+                nxt = targets[start + batch_size] if start + batch_size < len(targets) else n
+                for i in [i for i in cache if i < nxt - l]:
+                    del cache[i]
+            if progress is not None:
+                progress(len(results), len(targets))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _encode_list(model, crops_list: Sequence[np.ndarray]) -> torch.Tensor:
+    arr = torch.from_numpy(np.stack(crops_list))
+    return model.encode_frames(arr)
+
+
+def _encode_missing(model, processor, frames_np: dict[int, np.ndarray], image_inputs: dict, cache: dict,
+                    indices) -> None:
+    missing = [i for i in indices if i not in cache]
+    if not missing:
+        return
+    crops = [image_inputs[i].crops if i in image_inputs else processor.encode_image(frames_np[i]).crops
+             for i in missing]
+    feats = _encode_list(model, crops)
+    for i, f in zip(missing, feats):
+        cache[i] = f

@@ -1,0 +1,98 @@
+"""point_video: feature cache and batching give the same answers as the plain processor path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from videomolmo.errors import ConfigError, VideoError
+from videomolmo.model import (ModelConfig, Processor, VideoMolmo, build_tokenizer, collate, point_video,
+                              save_pretrained, from_pretrained)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = ModelConfig.from_name("test-tiny")
+    torch.manual_seed(0)
+    model = VideoMolmo(cfg).eval()
+    tok = build_tokenizer(cfg)
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (9, 40, 60, 3), dtype=np.uint8)
+    return model, tok, Processor(cfg, tok), video
+
+
+def test_cache_and_batching_match_the_processor_path(setup):
+    model, tok, proc, video = setup
+    model.vision_frames = 0
+    cached = point_video(model, proc, video, "the red square", batch_size=4, max_new_tokens=8)
+    assert model.vision_frames == len(video) + 1  # each frame once, plus one black frame
+    model.vision_frames = 0
+    upstream = point_video(model, proc, video, "the red square", batch_size=1, feature_cache=False,
+                           max_new_tokens=8)
+    assert model.vision_frames > 3 * len(video)
+    assert [f.text for f in cached] == [f.text for f in upstream]
+    assert [f.frame_idx for f in cached] == list(range(9))
+    for t in (0, 2, 7):
+        ex = proc(video[t], list(video[:t]), "the red square")
+        gen = model.generate(collate([ex], tok.pad_token_id), max_new_tokens=8, eos_token_id=tok.eos_token_id)
+        assert tok.decode(gen[0]) == cached[t].text
+    for fp in cached:
+        assert fp.points_px.ndim == 2 and fp.points_px.shape[1] == 2
+    assert cached.get(3) is cached[3].points_px
+
+
+def test_stride_frames_video_object_and_progress(setup):
+    model, tok, proc, video = setup
+    from videomolmo.video import open_video
+
+    seen = []
+    out = point_video(model, proc, open_video(video), "dog", k=3, batch_size=2, max_new_tokens=4,
+                      progress=lambda d, t: seen.append((d, t)))
+    assert [f.frame_idx for f in out] == [0, 3, 6]
+    assert seen[-1] == (3, 3)
+    out2 = point_video(model, proc, list(video), "dog", frames=[6, 0, 3], batch_size=3, max_new_tokens=4)
+    assert [f.text for f in out2] == [f.text for f in out]
+    single = point_video(model, proc, video, "dog", frames=[6], temporal=False, max_new_tokens=4)
+    assert len(single) == 1
+
+
+def test_memory_is_flat_in_video_length(setup, monkeypatch):
+    # The cache never holds more than batch + l frames, however long the video.
+    model, tok, proc, _ = setup
+    import videomolmo.model.pointing as pointing
+
+    sizes = []
+    orig = pointing._encode_missing
+
+    def spy(model_, processor, frames_np, image_inputs, cache, indices):
+        orig(model_, processor, frames_np, image_inputs, cache, indices)
+        sizes.append(len(cache))
+
+    monkeypatch.setattr(pointing, "_encode_missing", spy)
+    long_video = np.random.default_rng(1).integers(0, 256, (30, 30, 30, 3), dtype=np.uint8)
+    point_video(model, proc, long_video, "x", batch_size=2, max_new_tokens=1)
+    assert max(sizes) <= 2 + model.config.context_frames
+
+
+def test_bad_input(setup, tmp_path):
+    model, tok, proc, video = setup
+    with pytest.raises(ConfigError, match="query is empty"):
+        point_video(model, proc, video, " ")
+    with pytest.raises(ConfigError, match="k"):
+        point_video(model, proc, video, "a", k=0)
+    with pytest.raises(ConfigError, match="outside"):
+        point_video(model, proc, video, "a", frames=[99])
+    with pytest.raises(VideoError, match="smaller than one"):
+        point_video(model, proc, np.zeros((3, 8, 30, 3), np.uint8), "a")
+
+
+def test_loaded_model_carries_its_processor(setup, tmp_path):
+    model, tok, proc, video = setup
+    save_pretrained(model, tmp_path / "m")
+    loaded = from_pretrained(tmp_path / "m")
+    out = point_video(loaded, loaded.processor, video, "the red square", frames=[4], max_new_tokens=8)
+    ref = point_video(model, proc, video, "the red square", frames=[4], max_new_tokens=8)
+    assert out[0].text == ref[0].text
