@@ -232,7 +232,7 @@ def test_mask_dict_inconsistent_with_frames(tmp_path):
 def test_unreadable_mask_png(tmp_path):
     root, _ = build_refdavis(tmp_path)
     (root / "Annotations" / "dog" / "00000.png").write_bytes(b"not a png")
-    with pytest.raises(MaskError, match=r"00000.png: unreadable PNG"):
+    with pytest.raises(MaskError, match=r"00000.png: unreadable mask PNG"):
         load_dataset(root)["dog", "0"].gt_mask(0)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, overload
 import numpy as np
 
 from videomolmo.errors import DatasetError, MaskError, VideoError
+from videomolmo.masks import read_mask, rle_decode
 from videomolmo.video import DEFAULT_FPS, Video, open_video
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "NoMaskSource",
     "ListedFramesVideo",
     "read_json",
-    "read_png_array",
     "image_size",
 ]
 
@@ -53,34 +52,6 @@ def read_json(path: Path, what: str = "meta file") -> Any:
         raise DatasetError(f"{path}: cannot read {what} ({exc})") from None
 
 
-def read_png_array(path: Path) -> np.ndarray:
-    """Read a mask PNG as a 2-D integer array of object ids (palette index or gray value).
-
-    RGB(A) PNGs are reduced to "any channel non-zero" (255) so that a colour mask still reads
-    as foreground; everything else keeps its stored values.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: referenced mask file is missing")
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L", "1", "I", "I;16"):
-                arr = np.asarray(im)
-            elif im.mode in ("RGB", "RGBA", "LA"):
-                arr = (np.asarray(im.convert("RGB")).max(axis=2) > 0).astype(np.uint8) * 255
-            else:
-                arr = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise MaskError(f"{path}: unreadable PNG ({exc})") from None
-    if arr.ndim != 2:
-        raise MaskError(f"{path}: expected a single-channel mask, got shape {arr.shape}")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    return arr
-
-
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image from its header only (no decode)."""
     from PIL import Image, UnidentifiedImageError
@@ -94,23 +65,6 @@ def image_size(path: Path) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DatasetError(f"{path}: unreadable image ({exc})") from None
     return h, w
-
-
-def _object_mask(arr: np.ndarray, obj_id: int | None) -> np.ndarray:
-    """Foreground of one object in an id map.
-
-    `obj_id=None` means "every non-zero pixel". A 0/255 map (DAVIS 2016, ReasonVOS, any binary
-    mask saved as L-mode PNG) has only one object, so object 1 is every non-zero pixel there and
-    every other id is empty; palette maps (Ref-DAVIS17, Ref-YouTube-VOS) compare ids exactly.
-    """
-    if obj_id is None:
-        return arr != 0
-    if int(arr.max(initial=0)) == 255:
-        # bincount, not np.unique: a histogram is linear, a sort of every pixel is not
-        counts = np.bincount(arr.ravel()) if arr.dtype == np.uint8 else np.bincount(np.unique(arr))
-        if counts[1:255].sum() == 0:
-            return arr != 0 if obj_id == 1 else np.zeros(arr.shape, dtype=bool)
-    return arr == obj_id
 
 
 # --------------------------------------------------------------------------- mask sources
@@ -157,12 +111,13 @@ class PngMaskSource:
     has_masks = True
 
     def object_masks(self, i: int, frame_path: Path) -> list[np.ndarray]:
-        arrays: dict[str, np.ndarray] = {}  # several objects of one id map: decode it once
         out = []
         for png, obj_id in self.frames[i]:
-            if png not in arrays:
-                arrays[png] = read_png_array(Path(png))
-            out.append(_object_mask(arrays[png], obj_id))
+            if not os.path.isfile(png):
+                raise DatasetError(f"{png}: referenced mask file is missing")
+            # masks.read_mask owns the id rule: palette ids compare exactly, a 0/255 L-mode PNG
+            # is one object (id 1), None = every non-zero pixel
+            out.append(read_mask(png, "any" if obj_id is None else obj_id))
         return out
 
     def mask(self, i: int, frame_path: Path) -> np.ndarray:
@@ -182,19 +137,11 @@ class RleMaskSource:
     has_masks = True
 
     def _decode(self, rle: dict, i: int) -> np.ndarray:
-        from pycocotools import mask as mask_utils
-
         try:
-            if isinstance(rle.get("counts"), list):
-                h, w = rle["size"]
-                rle = mask_utils.frPyObjects(rle, h, w)
-            with warnings.catch_warnings():
-                # pycocotools' own numpy-2 copy= deprecation notice, not ours to act on
-                warnings.simplefilter("ignore", DeprecationWarning)
-                m = mask_utils.decode(rle).astype(bool)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DatasetError(f"{self.where}: malformed RLE for frame index {i} ({exc})") from None
-        return m.any(axis=2) if m.ndim == 3 else m
+            # masks.rle_decode validates the runs before pycocotools' C decoder sees them
+            return rle_decode(rle)
+        except MaskError as exc:
+            raise DatasetError(f"{self.where}: frame index {i}: {exc}") from None
 
     def object_masks(self, i: int, frame_path: Path) -> list[np.ndarray]:
         out: list[np.ndarray | None] = []

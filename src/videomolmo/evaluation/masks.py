@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from videomolmo.data.sample import Dataset, Sample, read_png_array
-from videomolmo.errors import DatasetError, MaskError
+from videomolmo.data.sample import Dataset, Sample
+from videomolmo.errors import DatasetError
+from videomolmo.masks import check_same_size, foreground, submission_path
 
 __all__ = [
     "evaluate_predictions",
@@ -53,11 +54,9 @@ def read_prediction(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
     Raises `MaskError` naming the file if it is unreadable or its size is not `shape` (H, W).
     """
-    arr = read_png_array(path)
-    if arr.shape != tuple(shape):
-        raise MaskError(f"{path}: prediction is {arr.shape[1]}x{arr.shape[0]} but the ground truth is "
-                        f"{shape[1]}x{shape[0]} (predictions must be at the original resolution)")
-    return arr != 0
+    pred = foreground(path)
+    check_same_size(np.empty(shape, dtype=bool), pred, path)
+    return pred
 
 
 # --------------------------------------------------------------------------- scoring one expression
@@ -227,10 +226,10 @@ def _baseline_one(sample: Sample, out_dir: Path) -> int:
     first = sample.gt_mask(0)
     # Every frame gets the same mask: encode the PNG once, write it T times.
     data = _png_bytes(first)
-    folder = out_dir / sample.video_id / sample.exp_id
-    folder.mkdir(parents=True, exist_ok=True)
     for name in sample.frame_names:
-        _write_bytes_atomic(folder / f"{name}.png", data)
+        path = submission_path(out_dir, sample.video_id, sample.exp_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_bytes_atomic(path, data)
     return len(sample.frame_names)
 
 
