@@ -136,23 +136,28 @@ def boundary_map(mask: Any) -> np.ndarray:
     seg = np.asarray(mask)
     if seg.ndim != 2 or seg.size == 0:
         raise MaskError(f"boundary_map needs a non-empty (H, W) mask, got shape {seg.shape}")
-    return _boundary_window(seg.astype(bool, copy=False), 0, seg.shape[0] - 1, 0, seg.shape[1] - 1)
+    seg = np.ascontiguousarray(seg.astype(bool, copy=False))
+    return np.ascontiguousarray(_boundary_window(seg, 0, seg.shape[0] - 1, 0, seg.shape[1] - 1))
+
+
+_BLOCK_2X2 = np.ones((2, 2), dtype=np.uint8)
 
 
 def _boundary_window(seg: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """`_seg2bmap(seg)[r0:r1+1, c0:c1+1]` computed from that window plus one row/column.
 
-    The toolkit's special cases for the last row / column equal the plain E/S/SE rule on the
-    mask extended by edge replication, which is what lets us compute only a window.
+    A pixel is a boundary pixel when its 2x2 block {p, E, S, SE} is not uniform, i.e. when the
+    block's max differs from its min: a 2x2 dilation XOR a 2x2 erosion (anchored at the top-left)
+    -- two SIMD OpenCV passes instead of six numpy ones. The toolkit's special cases for the last
+    row / column equal the same rule on the mask extended by edge replication, which is both
+    OpenCV's BORDER_REPLICATE and what lets us compute only a window: inside the image the extra
+    row / column is real data.
     """
     h, w = seg.shape
-    re, ce = min(r1 + 2, h), min(c1 + 2, w)
-    win = seg[r0:re, c0:ce]
-    pad_r, pad_c = (r1 + 2) - re, (c1 + 2) - ce
-    if pad_r or pad_c:
-        win = np.pad(win, ((0, pad_r), (0, pad_c)), mode="edge")
-    here = win[:-1, :-1]
-    return (here ^ win[:-1, 1:]) | (here ^ win[1:, :-1]) | (here ^ win[1:, 1:])
+    win = seg[r0 : min(r1 + 2, h), c0 : min(c1 + 2, w)].view(np.uint8)
+    hi = cv2.dilate(win, _BLOCK_2X2, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    lo = cv2.erode(win, _BLOCK_2X2, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    return cv2.bitwise_xor(hi, lo)[: r1 - r0 + 1, : c1 - c0 + 1].view(bool)
 
 
 def _boundary_extent(seg: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -244,7 +249,7 @@ def _boundary_counts(fg: np.ndarray, gt: np.ndarray, bound_pix: float) -> tuple[
     def padded_boundary(seg: np.ndarray, extent: Any) -> np.ndarray:
         if extent is None:
             return np.zeros((r1 - r0 + 1 + 2 * radius, c1 - c0 + 1 + 2 * radius), dtype=bool)
-        win = _boundary_window(seg, r0, r1, c0, c1).view(np.uint8)
+        win = np.ascontiguousarray(_boundary_window(seg, r0, r1, c0, c1)).view(np.uint8)
         return cv2.copyMakeBorder(win, radius, radius, radius, radius, cv2.BORDER_CONSTANT, value=0).view(bool)
 
     b_fg, b_gt = padded_boundary(fg, ext_fg), padded_boundary(gt, ext_gt)
@@ -382,8 +387,9 @@ def db_statistics(per_frame: Any) -> tuple[float, float, float]:
 
     Difference from the toolkit: it casts the bin edges to uint8, so for sequences longer than
     256 frames the edges wrap around modulo 256 and the decay is computed on the wrong frames
-    (or on empty bins, giving NaN). We keep the edges as integers, so values agree with the
-    toolkit for T <= 256 and are the intended ones beyond.
+    (or on empty bins, giving NaN); at exactly 256 frames `edge + 1` overflows uint8 under
+    NumPy 2 and the last bin is empty. We keep the edges as int64, so values agree with the
+    toolkit for T <= 255 and are the intended ones beyond.
     """
     values = np.asarray(per_frame, dtype=np.float64).ravel()
     with warnings.catch_warnings():
