@@ -247,3 +247,15 @@ def test_per_object_ground_truth(tmp_path, build):
         assert len(objs) == 2
         assert np.array_equal(objs[0], expected["dog", "0"][t]) and np.array_equal(objs[1], expected["dog", "1"][t])
         assert np.array_equal(objs[0] | objs[1], s.gt_mask(t))
+
+
+@needs_davis
+def test_corrupt_rle_names_the_mask_dict(tmp_path):
+    root, _ = build_mevis(tmp_path)
+    md_path = root / "valid_u" / "mask_dict.json"
+    md = json.loads(md_path.read_text())
+    md["1"][0]["counts"] = md["1"][0]["counts"][:-3]  # runs no longer cover the frame
+    md_path.write_text(json.dumps(md))
+    s = load_dataset(root)["dog", "1"]
+    with pytest.raises(DatasetError, match=r"mask_dict.json \(video dog, expression 1\): frame index 0"):
+        s.gt_mask(0)
