@@ -1,0 +1,54 @@
+"""`videomolmo info`: a model preset's (or checkpoint's) layout and parameter counts."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from videomolmo.cli.app import command, console
+
+
+@command("info")
+def info(
+    preset: str = typer.Option("tiny", "--preset", help="Model preset: molmo-7b-d, videomolmo-7b, tiny, test-tiny."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A saved videomolmo model folder (reads its config.json)."),
+) -> None:
+    """Build the model on the meta device (no memory) and print parameters per component."""
+    import torch
+    from rich.table import Table
+
+    from videomolmo.model import ModelConfig, VideoMolmo
+    from videomolmo.model.checkpoint import read_config
+
+    cfg = read_config(checkpoint) if checkpoint else ModelConfig.from_name(preset)
+    with torch.device("meta"):
+        model = VideoMolmo(cfg)
+    counts = model.parameter_counts()
+    table = Table(title=f"VideoMolmo '{cfg.name}'")
+    table.add_column("component")
+    table.add_column("parameters", justify="right")
+    table.add_column("", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}", _human(n))
+    console.print(table)
+    v, c = cfg.vision, cfg.llm
+    console.print(
+        f"vision: CLIP ViT {v.layers}x{v.width} patch {v.patch_size} crop {v.image_size}px, "
+        f"features from layers {list(v.feature_layers)} -> {v.feature_dim} dims\n"
+        f"crops: {cfg.crop_mode} (max {cfg.max_crops}, margins {list(cfg.overlap_margins)}), "
+        f"{cfg.tokens_per_crop} image tokens per crop, pooling {cfg.pool}\n"
+        f"temporal: {cfg.temporal} over l={cfg.context_frames} frames "
+        f"({cfg.temporal_heads}x{cfg.temporal_head_dim} heads, init {cfg.temporal_init})\n"
+        f"LLM: Qwen2 {c.layers}x{c.hidden} ({c.heads} heads, {c.kv_heads} KV), vocab {c.vocab_size} "
+        f"+ {c.additional_vocab_size} image tokens; tokenizer {cfg.tokenizer}\n"
+        f"size: {counts['total'] * 4 / 1e6:,.1f} MB fp32, {counts['total'] * 2 / 1e6:,.1f} MB bf16",
+        highlight=False,
+    )
+
+
+def _human(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return str(n)
