@@ -324,3 +324,52 @@ def test_truncated_matroska_reads_what_is_there(tmp_path):
     v = open_video(cut)
     assert 0 < len(v) < 40
     assert len(list(v)) == len(v)
+
+
+def test_cached_frames_are_private_copies(gop_video):
+    path, _ = gop_video
+    v = open_video(path)
+    a = v[10]
+    a[:] = 0  # a caller drawing on its frame
+    assert np.array_equal(v[10], list(v.iter_frames([10]))[0][1])
+    assert v[10].any()
+
+
+def test_file_video_pickles_for_worker_processes(gop_video):
+    import pickle
+
+    path, _ = gop_video
+    v = open_video(path)
+    first = v[5]
+    clone = pickle.loads(pickle.dumps(v))
+    assert len(clone) == len(v) and clone.fps == v.fps and np.array_equal(clone[5], first)
+    assert np.array_equal(clone[40], v[40])
+
+
+def test_random_access_from_threads(gop_video):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, _ = gop_video
+    v = open_video(path)
+    seq = list(v)
+    idx = np.random.default_rng(3).integers(0, 90, 40).tolist()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: v[i], idx))
+    assert all(np.array_equal(g, seq[i]) for g, i in zip(got, idx))
+
+
+def test_probe_command(gop_video, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from videomolmo.cli import app
+
+    path, _ = gop_video
+    result = CliRunner().invoke(app, ["probe", str(path), "--decode", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["frames"] == info["decoded_frames"] == 90 and info["width"] == 64 and info["kind"] == "file"
+    (tmp_path / "bad.mp4").write_text("nope")
+    result = CliRunner().invoke(app, ["probe", str(tmp_path / "bad.mp4")])
+    assert result.exit_code == 2 and "bad.mp4" in result.output and "Traceback" not in result.output

@@ -26,6 +26,7 @@ import abc
 import bisect
 import os
 import re
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -491,6 +492,7 @@ class FileVideo(Video):
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = max(0, int(cache_size))
         self._random: _Decoder | None = None
+        self._lock = threading.Lock()
 
     def _build_index(self, container, stream) -> _FrameIndex | None:
         """Frame timestamps from packets (no decoding); None when the file lacks timestamps."""
@@ -537,18 +539,34 @@ class FileVideo(Video):
         return (pts - pts[0]) * float(self._time_base)
 
     def _read(self, index: int) -> np.ndarray:
-        cached = self._cache.get(index)
-        if cached is not None:
-            self._cache.move_to_end(index)
-            return cached
-        if self._random is None:
-            self._random = _Decoder(self, threads=False)
-        frame = self._random.read(index)
-        if self._cache_size:
-            self._cache[index] = frame
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return frame
+        # One lock: the random-access decoder is stateful and a web demo may share the object
+        # between threads. Callers get copies so that drawing on a frame cannot corrupt the cache.
+        with self._lock:
+            cached = self._cache.get(index)
+            if cached is not None:
+                self._cache.move_to_end(index)
+                return cached.copy()
+            if self._random is None:
+                self._random = _Decoder(self, threads=False)
+            frame = self._random.read(index)
+            if self._cache_size:
+                self._cache[index] = frame
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+                return frame.copy()
+            return frame
+
+    def __getstate__(self) -> dict:
+        # Picklable for multiprocessing workers: open decoders and cached frames stay behind.
+        state = self.__dict__.copy()
+        state["_random"] = None
+        state["_cache"] = OrderedDict()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def iter_frames(self, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Stream ``(index, frame)`` for sorted `indices` with a decoder of its own.
@@ -568,10 +586,11 @@ class FileVideo(Video):
             decoder.close()
 
     def close(self) -> None:
-        if self._random is not None:
-            self._random.close()
-            self._random = None
-        self._cache.clear()
+        with self._lock:
+            if self._random is not None:
+                self._random.close()
+                self._random = None
+            self._cache.clear()
 
 
 def _short(exc: BaseException) -> str:
