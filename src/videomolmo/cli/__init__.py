@@ -20,6 +20,7 @@ from videomolmo.cli import train as _train  # noqa: F401,E402
 from videomolmo.cli import annotate as _annotate  # noqa: F401,E402
 from videomolmo.cli import segment as _segment  # noqa: F401,E402
 from videomolmo.cli import probe as _probe  # noqa: F401,E402
+from videomolmo.cli import model_info as _model_info  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:
