@@ -203,7 +203,7 @@ class ListedFramesVideo(Video):
 # --------------------------------------------------------------------------- sample
 
 
-@dataclass
+@dataclass(eq=False)  # identity: samples hold arrays and lazy sources, value equality is meaningless
 class Sample:
     """One referring expression on one video, with lazily loaded ground truth.
 
@@ -211,7 +211,8 @@ class Sample:
     `gt_mask(i)` is the union of every referred object on frame `i` (bool (H, W)); an object
     absent from a frame contributes nothing, so a frame where no referred object is visible is
     an all-False mask. `gt_points` is per frame an (N, 2) pixel array (x, y) or None, for
-    benchmarks that ship point annotations (none of the five mask benchmarks do).
+    folders that ship points (`points.json` of the synthetic MeViS-layout sets; none of the five
+    mask benchmarks do).
     """
 
     video_id: str
