@@ -214,3 +214,112 @@ def test_streaming_holds_one_segment():
     gen = segment_video(frames(40), {i: [[5, 5]] for i in range(0, 40, 5)}, pred, k=5)
     for t, _ in gen:
         assert len(pred.states) <= t // 5 + 2
+
+
+# ----------------------------------------------------------------------------- CLI: videomolmo segment
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from videomolmo.cli import app  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory):
+    """Frames 20-26 of car-shadow at quarter size (fast), plus their ground-truth masks."""
+    src = DATA / "JPEGImages" / "car-shadow"
+    if not src.is_dir():
+        pytest.skip("davis16-mini is not available")
+    root = tmp_path_factory.mktemp("car")
+    gts = []
+    for i in range(20, 27):
+        img = cv2.resize(cv2.imread(str(src / f"{i:05d}.jpg")), (214, 120), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(root / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        gt = cv2.imread(str(DATA / "Annotations" / "car-shadow" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)
+        gts.append(cv2.resize(gt, (214, 120), interpolation=cv2.INTER_NEAREST) > 127)
+    return root, gts
+
+
+def _peak(mask):
+    from scipy import ndimage as ndi
+
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(np.argmax(dt), dt.shape)
+    return [float(x), float(y)]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["segment", *map(str, args)])
+
+
+def test_cli_segment_writes_one_png_per_frame(short_video, tmp_path):
+    frames, gts = short_video
+    pts = tmp_path / "points.json"
+    # frame 3 is not an anchor for k=5 (ignored, warned); 99, 99 is outside the 214x120 frame
+    pts.write_text(json.dumps({"0": [_peak(gts[0]), [999.0, 99.0]], "5": [_peak(gts[5])], "3": [[1, 1]]}))
+    out = tmp_path / "masks"
+    res = invoke(frames, "--points", pts, "--out", out, "--k", 5)
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:05d}.png" for i in range(20, 27)]
+    ious = []
+    for name, gt in zip(names, gts):
+        m = cv2.imread(str(out / name), cv2.IMREAD_GRAYSCALE)
+        assert m.shape == gt.shape and set(np.unique(m)) <= {0, 255}
+        ious.append(((m > 0) & gt).sum() / max(1, ((m > 0) | gt).sum()))
+    assert np.mean(ious) > 0.4, ious
+    assert "7 masks written" in res.output
+
+    # the JSONL form gives the same masks
+    jl = tmp_path / "points.jsonl"
+    jl.write_text(
+        json.dumps({"frame": 0, "points": [_peak(gts[0])]}) + "\n"
+        + json.dumps({"frame": 5, "points": [_peak(gts[5])]}) + "\n"
+    )
+    out2 = tmp_path / "masks2"
+    res = invoke(frames, "--points", jl, "--out", out2, "--k", 5, "--fusion", "forward")
+    assert res.exit_code == 0, res.output
+    assert len(list(out2.iterdir())) == 7
+
+
+@pytest.mark.parametrize(
+    "content, extra, message",
+    [
+        ("{not json", [], "not valid JSON"),
+        ("[1, 2]", [], "expected a JSON object"),
+        ('{"zero": [[1, 2]]}', [], "not an integer"),
+        ('{"0": [[1, 2, 3]]}', [], "two numbers (x, y)"),
+        ('{"0": 5}', [], "list of (x, y)"),
+        ('{"0": [[1, 2]]}\n{"frame": 1}', [], "each line must be an object"),
+        ('{"40": [[1, 2]]}', [], "frame index 40 is beyond the video"),
+        ('{"0": [[1, 2]]}', ["--k", "0"], "--k must be a positive"),
+        ('{"0": [[1, 2]]}', ["--tau", "1.5"], "--tau must be in [0, 1]"),
+        ('{"0": [[1, 2]]}', ["--fusion", "avg"], "unknown fusion strategy"),
+        ('{"0": [[1, 2]]}', ["--backend", "sam3"], "--backend must be"),
+        ('{"0": [[1, 2]]}', ["--backend", "sam2"], "needs --sam2"),
+        ('{"0": [[1, 2]]}', ["--backend", "sam2", "--sam2", "/nonexistent/sam2"], "does not exist"),
+    ],
+)
+def test_cli_segment_bad_input(short_video, tmp_path, content, extra, message):
+    frames, _ = short_video
+    pts = tmp_path / "p.json"
+    pts.write_text(content)
+    res = invoke(frames, "--points", pts, "--out", tmp_path / "o", *extra)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_segment_missing_inputs(short_video, tmp_path):
+    frames, _ = short_video
+    res = invoke(frames, "--points", tmp_path / "none.json", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "does not exist" in res.output
+    pts = tmp_path / "p.json"
+    pts.write_text('{"0": [[1, 2]]}')
+    res = invoke(tmp_path / "no_video", "--points", pts, "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "no_video" in res.output

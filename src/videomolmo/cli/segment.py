@@ -21,7 +21,7 @@ class PointsFileError(VideoMolmoError):
 
 def _point_list(value: Any, where: str) -> list[list[float]]:
     if not isinstance(value, list):
-        raise PointsFileError(f"{where}: expected a list of [x, y] points, got {type(value).__name__}")
+        raise PointsFileError(f"{where}: expected a list of (x, y) points, got {type(value).__name__}")
     out = []
     for p in value:
         if (
@@ -29,7 +29,7 @@ def _point_list(value: Any, where: str) -> list[list[float]]:
             or len(p) != 2
             or not all(isinstance(c, (int, float)) and not isinstance(c, bool) or c is None for c in p)
         ):
-            raise PointsFileError(f"{where}: a point must be [x, y] numbers, got {p!r}")
+            raise PointsFileError(f"{where}: a point must be two numbers (x, y), got {p!r}")
         # JSON has no NaN literal by default; null (or a NaN that Python's json accepted) is
         # dropped later with a warning, like an out-of-frame point.
         out.append([math.nan if c is None else float(c) for c in p])
@@ -92,11 +92,11 @@ def load_points_file(path: str | Path) -> dict[int, list[list[float]]]:
             return out
         else:
             raise PointsFileError(
-                f"{path}: expected a JSON object mapping frame index to [[x, y], ...], got {type(doc).__name__}"
+                f"{path}: expected a JSON object mapping frame index to a list of (x, y) points, got {type(doc).__name__}"
             )
     for where, row in rows:
         if not isinstance(row, dict) or "frame" not in row or "points" not in row:
-            raise PointsFileError(f'{where}: each line must be {{"frame": i, "points": [[x, y], ...]}}')
+            raise PointsFileError(f'{where}: each line must be an object with "frame" and "points" keys')
         fi = _frame_key(row["frame"], where)
         out.setdefault(fi, []).extend(_point_list(row["points"], where))
     return out
@@ -117,6 +117,7 @@ def segment(
 ) -> None:
     """Turn points at anchor frames into a mask for every frame: masks at anchors 0, k, 2k, ...,
     propagated forward from each anchor and backward from the next, fused per frame."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from videomolmo.fusion import get_strategy
@@ -163,8 +164,10 @@ def segment(
                 area += int(np.count_nonzero(mask))
                 bar.advance(task)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
     console.print(
         f"{out}: {n} masks written ({backend} backend, {fusion} fusion, k={k}, tau={tau}); "
-        f"points used on {used} of {len(anchors)} anchor frames; mean mask area {area / max(n, 1):.0f} px"
+        f"points used on {used} of {len(anchors)} anchor frames; mean mask area {area / max(n, 1):.0f} px",
+        highlight=False,
+        soft_wrap=True,
     )

@@ -177,6 +177,9 @@ def _grabcut(img: np.ndarray, init: np.ndarray, iters: int, roi: tuple[int, int,
         return out
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
+    # GrabCut seeds its colour models with k-means on OpenCV's global RNG: reseed so that the
+    # same input always gives the same mask.
+    cv2.setRNGSeed(0)
     cv2.grabCut(np.ascontiguousarray(img[y0:y1, x0:x1]), sub, None, bgd, fgd, iters, cv2.GC_INIT_WITH_MASK)
     out[y0:y1, x0:x1] = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
     return out

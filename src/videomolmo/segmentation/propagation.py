@@ -72,7 +72,7 @@ def clean_points(points: Prompt, size: tuple[int, int], where: str = "") -> tupl
     if pts.ndim == 1 and pts.size == 2:
         pts = pts.reshape(1, 2)
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise VideoMolmoError(f"{where}points must be a list of [x, y] pairs, got shape {pts.shape}")
+        raise VideoMolmoError(f"{where}points must be a list of (x, y) pairs, got shape {pts.shape}")
     lab = np.ones(len(pts), np.int64) if labels is None else np.asarray(labels, np.int64).reshape(-1)
     if len(lab) != len(pts):
         raise VideoMolmoError(f"{where}{len(pts)} points but {len(lab)} labels")

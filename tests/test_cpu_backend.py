@@ -1,0 +1,136 @@
+"""The weight-free CPU mask backend on real davis16-mini frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.segmentation.cpu import CPU_PRESETS, CpuConfig, CpuPredictor
+from videomolmo.segmentation.registry import get_predictor
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+
+
+def load(seq: str, idx: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    if not (DATA / "JPEGImages" / seq).is_dir():
+        pytest.skip("davis16-mini is not available")
+    frames, masks = [], []
+    for i in idx:
+        img = cv2.imread(str(DATA / "JPEGImages" / seq / f"{i:05d}.jpg"))
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        masks.append(cv2.imread(str(DATA / "Annotations" / seq / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE) > 127)
+    return frames, masks
+
+
+def peak(mask: np.ndarray) -> np.ndarray:
+    """The point deepest inside the mask (distance-transform peak), as (1, 2) (x, y)."""
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(np.argmax(dt), dt.shape)
+    return np.array([[x, y]], float)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / max(1, int((a | b).sum()))
+
+
+@pytest.fixture(scope="module")
+def car():
+    return load("car-shadow", [20, 21, 22, 23])
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return CpuPredictor()
+
+
+def test_predict_image_finds_the_object(predictor, car):
+    frames, masks = car
+    m = predictor.predict_image(frames[0], peak(masks[0]))
+    assert m.dtype == bool and m.shape == masks[0].shape
+    # A single click with the colour vote alone: modest, but far above a disk around the point.
+    assert iou(m, masks[0]) > 0.4
+    disk = np.zeros_like(m)
+    cv2.circle(disk.view(np.uint8), tuple(int(v) for v in peak(masks[0])[0]), 20, 1, -1)
+    assert iou(m, masks[0]) > iou(disk, masks[0])
+
+
+def test_video_prompt_and_propagation_keep_the_object(predictor, car):
+    frames, masks = car
+    state = predictor.init_state(np.stack(frames))
+    m0 = predictor.add_points(state, 0, 1, peak(masks[0]))
+    assert iou(m0, masks[0]) > 0.5
+    out = list(predictor.propagate(state, 0, 3))
+    assert [i for i, _ in out] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(out[0][1][1], m0)
+    for i, objs in out[1:]:
+        assert set(objs) == {1}
+        # propagation keeps what the prompt found
+        assert iou(objs[1], masks[i]) > 0.8 * iou(m0, masks[0])
+    # backward from the last frame with its own prompt
+    state2 = predictor.init_state(np.stack(frames))
+    predictor.add_points(state2, 3, 7, peak(masks[3]))
+    back = list(predictor.propagate(state2, 3, 0, reverse=True))
+    assert [i for i, _ in back] == [3, 2, 1, 0]
+    assert iou(back[-1][1][7], masks[0]) > 0.4
+
+
+def test_states_are_isolated(predictor, car):
+    frames, masks = car
+    video = np.stack(frames[:2])
+    a = predictor.init_state(video)
+    b = predictor.init_state(video)
+    predictor.add_points(a, 0, 1, peak(masks[0]))
+    assert b.prompts == {} and b.masks == {}
+    # b has no prompt: propagation yields no objects (nothing leaks from a)
+    assert [objs for _, objs in predictor.propagate(b, 0, 1)] == [{}, {}]
+    predictor.reset_state(a)
+    assert a.prompts == {} and a.masks == {} and a.extra == {}
+
+
+def test_negative_points_and_edge_cases(predictor, car):
+    frames, masks = car
+    p = peak(masks[0])
+    pos = predictor.predict_image(frames[0], p)
+    # a negative click on the positive point's own pixel wins nothing: the positive disk is stamped last
+    neg_far = np.array([[5.0, 5.0]])
+    both = predictor.predict_image(frames[0], np.concatenate([p, neg_far]), np.array([1, 0]))
+    assert not both[5, 5]
+    assert iou(both, pos) > 0.5
+    # no positive / only out-of-frame points: empty mask, no crash
+    assert not predictor.predict_image(frames[0], neg_far, np.array([0])).any()
+    assert not predictor.predict_image(frames[0], np.array([[1e6, 3.0], [np.nan, 2.0]])).any()
+    assert not predictor.predict_image(frames[0], np.zeros((0, 2))).any()
+
+
+def test_bad_input(predictor, car):
+    frames, _ = car
+    with pytest.raises(VideoMolmoError, match="RGB uint8"):
+        predictor.predict_image(frames[0][..., 0], np.array([[1.0, 1.0]]))
+    with pytest.raises(VideoMolmoError, match=r"\(N, 2\)"):
+        predictor.predict_image(frames[0], np.array([[1.0, 1.0, 1.0]]))
+    with pytest.raises(VideoMolmoError, match="labels"):
+        predictor.predict_image(frames[0], np.array([[1.0, 1.0]]), np.array([1, 0]))
+    state = predictor.init_state(np.stack(frames[:2]))
+    with pytest.raises(VideoMolmoError, match="outside the video"):
+        predictor.add_points(state, 5, 1, np.array([[1.0, 1.0]]))
+    with pytest.raises(VideoMolmoError, match="reverse"):
+        list(predictor.propagate(state, 1, 0))
+    with pytest.raises(ConfigError, match="preset"):
+        CpuPredictor("turbo")
+    with pytest.raises(ConfigError, match="flow_preset"):
+        CpuConfig(flow_preset="slow")
+    with pytest.raises(VideoMolmoError, match="unknown mask backend"):
+        get_predictor("sam3")
+    with pytest.raises(VideoMolmoError, match="does not exist"):
+        get_predictor("sam2", model_dir="/nonexistent/sam2")
+
+
+def test_presets_and_registry():
+    assert set(CPU_PRESETS) >= {"default", "fast", "still"}
+    p = get_predictor("cpu", config="fast", work_height=120)
+    assert isinstance(p, CpuPredictor) and p.config.work_height == 120 and p.config.refine == "none"
