@@ -78,37 +78,44 @@ class ExpressionScore:
                 "J&F": (self.J + self.F) / 2, "frames": self.frames}
 
 
-def score_sample(sample: Sample, pred_dir: Path) -> ExpressionScore:
-    """J and F of one expression's predictions (missing frames score 0; see the module docstring)."""
+def score_sample(sample: Sample, pred_dir: Path, chunk: int = 16) -> ExpressionScore:
+    """J and F of one expression's predictions (missing frames score 0; see the module docstring).
+
+    Frames are scored `chunk` at a time so that a long video never holds all its masks at once.
+    """
     from videomolmo.metrics import boundary_f, jaccard
 
     n = len(sample.frame_names)
     if n == 0:
         raise DatasetError(f"{sample.video_id}/{sample.exp_id}: the expression lists no frames")
-    exp_dir = Path(pred_dir) / sample.video_id / sample.exp_id
+    paths = [submission_path(pred_dir, sample.video_id, sample.exp_id, name) for name in sample.frame_names]
     rel = f"{sample.video_id}/{sample.exp_id}"
-    if not exp_dir.is_dir():
+    if not paths[0].parent.is_dir():
         return ExpressionScore(sample.video_id, sample.exp_id, 0.0, 0.0, n, [rel])
-    j_sum = f_sum = 0.0
+    totals = np.zeros(2)
     missing: list[str] = []
-    gts, preds = [], []
-    for i, name in enumerate(sample.frame_names):
-        path = exp_dir / f"{name}.png"
+    gts: list[np.ndarray] = []
+    preds: list[np.ndarray] = []
+
+    def flush() -> None:
+        if gts:
+            g, p = np.stack(gts), np.stack(preds)
+            totals[0] += float(np.sum(jaccard(g, p)))
+            totals[1] += float(np.sum(boundary_f(g, p)))
+            gts.clear()
+            preds.clear()
+
+    for i, path in enumerate(paths):
         if not path.is_file():
-            missing.append(f"{rel}/{name}.png")
+            missing.append(f"{rel}/{path.name}")
             continue
         gt = sample.gt_mask(i)
         gts.append(gt)
         preds.append(read_prediction(path, gt.shape))
-        # Score in small stacks: one expression of a long video would otherwise hold every frame.
-        if len(gts) == 16:
-            j_sum += float(np.sum(jaccard(np.stack(gts), np.stack(preds))))
-            f_sum += float(np.sum(boundary_f(np.stack(gts), np.stack(preds))))
-            gts, preds = [], []
-    if gts:
-        j_sum += float(np.sum(jaccard(np.stack(gts), np.stack(preds))))
-        f_sum += float(np.sum(boundary_f(np.stack(gts), np.stack(preds))))
-    return ExpressionScore(sample.video_id, sample.exp_id, j_sum / n, f_sum / n, n, missing)
+        if len(gts) == chunk:
+            flush()
+    flush()
+    return ExpressionScore(sample.video_id, sample.exp_id, float(totals[0] / n), float(totals[1] / n), n, missing)
 
 
 # --------------------------------------------------------------------------- whole benchmark
