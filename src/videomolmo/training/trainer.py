@@ -150,25 +150,11 @@ def load_vision_init(model, path: str | Path) -> int:
 
 
 def save_model(model, out: str | Path) -> Path:
-    """Weights (`model.safetensors`) + `config.json`, via the model package when it offers
-    `save_pretrained`, atomically."""
-    out = Path(out)
-    try:
-        from videomolmo.model import save_pretrained  # type: ignore[attr-defined]
-    except ImportError:
-        save_pretrained = None
-    if save_pretrained is not None:
-        save_pretrained(model, out)
-        return out
-    from safetensors.torch import save_file
+    """Weights (`model.safetensors`) + `config.json` (`videomolmo.model.checkpoint` format), so
+    `from_pretrained(out)` loads it."""
+    from videomolmo.model.checkpoint import save_pretrained
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".model.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, out / "model.safetensors")
-    (out / ".config.json.tmp").write_text(model.config.to_json())
-    os.replace(out / ".config.json.tmp", out / "config.json")
-    return out
+    return save_pretrained(model, out)
 
 
 def load_model_weights(model, path: str | Path) -> None:
