@@ -111,12 +111,6 @@ def open_any_video(source: Any):
     """`videomolmo.video.open_video` over a file, folder, frame list or an already open `Video`."""
     from videomolmo.video import open_video
 
-    if hasattr(source, "__getitem__") and hasattr(source, "__len__") and not isinstance(
-        source, (str, bytes, os.PathLike, list, tuple, np.ndarray)
-    ):
-        return source
-    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
-        raise VideoError(f"{source}: no such file or directory")
     video = open_video(source)
     if len(video) == 0:
         raise VideoError(f"{source}: the video has no frames")
@@ -191,19 +185,38 @@ def interior_points(mask: np.ndarray, min_fraction: float = 0.05) -> np.ndarray:
 
 
 class OraclePointer(Pointer):
-    """Points taken from ground-truth masks: `gt_mask(i)` -> bool (H, W) for frame i.
+    """Points taken from ground truth: evaluates the mask stage alone (J&F with a perfect pointer).
 
-    Evaluates the mask stage alone (what J&F would be with a perfect pointer)."""
+    `gt_mask(i)` -> bool (H, W) union mask of frame i; with `object_masks(i)` -> one mask per
+    referred object, each object gets one point (the most interior pixel of its largest region),
+    so touching objects are not merged into one."""
 
     name = "oracle"
 
-    def __init__(self, gt_mask: Callable[[int], np.ndarray]):
+    def __init__(self, gt_mask: Callable[[int], np.ndarray],
+                 object_masks: Callable[[int], Sequence[np.ndarray]] | None = None):
         self._gt = gt_mask
+        self._objects = object_masks
+
+    @classmethod
+    def from_sample(cls, sample) -> "OraclePointer":
+        """From a benchmark `Sample` (per-object masks when the reader provides them)."""
+        return cls(sample.gt_mask, getattr(sample, "gt_object_masks", None))
+
+    def _points(self, i: int) -> np.ndarray:
+        if self._objects is None:
+            return interior_points(self._gt(i))
+        pts = []
+        for m in self._objects(i):
+            p = interior_points(m, min_fraction=1.0)  # the largest region only
+            if len(p):
+                pts.append(p[0])
+        return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
 
     def point(self, video, query, frames, l=4, progress=None):
         out = {}
         for n, i in enumerate(frames):
-            out[i] = interior_points(self._gt(i))
+            out[i] = self._points(i)
             if progress:
                 progress("pointing", n + 1, len(frames))
         return out
@@ -337,41 +350,52 @@ class PipelineResult:
         overlay: bool = True,
         progress: ProgressFn | None = None,
     ) -> dict[str, str]:
-        """Write `points.jsonl`, `count.json`, `masks/<frame>.png` and `overlay.mp4` to `out_dir`.
+        """Write `masks/<frame>.png`, `overlay.mp4`, `points.jsonl` and `count.json` to `out_dir`.
 
-        Every file is written under a temporary name and renamed when complete, so an interrupted
-        run never leaves a file that looks finished. Returns {name: path}."""
-        out = ensure_writable_dir(out_dir)
+        Nothing half-written is ever left looking complete: masks go to a hidden folder that is
+        renamed to `masks/` at the end, the overlay to a temp file renamed when encoded, and
+        `points.jsonl` / `count.json` are written last (their presence marks a finished run).
+        Returns {name: path}."""
+        import shutil
+
         from videomolmo.evaluation.runner import atomic_write_text
 
+        out = ensure_writable_dir(out_dir)
         files: dict[str, str] = {}
+        if masks or overlay:
+            from videomolmo import render
+
+            tmp_masks = out / ".masks.partial"
+            shutil.rmtree(tmp_masks, ignore_errors=True)
+            if masks:
+                tmp_masks.mkdir()
+
+            def stream():
+                for i, m in self.masks(progress):
+                    if masks:
+                        write_mask_png(tmp_masks / f"{i:05d}.png", m)
+                    yield render.OverlayFrame(self.video[i], i, m, self.points.get(i))
+
+            try:
+                if overlay:
+                    render.render(stream(), video_path=out / "overlay.mp4", query=self.query, fps=self.fps,
+                                  num_frames=self.num_frames)
+                    files["overlay"] = str(out / "overlay.mp4")
+                else:
+                    for _ in stream():
+                        pass
+                if masks:
+                    final = out / "masks"
+                    if final.exists():
+                        shutil.rmtree(final)
+                    os.replace(tmp_masks, final)
+                    files["masks"] = str(final)
+            finally:
+                shutil.rmtree(tmp_masks, ignore_errors=True)
         atomic_write_text(out / "points.jsonl", self.points_jsonl())
         files["points"] = str(out / "points.jsonl")
         atomic_write_text(out / "count.json", json.dumps(self.count_report(), indent=2) + "\n")
         files["count"] = str(out / "count.json")
-        if not (masks or overlay):
-            return files
-        from videomolmo import render
-
-        mask_dir = out / "masks"
-        if masks:
-            mask_dir.mkdir(exist_ok=True)
-
-        def stream():
-            for i, m in self.masks(progress):
-                if masks:
-                    write_mask_png(mask_dir / f"{i:05d}.png", m)
-                yield render.OverlayFrame(self.video[i], i, m, self.points.get(i))
-
-        if overlay:
-            render.render(stream(), video_path=out / "overlay.mp4", query=self.query, fps=self.fps,
-                          num_frames=self.num_frames)
-            files["overlay"] = str(out / "overlay.mp4")
-        else:
-            for _ in stream():
-                pass
-        if masks:
-            files["masks"] = str(mask_dir)
         return files
 
     def count_report(self) -> dict:
@@ -399,18 +423,9 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 def write_mask_png(path: Path, mask: np.ndarray) -> None:
     """A 0/255 PNG, written atomically (the DAVIS convention for a single object)."""
-    try:
-        from videomolmo.masks import write_mask
-    except ImportError:  # masks module not there yet: the same 0/255 PNG by hand
-        write_mask = None
-    tmp = path.with_name(f".{path.name}.partial.png")
-    if write_mask is not None:
-        write_mask(tmp, np.asarray(mask, dtype=bool))
-    else:
-        from PIL import Image
+    from videomolmo.masks import write_mask
 
-        Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_mask(path, np.asarray(mask, dtype=bool))
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -423,11 +438,10 @@ def get_predictor(backend: str, sam2: str | os.PathLike | None = None, device: s
     if backend == "sam2" and sam2 is None:
         raise ConfigError("--mask-backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder)")
     kwargs: dict[str, Any] = {}
-    if sam2 is not None:
-        kwargs["path"] = str(sam2)
-    if device != "cpu":
+    if backend == "sam2":
+        kwargs["model_dir"] = str(sam2)
         kwargs["device"] = device
-    return _call_tolerant(registry.get_predictor, backend, **kwargs)
+    return registry.get_predictor(backend, **kwargs)
 
 
 def run_mask_stage(
@@ -467,12 +481,15 @@ class Pipeline:
         config: PipelineConfig | None = None,
         sam2: str | os.PathLike | None = None,
         device: str = "cpu",
+        predictors: dict[str, Any] | None = None,
     ):
         self.pointer = pointer
         self.config = config or PipelineConfig()
         self.sam2 = sam2
         self.device = device
-        self._predictors: dict[str, Any] = {}
+        # Shared between pipelines that differ only in the pointer (the oracle builds one per
+        # sample), so a SAM2 checkpoint is loaded once per run.
+        self._predictors: dict[str, Any] = predictors if predictors is not None else {}
 
     @classmethod
     def from_pretrained(
@@ -482,20 +499,23 @@ class Pipeline:
         baseline: bool = False,
         device: str = "cpu",
         sam2: str | os.PathLike | None = None,
+        preset: str | None = None,
         **config: Any,
     ) -> "Pipeline":
         """Load stage 1 from a preset name, a checkpoint folder, or (None) the bundled default.
 
         `baseline=True` is the paper's Molmo+SAM2 comparison: the same weights with the temporal
         module off, pointing on the first frame only (override with `first_frame_only=False`)."""
-        mdl, processor = load_model(model, device=device)
+        mdl, processor = load_model(model, device=device, preset=preset)
         if baseline:
             config.setdefault("first_frame_only", True)
         cfg = PipelineConfig(**config)
         pointer = ModelPointer(mdl, processor, batch_size=cfg.batch_size, temporal=not baseline)
-        if baseline:
-            _disable_temporal(mdl)
         return cls(pointer, cfg, sam2=sam2, device=device)
+
+    def with_pointer(self, pointer: Pointer) -> "Pipeline":
+        """The same settings and mask predictors with another stage-1 pointer."""
+        return Pipeline(pointer, self.config, self.sam2, self.device, self._predictors)
 
     def _predictor(self, backend: str):
         if backend not in self._predictors:
@@ -546,23 +566,17 @@ class Pipeline:
         return res
 
 
-def _disable_temporal(model) -> None:
-    """Switch the temporal module off (the Molmo+SAM2 baseline uses the same weights without it)."""
-    for attr in ("use_temporal", "temporal_enabled"):
-        if hasattr(model, attr):
-            setattr(model, attr, False)
-            return
-    cfg = getattr(model, "config", None)
-    if cfg is not None and hasattr(cfg, "use_temporal"):
-        try:
-            cfg.use_temporal = False
-        except Exception:  # frozen config dataclass
-            pass
+def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str | None = None):
+    """(model, processor) for stage 1.
 
-
-def load_model(model: str | os.PathLike | None, device: str = "cpu"):
-    """(model, processor) from a checkpoint folder, a preset name, or the bundled default."""
-    if model is None:
+    - None, "default" or "bundled": the bundled CPU model shipped in the package;
+    - a folder written by `save_pretrained` (config.json + safetensors): loaded as is;
+    - a folder of upstream Molmo / VideoMolmo safetensors shards, with `preset` naming its
+      architecture (e.g. "videomolmo-7b", "molmo-7b-d"; see `videomolmo info --preset`).
+    A preset name alone is refused: presets describe an architecture, the weights must come
+    from a folder (nothing is downloaded).
+    """
+    if model is None or str(model) in ("default", "bundled"):
         try:
             from videomolmo.bundled import load_default
         except ImportError:
@@ -570,24 +584,31 @@ def load_model(model: str | os.PathLike | None, device: str = "cpu"):
                 "no bundled default model in this install; pass --model DIR (a VideoMolmo checkpoint) "
                 "or use --pointer oracle for evaluation"
             ) from None
-        return _as_pair(load_default())
-    from videomolmo import model as vm
+        return _as_pair(_call_tolerant(load_default, device=device))
+    from videomolmo.model import ModelConfig
+    from videomolmo.model import checkpoint as ckpt
 
     p = Path(model)
-    if p.exists():
-        if not p.is_dir():
-            raise CheckpointError(f"{p}: not a checkpoint directory (expected a folder with config.json and *.safetensors)")
-        return _as_pair(_call_tolerant(vm.from_pretrained, str(p), device=device))
-    try:
-        cfg = vm.ModelConfig.from_name(str(model))
-    except VideoMolmoError:
-        raise
-    except (KeyError, ValueError):
-        raise CheckpointError(f"{model}: neither a checkpoint directory nor a known model preset") from None
-    builder = getattr(vm, "build_model", None) or getattr(vm, "from_config", None)
-    if builder is None:
-        raise CheckpointError(f"{model}: presets need weights; pass a checkpoint directory")
-    return _as_pair(_call_tolerant(builder, cfg, device=device))
+    if not p.exists():
+        try:
+            ModelConfig.from_name(str(model))
+        except VideoMolmoError:
+            raise CheckpointError(f"{model}: no such checkpoint directory (and not a model preset)") from None
+        raise CheckpointError(
+            f"{model} is a model preset (an architecture); give its weights too: --model DIR --preset {model}"
+        )
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a checkpoint directory (expected a folder with config.json and *.safetensors)")
+    if not any(p.glob("*.safetensors")):
+        raise CheckpointError(f"{p}: not a checkpoint directory (no *.safetensors weights in it)")
+    if preset is not None:
+        mdl = ckpt.load_molmo_checkpoint(p, ModelConfig.from_name(preset), device=device)
+    else:
+        mdl = ckpt.from_pretrained(p, device=device)
+    processor = getattr(mdl, "processor", None)
+    if processor is None:
+        raise CheckpointError(f"{p}: the checkpoint has no tokenizer files (tokenizer.json) to build its processor")
+    return mdl, processor
 
 
 def _as_pair(obj) -> tuple[Any, Any]:

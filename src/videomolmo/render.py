@@ -176,56 +176,18 @@ def overlay_frame(
     return img
 
 
-def _even(n: int) -> int:
-    return n - (n % 2)
-
-
 def write_overlay_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
     fps: float = 24.0,
 ) -> int:
-    """Stream RGB frames into an H.264 mp4 at `path` (written to a temp file, then renamed).
+    """Stream RGB frames into an H.264 mp4 at `path` (appears only when complete).
 
-    Frames of odd size are cropped by one pixel (yuv420p needs even sides). Returns the number of
-    frames written. Memory is one frame, whatever the length.
-    """
-    import av
+    Memory is one frame, whatever the length. Returns the number of frames written."""
+    from videomolmo.video import write_video
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial.mp4")
-    n = 0
-    container = None
-    try:
-        container = av.open(str(tmp), mode="w")
-        stream = None
-        for frame in frames:
-            frame = np.asarray(frame)
-            if stream is None:
-                h, w = _even(frame.shape[0]), _even(frame.shape[1])
-                from fractions import Fraction
-
-                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                stream.width, stream.height = w, h
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": "23", "preset": "veryfast"}
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
-            for packet in stream.encode(vf):
-                container.mux(packet)
-            n += 1
-        if stream is None:
-            raise VideoMolmoError(f"{path}: no frames to write")
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
-        container = None
-        os.replace(tmp, path)
-    finally:
-        if container is not None:
-            container.close()
-        if tmp.exists():
-            tmp.unlink()
-    return n
+    # veryfast: overlays are for looking at, and encoding must not dominate a CPU run.
+    return write_video(path, frames, fps=fps, crf=23, preset="veryfast")
 
 
 def contact_sheet(

@@ -17,11 +17,12 @@ from videomolmo.cli import info as _info  # noqa: F401,E402
 from videomolmo.cli import eval_masks as _eval_masks  # noqa: F401,E402
 from videomolmo.cli import synth as _synth  # noqa: F401,E402
 from videomolmo.cli import train as _train  # noqa: F401,E402
-from videomolmo.cli import demo as _demo  # noqa: F401,E402
 from videomolmo.cli import annotate as _annotate  # noqa: F401,E402
 from videomolmo.cli import segment as _segment  # noqa: F401,E402
 from videomolmo.cli import probe as _probe  # noqa: F401,E402
 from videomolmo.cli import model_info as _model_info  # noqa: F401,E402
+from videomolmo.cli import track as _track  # noqa: F401,E402
+from videomolmo.cli import evaluate as _evaluate  # noqa: F401,E402
 from videomolmo.cli import serve as _serve  # noqa: F401,E402
 
 

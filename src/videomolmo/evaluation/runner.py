@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
+
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 
 ROWS_GLOB = "rows*.jsonl"
@@ -374,3 +376,269 @@ def iter_samples_limited(samples: Iterable, limit: int | None) -> Iterator:
         if limit is not None and i >= limit:
             return
         yield s
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+#: `videomolmo eval BENCH` names -> the reader format (`videomolmo.data`), None = auto-detect.
+BENCHMARKS: dict[str, str | None] = {
+    "ref-davis17": "refdavis",
+    "ref-youtube-vos": "ytvos",
+    "mevis": "mevis",
+    "revos": "revos",
+    "reasonvos": "reasonvos",
+    "synthetic": "mevis",  # videomolmo.synth writes the MeViS layout (+ points.json)
+    "vpos": None,  # VPoS-style point sets: any supported layout that ships points.json
+}
+
+
+def check_bench(name: str) -> str:
+    key = name.lower().replace("_", "-")
+    aliases = {"refdavis": "ref-davis17", "ref-davis": "ref-davis17", "davis": "ref-davis17",
+               "ref-ytvos": "ref-youtube-vos", "ytvos": "ref-youtube-vos", "refytvos": "ref-youtube-vos",
+               "synth": "synthetic", "vpos-bench": "vpos"}
+    key = aliases.get(key, key)
+    if key not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    return key
+
+
+def load_benchmark(bench: str, data: str | os.PathLike, split: str | None = None):
+    """The benchmark's `Dataset` (readers from `videomolmo.data`)."""
+    from videomolmo.data import load_dataset
+
+    return load_dataset(data, split=split, fmt=BENCHMARKS[bench])
+
+
+def sample_category(sample) -> str | None:
+    """ReVOS referring / reasoning, synthetic expression kind, or None."""
+    meta = getattr(sample, "meta", None) or {}
+    cat = meta.get("kind") or meta.get("category")
+    return str(cat) if cat is not None else None
+
+
+def count_gt(sample) -> int | None:
+    """Ground-truth count of a sample: the number of referred objects (synthetic / point sets)."""
+    if getattr(sample, "gt_points", None) is None:
+        return None
+    return len(getattr(sample, "obj_ids", []) or [])
+
+
+def _per_object_masks(sample, i: int, union: np.ndarray, points: np.ndarray) -> list[np.ndarray]:
+    """One mask per ground-truth point on frame i: the referred object's mask that contains it
+    (`Sample.gt_object_masks`), else the union of all referred objects."""
+    from videomolmo.metrics import point_hits_mask
+
+    getter = getattr(sample, "gt_object_masks", None)
+    objs = list(getter(i)) if getter is not None else []
+    out = []
+    for p in points:
+        hit = [m for m in objs if point_hits_mask(p[None], m)[0]]
+        out.append(hit[0] if hit else union)
+    return out
+
+
+def score_points(sample, pred_points: dict[int, np.ndarray]) -> dict[str, Any] | None:
+    """Point P/R/F1 on the anchor frames that have ground-truth points (Molmo's protocol,
+    `metrics.point_prf`), summed over frames (tp / fp / fn) and as P / R / F1."""
+    gts = getattr(sample, "gt_points", None)
+    if gts is None:
+        return None
+    from videomolmo.metrics import point_prf
+
+    tp = n_pred = n_gt = 0
+    frames = 0
+    for i, pred in sorted(pred_points.items()):
+        if i >= len(gts) or gts[i] is None:
+            continue
+        gt = np.asarray(gts[i], dtype=np.float64).reshape(-1, 2)
+        union = sample.gt_mask(i) if sample.has_masks else None
+        masks = _per_object_masks(sample, i, union, gt) if union is not None else [np.ones((1, 1), bool)] * len(gt)
+        pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+        pred = pred[np.isfinite(pred).all(axis=1)]
+        s = point_prf(pred, gt, masks)
+        tp += s.hits
+        n_pred += s.n_pred
+        n_gt += s.n_gt
+        frames += 1
+    if frames == 0:
+        return None
+    p = tp / n_pred if n_pred else float(n_gt == 0)
+    r = tp / n_gt if n_gt else float(n_pred == 0)
+    f1 = 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
+    return {"P": p, "R": r, "F1": f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp, "point_frames": frames}
+
+
+@dataclass
+class Evaluator:
+    """Runs one benchmark unit: pointing, masks into the submission layout, metric rows.
+
+    `make_pipeline(sample)` returns the `Pipeline` for a sample (a fixed model pipeline, or an
+    oracle pipeline built on the sample's ground truth). Masks stream: one frame at a time is
+    written, scored and dropped.
+    """
+
+    bench: str
+    run_dir: Path
+    make_pipeline: Callable[[Any], Any]
+    k: int = 5
+    tau: float = 0.7
+    l: int = 4
+    fusion: str = "bidirectional"
+    masks: bool = True  # False: points only (no mask stage, no J/F)
+
+    @property
+    def pred_dir(self) -> Path:
+        return self.run_dir / "predictions"
+
+    def predict_sample(self, sample) -> tuple[dict[str, Any], Iterator[tuple[int, np.ndarray]] | None]:
+        pipe = self.make_pipeline(sample)
+        video = sample.video()
+        if self.masks:
+            res = pipe(video, sample.expression, k=self.k, tau=self.tau, l=self.l, fusion=self.fusion)
+            stream = res.masks()
+        else:
+            res = pipe.point(video, sample.expression, k=self.k, l=self.l)
+            stream = None
+        info = {
+            "points": {str(i): np.round(p, 2).tolist() for i, p in sorted(res.points.items())},
+            "count": res.count,
+            "_points": res.points,
+        }
+        return info, stream
+
+    def _write_and_score(self, sample, stream, exclusive: bool = False) -> dict[str, Any]:
+        from videomolmo.masks import write_submission_mask
+        from videomolmo.metrics import boundary_f, jaccard
+
+        has_gt = sample.has_masks
+        js: list[float] = []
+        fs: list[float] = []
+        n = 0
+        for i, mask in stream:
+            if i >= len(sample.frame_names):
+                break
+            write_submission_mask(self.pred_dir, sample.video_id, sample.exp_id, sample.frame_names[i], mask)
+            if has_gt and not exclusive:
+                gt = sample.gt_mask(i)
+                js.append(float(jaccard(gt, mask)))
+                fs.append(float(boundary_f(gt, mask)))
+            n += 1
+        if n != len(sample.frame_names):
+            raise VideoMolmoError(
+                f"{sample.video_id}/{sample.exp_id}: mask stage produced {n} frames for {len(sample.frame_names)}"
+            )
+        if not has_gt or exclusive:
+            return {"J": None, "F": None, "JF": None, "frames": n}
+        j, f = float(np.mean(js)), float(np.mean(fs))
+        return {"J": j, "F": f, "JF": (j + f) / 2, "frames": n}
+
+    def process(self, unit: Unit) -> list[dict]:
+        rows = []
+        davis = self.bench == "ref-davis17" and self.masks
+        for s in unit.samples:
+            info, stream = self.predict_sample(s)
+            row: dict[str, Any] = {
+                "key": sample_key(s),
+                "video": s.video_id,
+                "exp_id": s.exp_id,
+                "expression": s.expression,
+                "points": info["points"],
+                "count": info["count"],
+            }
+            cat = sample_category(s)
+            if cat:
+                row["category"] = cat
+            cgt = count_gt(s)
+            if cgt is not None:
+                row["count_gt"] = cgt
+            if stream is not None:
+                row.update(self._write_and_score(s, stream, exclusive=davis))
+            pts = score_points(s, info["_points"])
+            if pts:
+                row.update(pts)
+            rows.append(row)
+        if davis:
+            self._score_davis_unit(unit, rows)
+        return rows
+
+    def _score_davis_unit(self, unit: Unit, rows: list[dict]) -> None:
+        """ReferFormer's Ref-DAVIS17 protocol for one (video, annotator) unit: the objects'
+        masks become one id map (on overlap the lower object id wins, as argmax over equal
+        scores does), written to `anno_<a>/<video>/<frame>.png`, and each object is scored on
+        its own id in that map."""
+        from videomolmo.masks import submission_path, write_id_mask
+        from videomolmo.metrics import boundary_f, jaccard
+
+        samples = unit.samples
+        anno = davis_annotator(samples[0].exp_id)
+        order = sorted(range(len(samples)), key=lambda j: _obj_sort_key(samples[j]))
+        first = samples[0]
+        js = [[] for _ in samples]
+        fs = [[] for _ in samples]
+        for i, name in enumerate(first.frame_names):
+            ids = None
+            for rank, j in enumerate(order):
+                m = _read_bool_png(submission_path(self.pred_dir, samples[j].video_id, samples[j].exp_id, name))
+                if ids is None:
+                    ids = np.zeros(m.shape, np.uint8)
+                ids[(ids == 0) & m] = rank + 1
+            assert ids is not None
+            write_id_mask(self.run_dir / f"anno_{anno}" / first.video_id / f"{name}.png", ids)
+            for rank, j in enumerate(order):
+                s = samples[j]
+                if not s.has_masks:
+                    continue
+                gt = s.gt_mask(i)
+                pred = ids == rank + 1
+                js[j].append(float(jaccard(gt, pred)))
+                fs[j].append(float(boundary_f(gt, pred)))
+        for j, row in enumerate(rows):
+            row["annotator"] = anno
+            if js[j]:
+                jm, fm = float(np.mean(js[j])), float(np.mean(fs[j]))
+                row.update(J=jm, F=fm, JF=(jm + fm) / 2)
+
+
+def _obj_sort_key(sample) -> tuple:
+    ids = getattr(sample, "obj_ids", None) or []
+    try:
+        return (int(ids[0]) if ids else 0, int(sample.exp_id))
+    except (TypeError, ValueError):
+        return (0, str(sample.exp_id))
+
+
+def _read_bool_png(path: Path) -> np.ndarray:
+    from videomolmo.masks import read_mask
+
+    return read_mask(path, "any")
+
+
+def render_rows(run_dir: Path, dataset, rows: Sequence[dict], out_dir: Path, max_frames: int = 300) -> list[Path]:
+    """Render predictions of the given rows (GT outline, anchor points, caption) to
+    `<out_dir>/<video>__<exp>.mp4` and a contact sheet `.png` next to it."""
+    from videomolmo import render
+    from videomolmo.masks import read_mask, submission_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for row in rows:
+        s = dataset.get(row["video"], row["exp_id"])
+        pts = {int(k): np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in (row.get("points") or {}).items()}
+        video = s.video()
+        n = min(len(s.frame_names), max_frames)
+
+        def items():
+            for i in range(n):
+                p = submission_path(run_dir / "predictions", s.video_id, s.exp_id, s.frame_names[i])
+                pred = read_mask(p, "any") if p.is_file() else None
+                gt = s.gt_mask(i) if s.has_masks else None
+                yield render.OverlayFrame(video[i], i, pred, pts.get(i), gt)
+
+        stem = f"{s.video_id}__{s.exp_id}".replace("/", "_")
+        score = row.get("JF", row.get("F1"))
+        caption = s.expression if score is None else f"{s.expression}  [{100 * score:.1f}]"
+        render.render(items(), out_dir / f"{stem}.mp4", out_dir / f"{stem}.png", query=caption,
+                      fps=float(getattr(video, "fps", 10) or 10), num_frames=n)
+        written.append(out_dir / f"{stem}.mp4")
+    return written

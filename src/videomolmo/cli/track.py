@@ -1,0 +1,155 @@
+"""`videomolmo track` / `point` / `count`: the pipeline on one video from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from videomolmo.cli.app import command, console, err_console
+
+_MODEL_HELP = "Checkpoint folder (default: the bundled CPU model)."
+_PRESET_HELP = "Architecture preset when --model is an upstream Molmo/VideoMolmo shard folder (e.g. videomolmo-7b)."
+_BASELINE_HELP = "Molmo+SAM2 baseline: same weights, temporal module off, pointing on the first frame only."
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err_console, disable=not err_console.is_terminal)
+
+
+class _Stages:
+    """Adapts the pipeline's (stage, done, total) callbacks to one rich task per stage."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+
+def _check_out(out: Path) -> Path:
+    from videomolmo.pipeline import ensure_writable_dir
+
+    return ensure_writable_dir(out)
+
+
+def _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only):
+    from videomolmo.pipeline import Pipeline
+
+    cfg = dict(k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion)
+    if first_frame_only is not None:
+        cfg["first_frame_only"] = first_frame_only
+    return Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2, preset=preset, **cfg)
+
+
+def _validate(query: str, k: int, tau: float, l: int, fusion: str = "bidirectional", mask_backend: str = "cpu"):
+    """Fail on bad options before loading a model (which takes seconds)."""
+    from videomolmo.errors import ConfigError
+    from videomolmo.fusion import get_strategy
+    from videomolmo.pipeline import check_params, check_query
+
+    q = check_query(query)
+    check_params(k, tau, l)
+    get_strategy(fusion)
+    if mask_backend not in ("cpu", "sam2"):
+        raise ConfigError(f"unknown mask backend {mask_backend!r}; choose one of: cpu, sam2")
+    return q
+
+
+def _open(video: Path):
+    from videomolmo.pipeline import open_any_video
+
+    return open_any_video(str(video))
+
+
+@command("track")
+def track_cmd(
+    video: Path = typer.Argument(..., help="Video file or folder of frames."),
+    query: str = typer.Option(..., "--query", "-q", help="What to track, e.g. \"the dog chasing the ball\"."),
+    out: Path = typer.Option(..., "--out", help="Output folder: points.jsonl, count.json, masks/, overlay.mp4."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
+    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    baseline: bool = typer.Option(False, "--baseline", help=_BASELINE_HELP),
+    first_frame_only: Optional[bool] = typer.Option(None, "--first-frame-only/--every-k",
+                                                    help="Point on frame 0 only (baseline default) or every k frames."),
+    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu (no downloads) or sam2."),
+    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (with --mask-backend sam2)."),
+    k: int = typer.Option(5, help="Point every k-th frame."),
+    tau: float = typer.Option(0.7, help="Fusion IoU threshold in [0, 1]."),
+    l: int = typer.Option(4, help="Context frames of the temporal module."),
+    fusion: str = typer.Option("bidirectional", help="Mask fusion strategy."),
+    masks: bool = typer.Option(True, "--masks/--no-masks", help="Write masks/<frame>.png."),
+    overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write overlay.mp4."),
+    device: str = typer.Option("cpu", help="torch device for the model."),
+) -> None:
+    """Point at QUERY every k frames, turn the points into masks for every frame, write them out."""
+    q = _validate(query, k, tau, l, fusion, mask_backend)
+    vid = _open(video)
+    out = _check_out(out)
+    pipe = _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only)
+    with _progress_bar() as bar:
+        res = pipe(vid, q, progress=_Stages(bar))
+        files = res.save(out, masks=masks, overlay=overlay, progress=_Stages(bar))
+    console.print(f"{len(vid)} frames, points on {len(res.points)}, count {res.count}: "
+                  + ", ".join(f"{k_}={v}" for k_, v in files.items()))
+
+
+@command("point")
+def point_cmd(
+    video: Path = typer.Argument(..., help="Video file or folder of frames."),
+    query: str = typer.Option(..., "--query", "-q", help="What to point at."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder for points.jsonl (default: print)."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
+    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    baseline: bool = typer.Option(False, "--baseline", help=_BASELINE_HELP),
+    first_frame_only: Optional[bool] = typer.Option(None, "--first-frame-only/--every-k"),
+    k: int = typer.Option(5, help="Point every k-th frame."),
+    l: int = typer.Option(4, help="Context frames of the temporal module."),
+    device: str = typer.Option("cpu", help="torch device for the model."),
+) -> None:
+    """Points only (no masks): one JSON line per sampled frame, {"frame", "points": [[x, y], ...]}."""
+    q = _validate(query, k, 0.5, l)
+    vid = _open(video)
+    if out is not None:
+        out = _check_out(out)
+    pipe = _pipeline(model, preset, baseline, device, "cpu", None, k, 0.7, l, "bidirectional", first_frame_only)
+    with _progress_bar() as bar:
+        res = pipe.point(vid, q, progress=_Stages(bar))
+    if out is None:
+        console.print(res.points_jsonl(), end="", markup=False, highlight=False, soft_wrap=True)
+    else:
+        res.save(out, masks=False, overlay=False)
+        console.print(f"points on {len(res.points)} frames -> {out / 'points.jsonl'}")
+
+
+@command("count")
+def count_cmd(
+    video: Path = typer.Argument(..., help="Video file or folder of frames."),
+    query: str = typer.Option(..., "--query", "-q", help="What to count, e.g. \"the cars\"."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
+    preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    k: int = typer.Option(5, help="Count on every k-th frame."),
+    l: int = typer.Option(4, help="Context frames of the temporal module."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    device: str = typer.Option("cpu", help="torch device for the model."),
+) -> None:
+    """Count = distinct points per sampled frame; the video-level answer is the maximum over them."""
+    q = _validate(query, k, 0.5, l)
+    vid = _open(video)
+    pipe = _pipeline(model, preset, False, device, "cpu", None, k, 0.7, l, "bidirectional", None)
+    with _progress_bar() as bar:
+        res = pipe.point(vid, q, progress=_Stages(bar))
+    report = res.count_report()
+    if as_json:
+        console.print(json.dumps(report), markup=False, highlight=False, soft_wrap=True)
+    else:
+        per = ", ".join(f"#{i}: {c}" for i, c in res.counts.items())
+        console.print(f"count: {res.count}   (per sampled frame: {per})", markup=False, highlight=False)
