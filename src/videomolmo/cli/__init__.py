@@ -17,6 +17,7 @@ from videomolmo.cli import info as _info  # noqa: F401,E402
 from videomolmo.cli import eval_masks as _eval_masks  # noqa: F401,E402
 from videomolmo.cli import synth as _synth  # noqa: F401,E402
 from videomolmo.cli import train as _train  # noqa: F401,E402
+from videomolmo.cli import demo as _demo  # noqa: F401,E402
 from videomolmo.cli import annotate as _annotate  # noqa: F401,E402
 from videomolmo.cli import segment as _segment  # noqa: F401,E402
 from videomolmo.cli import probe as _probe  # noqa: F401,E402
