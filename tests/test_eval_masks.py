@@ -202,3 +202,11 @@ def test_revos_nested_video_keys_and_kind_rows(tmp_path):
     res = json.loads(out.read_text())
     assert res["missing"] == ["Ref-Youtube-VOS/dog/1"]
     assert res["overall"]["J"] == pytest.approx(7 / 8)
+
+
+@needs_davis
+def test_table_names_the_split_literally(tmp_path):
+    root, _ = build_ytvos(tmp_path)
+    result = run("eval-baseline", "--data", str(root), "--split", "train", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "Ref-YouTube-VOS [train]: 4 expressions on 2 videos" in result.stdout  # not eaten as markup

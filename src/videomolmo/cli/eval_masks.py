@@ -33,23 +33,24 @@ def print_table(result: dict[str, Any], title: str, kinds: dict[tuple[str, str],
     """The J / F / J&F table (percent): one row per video, per expression kind where the
     benchmark labels them (ReVOS referring / reasoning, synthetic kinds), then the overall mean
     over expressions."""
+    from rich.markup import escape
     from rich.table import Table
 
     from videomolmo.evaluation.masks import per_group, per_video
 
-    console.print(title, highlight=False, soft_wrap=True)
+    console.print(title, highlight=False, soft_wrap=True, markup=False)
     table = Table()
     table.add_column("video")
     table.add_column("expr.", justify="right")
     for name in ("J", "F", "J&F"):
         table.add_column(name, justify="right")
     for row in per_video(result):
-        table.add_row(row["video"], str(row["expressions"]), _pct(row["J"]), _pct(row["F"]), _pct(row["J&F"]))
+        table.add_row(escape(row["video"]), str(row["expressions"]), _pct(row["J"]), _pct(row["F"]), _pct(row["J&F"]))
     groups = per_group(result, kinds or {})
     if len(groups) > 1:
         table.add_section()
         for row in groups:
-            table.add_row(f"[italic]kind: {row['group']}[/]", str(row["expressions"]), _pct(row["J"]),
+            table.add_row(f"[italic]kind: {escape(row['group'])}[/]", str(row["expressions"]), _pct(row["J"]),
                           _pct(row["F"]), _pct(row["J&F"]))
     overall = result["overall"]
     table.add_section()
@@ -57,7 +58,7 @@ def print_table(result: dict[str, Any], title: str, kinds: dict[tuple[str, str],
                   f"[bold]{_pct(overall['F'])}[/]", f"[bold]{_pct(overall['J&F'])}[/]")
     console.print(table)
     if result["missing"]:
-        shown = ", ".join(result["missing"][:5]) + (" ..." if len(result["missing"]) > 5 else "")
+        shown = escape(", ".join(result["missing"][:5])) + (" ..." if len(result["missing"]) > 5 else "")
         console.print(f"[yellow]{len(result['missing'])} missing prediction(s) scored 0:[/] {shown}",
                       highlight=False, soft_wrap=True)
 
@@ -101,7 +102,7 @@ def eval_masks(
         write_json_atomic(json_out, result)
     print_table(result, _title(name, dataset, str(pred), time.perf_counter() - t0), _kinds(dataset))
     if json_out is not None:
-        console.print(f"scores written to {json_out}", highlight=False)
+        console.print(f"scores written to {json_out}", highlight=False, markup=False)
 
 
 @command("eval-baseline")
@@ -138,4 +139,4 @@ def eval_baseline(
         write_json_atomic(json_out, result)
     print_table(result, _title(name, dataset, where, time.perf_counter() - t0), _kinds(dataset))
     if json_out is not None:
-        console.print(f"scores written to {json_out}", highlight=False)
+        console.print(f"scores written to {json_out}", highlight=False, markup=False)
