@@ -501,6 +501,8 @@ class FileVideo(Video):
         for packet in container.demux(stream):
             if packet.size == 0:  # the flush packet at the end of the stream
                 continue
+            if packet.is_discard:  # outside an mp4 edit list: decoded but never shown
+                continue
             if packet.pts is None:
                 return None
             pts.append(packet.pts)
