@@ -259,3 +259,19 @@ def test_corrupt_rle_names_the_mask_dict(tmp_path):
     s = load_dataset(root)["dog", "1"]
     with pytest.raises(DatasetError, match=r"mask_dict.json \(video dog, expression 1\): frame index 0"):
         s.gt_mask(0)
+
+
+@needs_davis
+def test_mevis_detected_when_the_preferred_split_has_only_text(tmp_path):
+    root, _ = build_mevis(tmp_path)
+    shutil.rmtree(root / "valid_u")
+    meta_path = root / "valid" / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    for entry in meta["videos"].values():
+        entry["expressions"] = {k: {"exp": e["exp"]} for k, e in entry["expressions"].items()}
+    meta_path.write_text(json.dumps(meta))
+    assert detect_format(root) == "refdavis"  # nothing MeViS-like left: indistinguishable
+    (root / "train").mkdir()
+    (root / "train" / "meta_expressions.json").write_text(json.dumps(meta))
+    (root / "train" / "mask_dict.json").write_text("{}")
+    assert detect_format(root) == "mevis"

@@ -8,7 +8,8 @@ Detection looks only at file names and the meta JSON's schema, in this order:
    expressions with `anno_id` (+ `type_id`)                         -> MeViS (ReVOS)
    otherwise                                                         -> Ref-DAVIS17 (flat)
 3. `<split>/meta_expressions.json` or `meta_expressions/<split>/meta_expressions.json`:
-   expressions with `anno_id` (+ `type_id`)                         -> MeViS (ReVOS)
+   any split with `anno_id` expressions (+ `type_id`) or a
+   `<split>/mask_dict.json`                                          -> MeViS (ReVOS)
    frame names stepping by 5                                         -> Ref-YouTube-VOS
    otherwise                                                         -> Ref-DAVIS17 (ReferFormer layout)
 """
@@ -101,13 +102,20 @@ def detect_format(root: str | Path) -> str:
         return _rle_schema(meta) or "refdavis"
     splits = ytvos.available_splits(root)
     if splits:
-        mp = ytvos.meta_path(root, splits[0])
-        assert mp is not None
-        meta = read_json(mp)
-        rle = _rle_schema(meta)
-        if rle:
-            return rle
-        return "ytvos" if _steps_by_five(meta) else "refdavis"
+        # MeViS's server-scored `valid` split may carry neither anno_id nor mask_dict.json, so
+        # every split gets a say before falling back to the PNG-annotated formats.
+        metas = []
+        for split in splits:
+            mp = ytvos.meta_path(root, split)
+            assert mp is not None
+            meta = read_json(mp)
+            rle = _rle_schema(meta)
+            if rle:
+                return rle
+            if (root / split / "mask_dict.json").is_file():
+                return "mevis"
+            metas.append(meta)
+        return "ytvos" if _steps_by_five(metas[0]) else "refdavis"
     raise DatasetError(f"{root}: unknown dataset layout; looked for {LOOKED_FOR}")
 
 
