@@ -373,3 +373,25 @@ def test_probe_command(gop_video, tmp_path):
     (tmp_path / "bad.mp4").write_text("nope")
     result = CliRunner().invoke(app, ["probe", str(tmp_path / "bad.mp4")])
     assert result.exit_code == 2 and "bad.mp4" in result.output and "Traceback" not in result.output
+
+
+def test_raw_stream_without_timestamps(tmp_path):
+    """A raw .h264 stream has no packet timestamps and cannot seek: count and read by decoding."""
+    import av
+
+    frames = moving_frames(20, w=32, h=24)
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 24, "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    v = open_video(path)
+    assert v._index is None and len(v) == 20
+    seq = list(v)
+    assert len(seq) == 20
+    for i in (19, 3, 10, 0, 5):
+        assert np.array_equal(v[i], seq[i])

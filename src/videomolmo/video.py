@@ -357,14 +357,8 @@ class _Decoder:
         from av.video.reformatter import VideoReformatter
 
         self.video = video
-        try:
-            self.container = av.open(str(video.path), mode="r")
-        except _av_error_types() as exc:
-            raise VideoError(f"{video.path}: cannot open video ({_short(exc)})") from None
-        self.stream = self.container.streams.video[video.stream_index]
-        if threads:
-            # Frame threads speed up sequential decoding; ffmpeg still returns frames in order.
-            self.stream.thread_type = "AUTO"
+        self.threads = threads
+        self._open()
         # One reformatter per decoder: it keeps its swscale context between frames, which makes
         # YUV -> RGB 2-20x faster than `frame.to_ndarray(format="rgb24")` building one per call.
         self._rgb = VideoReformatter()
@@ -372,18 +366,39 @@ class _Decoder:
         self._used = False  # whether the container has been read from (a restart must seek)
         self.next_index = 0  # index of the frame the live decoder would return next
 
+    def _open(self) -> None:
+        import av
+
+        try:
+            self.container = av.open(str(self.video.path), mode="r")
+        except _av_error_types() as exc:
+            raise VideoError(f"{self.video.path}: cannot open video ({_short(exc)})") from None
+        self.stream = self.container.streams.video[self.video.stream_index]
+        if self.threads:
+            # Frame threads speed up sequential decoding; ffmpeg still returns frames in order.
+            self.stream.thread_type = "AUTO"
+
+    def _rewind(self) -> None:
+        # Reopening always works, unlike seeking to 0 in raw streams (.h264) or pipes.
+        self.close()
+        self._open()
+
     def _restart_at(self, index: int) -> None:
         idx = self.video._index
-        if idx is None:
-            # Without timestamps positions are only known by counting from the start.
+        # Without timestamps (raw streams) positions are only known by counting from the start;
+        # files whose keyframe flags proved wrong are also only decoded from the start.
+        start = 0 if idx is None or self.video._seek_unreliable else idx.keyframe_at_or_before(index)
+        if start == 0:
             if self._used:
-                self.container.seek(0, stream=self.stream)
-            start = 0
+                self._rewind()
         else:
-            # Files whose keyframe flags proved wrong are only ever decoded from the start.
-            start = 0 if self.video._seek_unreliable else idx.keyframe_at_or_before(index)
-            if self._used or start > 0:
+            try:
                 self.container.seek(idx.pts[start], backward=True, any_frame=False, stream=self.stream)
+            except _av_error_types():
+                # A container that cannot seek: decode from the start from now on.
+                self.video._seek_unreliable = True
+                self._rewind()
+                start = 0
         self._used = True
         self.video.stats["seeks"] += 1
         self._frames = self.container.decode(self.stream)
