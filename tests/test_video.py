@@ -395,3 +395,14 @@ def test_raw_stream_without_timestamps(tmp_path):
     assert len(seq) == 20
     for i in (19, 3, 10, 0, 5):
         assert np.array_equal(v[i], seq[i])
+
+
+def test_list_of_image_paths_keeps_given_order(tmp_path):
+    for i in range(4):
+        Image.fromarray(np.full((6, 8, 3), 10 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    paths = [tmp_path / "3.png", str(tmp_path / "1.png")]
+    v = open_video(paths, fps=5)
+    assert v.frame_names == ["3", "1"] and v.fps == 5.0 and len(v) == 2
+    assert [int(f[0, 0, 0]) for f in v] == [30, 10]
+    with pytest.raises(VideoError, match=r"9\.png: frame image does not exist"):
+        open_video([tmp_path / "0.png", tmp_path / "9.png"])

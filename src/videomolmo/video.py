@@ -42,6 +42,7 @@ __all__ = [
     "ArrayVideo",
     "FileVideo",
     "FolderVideo",
+    "ImageSequenceVideo",
     "Video",
     "natural_key",
     "open_video",
@@ -271,33 +272,35 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise VideoError(f"{path}: unreadable frame image ({exc.__class__.__name__}: {exc})") from None
 
 
-class FolderVideo(Video):
-    """A folder of ``.jpg`` / ``.jpeg`` / ``.png`` frames in natural order (``2.jpg`` < ``10.jpg``).
+class ImageSequenceVideo(Video):
+    """Frames stored as image files (jpg/jpeg/png), in the order given.
 
     The size comes from the first frame's header; every frame read is checked against it, so a
     frame of a different size raises `VideoError` naming that file when it is reached (set
-    ``check_sizes=True`` to check every header up front instead).
+    ``check_sizes=True`` to check every header up front instead). Frame names default to the
+    file stems.
     """
 
-    def __init__(self, folder: str | os.PathLike, fps: float | None = None, check_sizes: bool = False) -> None:
-        self.folder = Path(folder)
-        self.source = str(self.folder)
-        try:
-            entries = [
-                p
-                for p in self.folder.iterdir()
-                if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-            ]
-        except OSError as exc:
-            raise VideoError(f"{self.folder}: cannot list frame folder ({exc.strerror or exc})") from None
-        if not entries:
-            raise VideoError(f"{self.folder}: folder has no .jpg/.jpeg/.png frames")
-        self.paths = sorted(entries, key=lambda p: natural_key(p.name))
-        stems = [p.stem for p in self.paths]
-        if len(set(stems)) != len(stems):
-            dup = next(s for s in stems if stems.count(s) > 1)
-            raise VideoError(f"{self.folder}: two frames share the name {dup!r} (e.g. .jpg and .png)")
-        self._names = stems
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        fps: float | None = None,
+        frame_names: Sequence[str] | None = None,
+        check_sizes: bool = False,
+        source: str | None = None,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.source = source or (str(self.paths[0].parent) if self.paths else "<image list>")
+        if not self.paths:
+            raise VideoError(f"{self.source}: no frame images given")
+        if frame_names is None:
+            frame_names = [p.stem for p in self.paths]
+        elif len(frame_names) != len(self.paths):
+            raise VideoError(f"{self.source}: {len(frame_names)} frame names for {len(self.paths)} frames")
+        self._names = [str(n) for n in frame_names]
+        missing = next((p for p in self.paths if not p.is_file()), None)
+        if missing is not None:
+            raise VideoError(f"{missing}: frame image does not exist")
         self.width, self.height = _image_size(self.paths[0])
         self.fps = _check_fps(fps, self.source) if fps is not None else DEFAULT_FPS
         if check_sizes:
@@ -323,6 +326,33 @@ class FolderVideo(Video):
         frame = _read_image_rgb(path)
         self._check_size(path, (frame.shape[1], frame.shape[0]))
         return frame
+
+
+class FolderVideo(ImageSequenceVideo):
+    """A folder of ``.jpg`` / ``.jpeg`` / ``.png`` frames in natural order (``2.jpg`` < ``10.jpg``).
+
+    Hidden files and other extensions are ignored; two frames with the same stem (``1.jpg`` and
+    ``1.png``) are an error because frame names must be unique.
+    """
+
+    def __init__(self, folder: str | os.PathLike, fps: float | None = None, check_sizes: bool = False) -> None:
+        self.folder = Path(folder)
+        try:
+            entries = [
+                p
+                for p in self.folder.iterdir()
+                if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            ]
+        except OSError as exc:
+            raise VideoError(f"{self.folder}: cannot list frame folder ({exc.strerror or exc})") from None
+        if not entries:
+            raise VideoError(f"{self.folder}: folder has no .jpg/.jpeg/.png frames")
+        paths = sorted(entries, key=lambda p: natural_key(p.name))
+        stems = [p.stem for p in paths]
+        if len(set(stems)) != len(stems):
+            dup = next(s for s in stems if stems.count(s) > 1)
+            raise VideoError(f"{self.folder}: two frames share the name {dup!r} (e.g. .jpg and .png)")
+        super().__init__(paths, fps=fps, check_sizes=check_sizes, source=str(self.folder))
 
 
 # --------------------------------------------------------------------------- video files
@@ -629,8 +659,9 @@ def open_video(
 
     Args:
         source: path to a video file (anything PyAV/ffmpeg reads), path to a folder of
-            jpg/jpeg/png frames, a ``(T, H, W, 3)`` uint8 array, a list of ``(H, W, 3)``
-            uint8 frames, or an existing `Video` (returned unchanged).
+            jpg/jpeg/png frames, a list of frame image paths (kept in the given order), a
+            ``(T, H, W, 3)`` uint8 array, a list of ``(H, W, 3)`` uint8 frames, or an existing
+            `Video` (returned unchanged).
         fps: overrides the frame rate (files: metadata; folders/arrays: 30).
 
     Raises:
@@ -651,6 +682,8 @@ def open_video(
     if isinstance(source, np.ndarray):
         return ArrayVideo(source, fps=fps, source="<array>")
     if isinstance(source, (list, tuple)):
+        if source and all(isinstance(x, (str, os.PathLike)) for x in source):
+            return ImageSequenceVideo(list(source), fps=fps)
         return ArrayVideo(list(source), fps=fps, source="<frame list>")
     raise VideoError(f"cannot open a video from a {type(source).__name__}")
 
