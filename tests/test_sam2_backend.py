@@ -269,10 +269,18 @@ def test_reprompting_a_tracked_frame_makes_it_a_conditioning_frame(predictor, vi
 
 
 def test_memory_stays_flat_in_video_length(predictor):
-    rng = np.random.default_rng(1)
+    import copy
+
+    # A copy with a shorter object-pointer reach: the window becomes num_maskmem (7) frames,
+    # so the check needs fewer frames; the pruning code is the same.
+    model = copy.deepcopy(predictor.model)
+    model.config.max_object_pointers_in_encoder = 4
+    predictor = Sam2Predictor(model)
     window = predictor.memory_window
+    assert window == 7
+    rng = np.random.default_rng(1)
     counts = {}
-    for n in (window + 6, 3 * (window + 6)):
+    for n in (window + 3, 3 * (window + 3)):
         frames = rng.integers(0, 255, (n, 32, 40, 3), dtype=np.uint8)
         for reverse in (False, True):
             state = predictor.init_state(frames)
@@ -284,9 +292,24 @@ def test_memory_stays_flat_in_video_length(predictor):
                 for k, v in stored_frame_counts(state).items():
                     peak[k] = max(peak.get(k, 0), v)
             counts[(n, reverse)] = peak
-    short, long_ = window + 6, 3 * (window + 6)
+    short, long_ = window + 3, 3 * (window + 3)
     for reverse in (False, True):
         assert counts[(short, reverse)] == counts[(long_, reverse)], counts
         c = counts[(long_, reverse)]
         assert c["frames"] <= 1 and c["image_features"] <= 1 and c["cond_outputs"] == 2
         assert c["non_cond_outputs"] <= 2 * (window + 1) and c["tracked"] <= 2 * (window + 1)
+
+
+def test_state_on_a_frame_folder_and_single_point_shape(predictor, video, tmp_path):
+    from PIL import Image
+
+    for t in range(4):
+        Image.fromarray(video[t]).save(tmp_path / f"{t:05d}.png")
+    state = predictor.init_state(tmp_path)
+    from_folder = predictor.add_points(state, 1, 1, np.array([20.0, 20.0]))  # one point as (2,)
+    arr_state = predictor.init_state(video[:4])
+    np.testing.assert_array_equal(from_folder, predictor.add_points(arr_state, 1, 1, np.array([[20.0, 20.0]])))
+    assert [f for f, _ in predictor.propagate(state, 1, 3)] == [1, 2, 3]
+    with pytest.warns(UserWarning):  # x == width is column W: outside
+        m = predictor.predict_image(video[0], np.array([[float(W), 5.0]]))
+    assert not m.any()

@@ -166,6 +166,8 @@ def _clean_points(
     pts = np.asarray(points, dtype=np.float64)
     if pts.size == 0:
         pts = pts.reshape(0, 2)
+    elif pts.ndim == 1 and pts.size == 2:
+        pts = pts.reshape(1, 2)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise PromptError(f"points must be an (N, 2) array of pixel (x, y), got shape {pts.shape}")
     if labels is None:
@@ -177,7 +179,7 @@ def _clean_points(
         if not np.isin(lab, (0, 1)).all():
             raise PromptError(f"point labels must be 0 (negative) or 1 (positive), got {sorted(set(lab.tolist()))}")
     bad = ~np.isfinite(pts).all(axis=1)
-    bad[~bad] = (pts[~bad, 0] < 0) | (pts[~bad, 1] < 0) | (pts[~bad, 0] > width) | (pts[~bad, 1] > height)
+    bad[~bad] = (pts[~bad, 0] < 0) | (pts[~bad, 1] < 0) | (pts[~bad, 0] >= width) | (pts[~bad, 1] >= height)
     if bad.any():
         # Model-predicted points can fall off the frame; one bad point must not sink a video.
         warnings.warn(
