@@ -304,3 +304,43 @@ def test_broken_checkpoint_directories(tiny_molmo, tmp_path):
             load_molmo_checkpoint(d, cfg)
     finally:
         (d / "config.json").unlink()
+
+
+def _write_hf_tokenizer(directory, with_image_tokens=True):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "User": 1, ":": 2, "Assistant": 3, "red": 4, "[UNK]": 5}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", unk_token="[UNK]")
+    if with_image_tokens:
+        hf.add_special_tokens({"additional_special_tokens": ["<im_start>", "<im_end>", "<im_patch>", "<im_col>"]})
+    hf.save_pretrained(str(directory))
+
+
+def test_tokenizer_comes_from_the_checkpoint_directory(tiny_molmo, tmp_path):
+    import shutil
+
+    from videomolmo.model import load_hf_tokenizer
+
+    cfg, sd, d = tiny_molmo
+    ck = tmp_path / "ck"
+    shutil.copytree(d, ck)
+    _write_hf_tokenizer(ck)
+    hf_cfg = cfg.replace(tokenizer="hf")
+    model = load_molmo_checkpoint(ck, hf_cfg)
+    tok = model.tokenizer
+    assert (tok.im_start_id, tok.im_end_id, tok.im_patch_id, tok.im_col_id) == (6, 7, 8, 9)
+    assert tok.bos_token_id == tok.eos_token_id == 0  # no BOS: Molmo uses EOS in its place
+    ex = model.processor(np.zeros((40, 40, 3), np.uint8), [], "red")
+    assert ex["input_ids"][0] == 0 and ex["input_ids"][1] == tok.im_start_id
+    prompt = tok.encode(" User: red Assistant:")
+    assert ex["input_ids"][-len(prompt):].tolist() == prompt
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(CheckpointError, match="no tokenizer files"):
+        load_hf_tokenizer(bare)
+    _write_hf_tokenizer(bare, with_image_tokens=False)
+    with pytest.raises(CheckpointError, match="no <im_start> token"):
+        load_hf_tokenizer(bare)
