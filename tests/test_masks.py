@@ -255,3 +255,18 @@ def test_check_same_size_and_resize():
     assert big.shape == (8, 12) and big.dtype == bool and big[:4, :6].all() and not big[4:].any()
     ids = resize_mask(id_map(), (15, 10))
     assert ids.dtype == np.uint8 and set(np.unique(ids).tolist()) <= {0, 1, 2, 255}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+    st.integers(0, 12),
+    st.integers(0, 12),
+)
+def test_rle_decode_fuzz_only_mask_errors(counts, h, w):
+    """Arbitrary counts strings either decode to the stated size or raise MaskError, never crash."""
+    try:
+        out = rle_decode({"size": [h, w], "counts": counts})
+    except MaskError:
+        return
+    assert out.shape == (h, w) and out.dtype == bool

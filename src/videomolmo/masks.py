@@ -144,7 +144,7 @@ def select_object(ids: np.ndarray, obj_id: ObjId = "any", palette: bool = False)
 
     Args:
         ids: ``(H, W)`` integer object-id map.
-        obj_id: int / digit string, ``"any"``, or a list of ids (union).
+        obj_id: int / digit string, ``"any"`` (or None), or a list of ids (union).
         palette: whether `ids` are palette indices (then 255 is an ordinary id, never 0/255).
     """
     ids = np.asarray(ids)
