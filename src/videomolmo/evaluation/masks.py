@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from videomolmo.data.sample import Dataset, Sample
+from videomolmo.data.sample import Dataset, PngMaskSource, Sample
 from videomolmo.errors import DatasetError
 from videomolmo.masks import check_same_size, foreground, submission_path
 
 __all__ = [
     "evaluate_predictions",
     "score_sample",
+    "score_video",
     "read_prediction",
     "per_video",
     "per_group",
@@ -78,10 +79,12 @@ class ExpressionScore:
                 "J&F": (self.J + self.F) / 2, "frames": self.frames}
 
 
-def score_sample(sample: Sample, pred_dir: Path, chunk: int = 16) -> ExpressionScore:
+def score_sample(sample: Sample, pred_dir: Path, chunk: int = 16,
+                 gt_cache: dict[int, np.ndarray] | None = None) -> ExpressionScore:
     """J and F of one expression's predictions (missing frames score 0; see the module docstring).
 
     Frames are scored `chunk` at a time so that a long video never holds all its masks at once.
+    `gt_cache` (frame index -> GT mask) lets expressions with the same ground truth share decodes.
     """
     from videomolmo.metrics import boundary_f, jaccard
 
@@ -109,13 +112,37 @@ def score_sample(sample: Sample, pred_dir: Path, chunk: int = 16) -> ExpressionS
         if not path.is_file():
             missing.append(f"{rel}/{path.name}")
             continue
-        gt = sample.gt_mask(i)
+        gt = gt_cache.get(i) if gt_cache is not None else None
+        if gt is None:
+            gt = sample.gt_mask(i)
+            if gt_cache is not None:
+                gt_cache[i] = gt
         gts.append(gt)
         preds.append(read_prediction(path, gt.shape))
         if len(gts) == chunk:
             flush()
     flush()
     return ExpressionScore(sample.video_id, sample.exp_id, float(totals[0] / n), float(totals[1] / n), n, missing)
+
+
+def score_video(samples: list[Sample], pred_dir: Path) -> list[ExpressionScore]:
+    """Score the expressions of one video, decoding each distinct PNG ground truth once.
+
+    Ref-DAVIS17 has four expressions per object and Ref-YouTube-VOS about two, all reading the
+    same annotation PNGs; expressions with an identical mask source share one cache (held only
+    while that group is scored, so memory stays at one object-set's frames). RLE ground truth
+    decodes faster than a cache lookup pays off and is not cached.
+    """
+    groups: dict[Any, list[int]] = {}
+    for k, s in enumerate(samples):
+        key = s.masks if isinstance(s.masks, PngMaskSource) else ("own", k)
+        groups.setdefault(key, []).append(k)
+    out: dict[int, ExpressionScore] = {}
+    for members in groups.values():
+        cache: dict[int, np.ndarray] | None = {} if len(members) > 1 else None
+        for k in members:
+            out[k] = score_sample(samples[k], pred_dir, gt_cache=cache)
+    return [out[k] for k in range(len(samples))]
 
 
 # --------------------------------------------------------------------------- whole benchmark
@@ -142,10 +169,14 @@ def evaluate_predictions(dataset: Dataset, pred_dir: str | Path, workers: int | 
         split = f" split {dataset.split!r}" if dataset.split else ""
         raise DatasetError(f"{dataset.root}:{split} has no ground-truth masks (e.g. {no_gt.video_id}/{no_gt.exp_id}); "
                            "score it on the benchmark's evaluation server")
-    scores: list[ExpressionScore] = parallel_map(partial(score_sample, pred_dir=pred_dir), list(dataset),
-                                                 workers=workers, description="scoring expressions",
-                                                 progress=progress)
-    return summarize(scores)
+    # One work unit per video, so that expressions sharing ground truth share its decoding.
+    by_video: dict[str, list[Sample]] = {}
+    for s in dataset:
+        by_video.setdefault(s.video_id, []).append(s)
+    per_video_scores = parallel_map(partial(score_video, pred_dir=pred_dir), list(by_video.values()),
+                                    workers=workers, description="scoring videos", progress=progress)
+    done = {(e.video, e.exp_id): e for scores in per_video_scores for e in scores}
+    return summarize(done[s.key] for s in dataset)
 
 
 def summarize(scores: Iterable[ExpressionScore]) -> dict[str, Any]:
