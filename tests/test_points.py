@@ -84,6 +84,23 @@ def test_matches_molmo_formatter_character_for_character(frac_points, w, h):
     assert format_points(px, w, h, "obj") == molmo_points_to_text(px, [w / 100, h / 100], "obj", "obj")
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 2000)), min_size=1, max_size=6),
+       st.sampled_from([100, 200, 854, 1000]))
+def test_matches_molmo_on_rounding_ties(grid_points, size):
+    # Percent values on a 0.05 grid are exactly the rounding ties where NumPy and Python differ.
+    px = np.array(grid_points, dtype=np.float64) * 0.05 * size / 100
+    assert format_points(px, size, size) == molmo_points_to_text(px, [size / 100, size / 100], "object", "object")
+
+
+def test_rounds_like_molmo_numpy_floats():
+    # Molmo rounds np.float64 values, whose round() is NumPy's (0.35 -> 0.4), not Python's (0.3).
+    assert format_points([[0.35, 1.45]], 100, 100) == molmo_points_to_text(
+        np.array([[0.35, 1.45]]), [1.0, 1.0], "object", "object"
+    )
+    assert format_points([[0.35, 1.45]], 100, 100) == '<point x="0.4" y="1.4" alt="object">object</point>'
+
+
 def test_border_points_allowed_outside_rejected():
     assert format_points([[0, 0], [854, 480]], 854, 480) == (
         '<points x1="0.0" y1="0.0" x2="100.0" y2="100.0" alt="object">object</points>'

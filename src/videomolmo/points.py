@@ -8,8 +8,9 @@ image width and height (0-100, one decimal)::
     There are none.
 
 `format_points` reproduces Molmo's training-data formatter (`points_to_text` in the Molmo data
-pipeline) to the character: pixels are divided by `(w / 100, h / 100)`, rounded with Python's
-`round(v, 1)`, sorted by the key `x * 10000 + y` (x first, then y) and printed with `:0.1f`.
+pipeline) to the character: pixels are divided by `(w / 100, h / 100)`, rounded as Molmo's
+`round(v, 1)` rounds NumPy floats (NumPy's rounding, not Python's: 0.35 -> 0.4), sorted by the
+key `x * 10000 + y` (x first, then y) and printed with `:0.1f`.
 
 `parse_points` is deliberately lenient because it reads model output: it accepts both tag
 forms, attributes in any order, several tags, surrounding prose, missing quotes, escaped quotes
@@ -115,8 +116,10 @@ def format_points_percent(
         return NO_POINTS_TEXT
     if not np.isfinite(pts).all():
         raise ValueError(f"points must be finite, got {pts[~np.isfinite(pts).all(axis=1)].tolist()}")
+    # NumPy rounding (scale, rint, unscale), as Molmo rounds np.float64 values: it differs from
+    # Python's round() on float, e.g. 0.35 -> 0.4 here but 0.3 with round(0.35, 1).
     # `+ 0.0` turns -0.0 into 0.0 so a point a hair left of the border prints as "0.0".
-    rounded = [[round(float(x), decimals) + 0.0, round(float(y), decimals) + 0.0] for x, y in pts]
+    rounded = [[float(v) + 0.0 for v in row] for row in np.round(pts, decimals)]
     bad = [p for p in rounded if not (0.0 <= p[0] <= 100.0 and 0.0 <= p[1] <= 100.0)]
     if bad:
         raise ValueError(f"points must lie inside the image (0-100 percent), got {bad[:3]}")
