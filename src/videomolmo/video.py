@@ -14,7 +14,9 @@ Files are indexed once on open by demuxing their packets (no decoding): that giv
 count even when the container's metadata is missing or wrong, the presentation timestamp of every
 frame (so variable frame rate files index correctly) and where the keyframes are. Random access
 seeks to the keyframe at or before the target and decodes forward; a small LRU cache keeps the
-last few frames so neighbourhood look-ups (frame i-1, i, i+1) do not decode twice.
+last few frames so neighbourhood look-ups (frame i-1, i, i+1) do not decode twice. Streams without
+packet timestamps (raw ``.h264``) are counted by decoding once and read by decoding from the
+start. Frames come out as stored: rotation metadata (phone videos) is not applied.
 
 `write_video(path, frames)` streams frames from any iterable into an H.264 (libx264) or MPEG-4
 file with PyAV, atomically (temp file + `os.replace`).
@@ -50,6 +52,8 @@ __all__ = [
 ]
 
 #: Frame rate assumed for frame folders and arrays, which carry none.
+#: (`VIDEO_EXTENSIONS` lists common containers for callers that scan folders; `open_video` itself
+#: tries any file with PyAV.)
 DEFAULT_FPS = 30.0
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif")
