@@ -15,6 +15,7 @@ one value per frame. Shapes that differ raise `videomolmo.errors.MaskError`.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -137,27 +138,49 @@ def boundary_map(mask: Any) -> np.ndarray:
     if seg.ndim != 2 or seg.size == 0:
         raise MaskError(f"boundary_map needs a non-empty (H, W) mask, got shape {seg.shape}")
     seg = np.ascontiguousarray(seg.astype(bool, copy=False))
-    return np.ascontiguousarray(_boundary_window(seg, 0, seg.shape[0] - 1, 0, seg.shape[1] - 1))
+    out = np.empty(seg.shape, dtype=np.uint8)
+    return _boundary_window(seg, 0, seg.shape[0] - 1, 0, seg.shape[1] - 1, out).view(bool)
 
 
 _BLOCK_2X2 = np.ones((2, 2), dtype=np.uint8)
+_scratch = threading.local()
 
 
-def _boundary_window(seg: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """`_seg2bmap(seg)[r0:r1+1, c0:c1+1]` computed from that window plus one row/column.
+def _scratch_array(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
+    """A C-contiguous array of `shape` backed by a per-thread buffer reused across calls.
+
+    `boundary_f` on a 480x854 frame needs several frame-sized temporaries; freshly allocated
+    ones made the kernel map and zero new pages on every call (hundreds of page faults per
+    frame pair), which cost as much as the computation itself. The array is only valid until
+    the next request for the same name in this thread.
+    """
+    size = shape[0] * shape[1]
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1 << 16), dtype=dtype)
+        setattr(_scratch, name, buf)
+    return buf[:size].reshape(shape)
+
+
+def _boundary_window(seg: np.ndarray, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> np.ndarray:
+    """Write `_seg2bmap(seg)[r0:r1+1, c0:c1+1]` into the uint8 array `out` (0 / 1).
 
     A pixel is a boundary pixel when its 2x2 block {p, E, S, SE} is not uniform, i.e. when the
     block's max differs from its min: a 2x2 dilation XOR a 2x2 erosion (anchored at the top-left)
     -- two SIMD OpenCV passes instead of six numpy ones. The toolkit's special cases for the last
     row / column equal the same rule on the mask extended by edge replication, which is both
-    OpenCV's BORDER_REPLICATE and what lets us compute only a window: inside the image the extra
-    row / column is real data.
+    OpenCV's BORDER_REPLICATE and what lets us compute only a window (plus one row / column):
+    inside the image the extra row / column is real data.
     """
     h, w = seg.shape
     win = seg[r0 : min(r1 + 2, h), c0 : min(c1 + 2, w)].view(np.uint8)
-    hi = cv2.dilate(win, _BLOCK_2X2, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-    lo = cv2.erode(win, _BLOCK_2X2, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-    return cv2.bitwise_xor(hi, lo)[: r1 - r0 + 1, : c1 - c0 + 1].view(bool)
+    hi = _scratch_array("hi", win.shape, np.uint8)
+    lo = _scratch_array("lo", win.shape, np.uint8)
+    cv2.dilate(win, _BLOCK_2X2, dst=hi, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    cv2.erode(win, _BLOCK_2X2, dst=lo, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    rows, cols = r1 - r0 + 1, c1 - c0 + 1
+    cv2.bitwise_xor(hi[:rows, :cols], lo[:rows, :cols], dst=out)
+    return out
 
 
 def _boundary_extent(seg: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -191,10 +214,27 @@ def _box_offsets(half_w: np.ndarray, half_h: np.ndarray, row_stride: int) -> np.
     return np.stack([below + half_w + 1, above + half_w + 1, below - half_w, above - half_w])
 
 
+def _box_hit(table: np.ndarray, base: np.ndarray, half_w: int, half_h: int, row_stride: int) -> np.ndarray:
+    """Per target: does the box of half-size (half_w, half_h) centred on it hold a source pixel."""
+    below, above = base + (half_h + 1) * row_stride, base - half_h * row_stride
+    count = table[below + (half_w + 1)] - table[above + (half_w + 1)]
+    count -= table[below - half_w]
+    count += table[above - half_w]
+    return count > 0
+
+
 def _boxes_hit(table: np.ndarray, base: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(N, K) booleans: does box k centred on target n hold any source pixel."""
     c = table[base[:, None, None] + offsets[None]]
     return (c[:, 0] - c[:, 1] - c[:, 2] + c[:, 3]) > 0
+
+
+def _summed_area_table(sources: np.ndarray) -> np.ndarray:
+    """Flat int32 summed-area table of a boolean map (a per-thread scratch buffer)."""
+    h, w = sources.shape
+    table = _scratch_array("table", (h + 1, w + 1), np.int32)
+    cv2.integral(sources.view(np.uint8), sum=table, sdepth=cv2.CV_32S)
+    return table.ravel()
 
 
 def _count_within(flat_targets: np.ndarray, sources: np.ndarray, radius: int) -> int:
@@ -203,27 +243,25 @@ def _count_within(flat_targets: np.ndarray, sources: np.ndarray, radius: int) ->
     `sources` is a boolean map padded by `radius` zeros on every side, `flat_targets` are flat
     indices into it. The disk is a union of rectangles (`_disk_rectangles`), each tested with
     four look-ups in the summed-area table of the sources; the padding keeps every look-up in
-    range. Most targets are settled by two boxes -- the disk's largest rectangle (a source
-    there is a match) and its bounding square (no source there: no match) -- so only the rest
-    are tested against every rectangle.
+    range. Most targets are settled by one or two boxes -- a source in the disk's largest
+    rectangle is a match, none in its bounding square is no match -- so only the rest are
+    tested against every rectangle.
     """
     if flat_targets.size == 0:
         return 0
     width = sources.shape[1]
-    table = cv2.integral(sources.view(np.uint8), sdepth=cv2.CV_32S).ravel()
+    table = _summed_area_table(sources)
     # the table has one more column than `sources`: (y, x) -> y * (width + 1) + x = flat + y
     base = flat_targets + flat_targets // width
     half_w, half_h = _disk_rectangles(radius)
     largest = int(np.argmax((2 * half_w + 1) * (2 * half_h + 1)))
-    quick = _box_offsets(
-        np.array([half_w[largest], radius]), np.array([half_h[largest], radius]), width + 1
-    )
-    hit = _boxes_hit(table, base, quick)
-    matched = int(np.count_nonzero(hit[:, 0]))
-    unsure = hit[:, 1] & ~hit[:, 0]
-    if unsure.any():
-        rest = _boxes_hit(table, base[unsure], _box_offsets(half_w, half_h, width + 1))
-        matched += int(np.count_nonzero(rest.any(axis=1)))
+    in_largest = _box_hit(table, base, int(half_w[largest]), int(half_h[largest]), width + 1)
+    matched = int(np.count_nonzero(in_largest))
+    base = base[~in_largest]
+    if base.size:
+        base = base[_box_hit(table, base, radius, radius, width + 1)]
+    if base.size:
+        matched += int(np.count_nonzero(_boxes_hit(table, base, _box_offsets(half_w, half_h, width + 1)).any(axis=1)))
     return matched
 
 
@@ -246,13 +284,18 @@ def _boundary_counts(fg: np.ndarray, gt: np.ndarray, bound_pix: float) -> tuple[
     c1 = max(e[3] for e in extents)
     radius = int(bound_pix)
 
-    def padded_boundary(seg: np.ndarray, extent: Any) -> np.ndarray:
-        if extent is None:
-            return np.zeros((r1 - r0 + 1 + 2 * radius, c1 - c0 + 1 + 2 * radius), dtype=bool)
-        win = np.ascontiguousarray(_boundary_window(seg, r0, r1, c0, c1)).view(np.uint8)
-        return cv2.copyMakeBorder(win, radius, radius, radius, radius, cv2.BORDER_CONSTANT, value=0).view(bool)
+    rows, cols = r1 - r0 + 1, c1 - c0 + 1
 
-    b_fg, b_gt = padded_boundary(fg, ext_fg), padded_boundary(gt, ext_gt)
+    def padded_boundary(seg: np.ndarray, extent: Any, name: str) -> np.ndarray:
+        # the window's boundary map with `radius` zeros around it, so that every summed-area
+        # look-up of `_count_within` stays inside the table
+        canvas = _scratch_array(name, (rows + 2 * radius, cols + 2 * radius), np.uint8)
+        canvas.fill(0)
+        if extent is not None:
+            _boundary_window(seg, r0, r1, c0, c1, out=canvas[radius : radius + rows, radius : radius + cols])
+        return canvas.view(bool)
+
+    b_fg, b_gt = padded_boundary(fg, ext_fg, "canvas_fg"), padded_boundary(gt, ext_gt, "canvas_gt")
     flat_fg, flat_gt = np.flatnonzero(b_fg), np.flatnonzero(b_gt)
     n_fg, n_gt = int(flat_fg.size), int(flat_gt.size)
     if n_fg == 0 or n_gt == 0:
