@@ -52,10 +52,9 @@ __all__ = [
 ]
 
 #: Frame rate assumed for frame folders and arrays, which carry none.
-#: (`VIDEO_EXTENSIONS` lists common containers for callers that scan folders; `open_video` itself
-#: tries any file with PyAV.)
 DEFAULT_FPS = 30.0
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: Common containers, for callers that scan folders; `open_video` itself tries any file with PyAV.
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif")
 
 
