@@ -313,3 +313,25 @@ def test_state_on_a_frame_folder_and_single_point_shape(predictor, video, tmp_pa
     with pytest.warns(UserWarning):  # x == width is column W: outside
         m = predictor.predict_image(video[0], np.array([[float(W), 5.0]]))
     assert not m.any()
+
+
+DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+
+
+@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+def test_annotate_cli_with_the_sam2_backend(ckpt_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from videomolmo.cli import app
+
+    out = tmp_path / "points.jsonl"
+    args = ["annotate", str(DAVIS), "--out", str(out), "--backend", "sam2", "--sam2", str(ckpt_dir),
+            "--k", "2", "--frame-step", "25", "--shard", "1/6"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 4 and {r["frame_index"] for r in rows} == {0, 25}
+    assert all(r["candidates"] == 2 and 0 <= r["iou"] <= 1 for r in rows)
+    before = out.read_bytes()
+    assert CliRunner().invoke(app, args).exit_code == 0  # resumed: nothing to do
+    assert out.read_bytes() == before
