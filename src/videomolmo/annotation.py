@@ -35,6 +35,9 @@ from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 
 __all__ = [
     "AnnotationConfig",
+    "AnnotationReport",
+    "boundary_distance",
+    "iter_rows",
     "parse_shard",
     "shard_videos",
     "sample_candidates",
