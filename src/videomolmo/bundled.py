@@ -61,17 +61,31 @@ def load_default(device: str = "cpu"):
 
 
 def export_bundle(model_dir: str | Path, out_dir: str | Path, training: dict | None = None) -> Path:
-    """Copy a `save_pretrained` folder into the asset layout (fp32 weights + config JSON with a
-    `training` record). Used once per release; see `assets/TRAINING.md`."""
+    """Copy trained weights into the asset layout (fp32 weights + config JSON with a
+    `training` record). `model_dir` is a `save_pretrained` folder, or a training run folder
+    (its latest checkpoint is used). See `assets/TRAINING.md`."""
     import os
 
     from safetensors.torch import load_file, save_file
 
+    from videomolmo.model import ModelConfig
     from videomolmo.model.checkpoint import read_config
+    from videomolmo.training.checkpoint import latest_checkpoint
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    cfg = read_config(model_dir)
-    state = load_file(str(model_dir / "model.safetensors"))
+    if (model_dir / "config.json").is_file():
+        cfg = read_config(model_dir)
+        state = load_file(str(model_dir / "model.safetensors"))
+    else:
+        ck = latest_checkpoint(model_dir)
+        if ck is None or not (model_dir / "model_config.json").is_file():
+            raise CheckpointError(f"{model_dir}: neither a saved model nor a training run with a checkpoint")
+        cfg = ModelConfig.from_dict(json.loads((model_dir / "model_config.json").read_text()))
+        state = load_file(str(ck / "model.safetensors"))
+        step = json.loads((ck / "state.json").read_text())
+        training = {**(training or {}), "checkpoint": ck.name, "step": step["step"],
+                    "cpu_s": round(step.get("extra", {}).get("cpu_s", 0.0), 1),
+                    "examples": step.get("extra", {}).get("examples")}
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{WEIGHTS}.tmp"
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
@@ -81,3 +95,11 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, training: dict | N
     (out_dir / f".{CONFIG}.tmp").write_text(json.dumps(info, indent=1, sort_keys=True))
     os.replace(out_dir / f".{CONFIG}.tmp", out_dir / CONFIG)
     return out_dir / WEIGHTS
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m videomolmo.bundled RUN [OUT]`
+    import sys
+
+    src = sys.argv[1]
+    dst = sys.argv[2] if len(sys.argv) > 2 else str(Path(__file__).parent / "assets")
+    print(export_bundle(src, dst, {"source": src}))

@@ -38,6 +38,8 @@ def train_cmd(
     eval_every: Optional[int] = typer.Option(None, "--eval-every"),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch default)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="FSDP instead of DDP (under torchrun)."),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at",
+                                          help="Stop after this step, keeping the --steps LR schedule."),
 ) -> None:
     """Train VideoMolmo (answer-token CE, AdamW, warmup + cosine, resumable checkpoints).
 
@@ -78,7 +80,7 @@ def train_cmd(
             kinds = " ".join(f"{k} {v['f1']:.2f}" for k, v in e.items() if isinstance(v, dict))
             console.print(f"step {row['step']}: held-out F1 {e['f1']:.3f} ({kinds})")
 
-    result = train(cfg, out, resume=resume, on_log=show)
+    result = train(cfg, out, resume=resume, on_log=show, stop_at=stop_at)
     console.print(f"saved {result.final} (step {result.step})")
 
 
@@ -89,6 +91,8 @@ def pretrain_vision_cmd(
     steps: Optional[int] = typer.Option(None, "--steps"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     export_only: bool = typer.Option(False, "--export", help="Only write vision.safetensors from the latest checkpoint."),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at",
+                                          help="Stop after this step, keeping the --steps LR schedule."),
 ) -> None:
     """Dense per-patch pretraining of the tiny ViT on synthetic clips (the stand-in for CLIP)."""
     from videomolmo.training.pretrain_vision import VisionPretrainConfig, export_vision, run_pretraining
@@ -99,4 +103,4 @@ def pretrain_vision_cmd(
     cfg = VisionPretrainConfig.from_name(preset)
     if steps is not None:
         cfg.steps = steps
-    console.print(f"wrote {run_pretraining(cfg, out, resume=resume)}")
+    console.print(f"wrote {run_pretraining(cfg, out, resume=resume, stop_at=stop_at)}")

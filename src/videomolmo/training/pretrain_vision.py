@@ -184,9 +184,12 @@ def _losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int, contex
 
 
 def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = True,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, stop_at: int | None = None) -> Path:
     """Train (or resume) the dense pretraining stage; writes `<out>/vision.safetensors` and
-    `<out>/vision_config.json` (the CLIPVisionConfig kwargs) at the end. Returns that file."""
+    `<out>/vision_config.json` (the CLIPVisionConfig kwargs) at the end. Returns that file.
+
+    `stop_at` ends the run after that step while keeping the LR schedule of `cfg.steps`
+    (how a run that was stopped early is reproduced)."""
     from safetensors.torch import save_file
 
     from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -222,7 +225,8 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     last_ck = time.monotonic()
     t0 = time.process_time()
     vit.train()
-    while step < cfg.steps:
+    end = min(cfg.steps, stop_at) if stop_at else cfg.steps
+    while step < end:
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (
             1 + math.cos(math.pi * min(1.0, step / max(1, cfg.steps))))
         for gr in opt.param_groups:
@@ -237,13 +241,13 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or step == end:
             log.write({"step": step, "loss": loss.item(), "lr": lr,
                        "cpu_s": cpu_before + time.process_time() - t0, **parts})
             if progress:
                 print(f"[pretrain-vision] step {step}/{cfg.steps} loss {loss.item():.3f} "
                       + " ".join(f"{k} {v:.3f}" for k, v in parts.items()), flush=True)
-        if time.monotonic() - last_ck > cfg.checkpoint_every_s or step == cfg.steps:
+        if time.monotonic() - last_ck > cfg.checkpoint_every_s or step == end:
             save_checkpoint(out, step, state(), optimizer=opt, np_rng=rng,
                             extra={"cpu_s": cpu_before + time.process_time() - t0})
             last_ck = time.monotonic()

@@ -251,8 +251,11 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-          on_log: Callable[[dict], None] | None = None) -> TrainResult:
-    """Run (or resume) training; `result.final` is `<out>/final` (a saved model folder)."""
+          on_log: Callable[[dict], None] | None = None, stop_at: int | None = None) -> TrainResult:
+    """Run (or resume) training; `result.final` is `<out>/final` (a saved model folder).
+
+    `stop_at` ends the run after that step but keeps the LR schedule of `cfg.steps` (to
+    reproduce a run that was stopped early, or to train in chunks)."""
     import torch.distributed as dist
 
     from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
@@ -310,8 +313,6 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         stream.set_state(extra["streams"][str(rank)] if "streams" in extra else extra["stream"])
         cpu_before = float(extra.get("cpu_s", 0.0))
         examples_seen = int(extra.get("examples", 0))
-        # Different ranks must not replay rank 0's torch RNG: offset by rank.
-        torch.manual_seed(cfg.seed + 1000 * step + rank)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -365,7 +366,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     window_examples, window_t = 0, time.perf_counter()
     model.train()
     try:
-        while step < cfg.steps:
+        end = min(cfg.steps, stop_at) if stop_at else cfg.steps
+        while step < end:
             f = lr_factor(step, cfg.steps, cfg.warmup, cfg.final_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = g["peak_lr"] * f
@@ -388,7 +390,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             n_ex = cfg.batch_size * cfg.grad_accum * world
             examples_seen += n_ex
             window_examples += n_ex
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == end:
                 now = time.perf_counter()
                 row = {"step": step, "loss": total_loss, "grad_norm": float(gnorm),
                        **{f"lr_{g['name']}": g["lr"] for g in opt.param_groups},
@@ -400,13 +402,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                     on_log(row)
                 if bar is not None:
                     bar.update(task, completed=step, info=f"loss {total_loss:.3f}")
-            if heldout is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if heldout is not None and (step % cfg.eval_every == 0 or step == end):
                 from videomolmo.training.heldout import evaluate_model
                 res = evaluate_model(model, proc, tok, heldout)
                 log.write({"step": step, "eval": res})
                 if on_log:
                     on_log({"step": step, "eval": res})
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == end:
                 checkpoint()
     finally:
         if bar is not None:
