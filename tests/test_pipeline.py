@@ -40,7 +40,7 @@ runner = CliRunner()
 def synth_root(tmp_path_factory) -> Path:
     from videomolmo import synth
 
-    return synth.write_dataset(tmp_path_factory.mktemp("synth"), videos=3, seed=0, split="test")
+    return synth.write_dataset(tmp_path_factory.mktemp("synth"), videos=2, seed=0, split="test")
 
 
 def _box_video(n=12, h=64, w=80):
@@ -146,7 +146,7 @@ def test_eval_synthetic_oracle_writes_layout_rows_summary_and_resumes(synth_root
     r = _eval(args)
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in (run / "rows.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and len({r["key"] for r in rows}) == 6
+    assert len(rows) == 3 and len({r["key"] for r in rows}) == 3
     for row in rows:
         n = row["frames"]
         assert len(list((run / "predictions" / row["video"] / row["exp_id"]).glob("*.png"))) == n
@@ -157,8 +157,8 @@ def test_eval_synthetic_oracle_writes_layout_rows_summary_and_resumes(synth_root
     assert list((run / "worst").glob("*.mp4")) and list((run / "worst").glob("*.png"))
     # Rerun: nothing recomputed, nothing duplicated.
     r = _eval(args)
-    assert "0 units evaluated now, 6 already done" in r.output
-    assert len((run / "rows.jsonl").read_text().splitlines()) == 6
+    assert "0 units evaluated now, 3 already done" in r.output
+    assert len((run / "rows.jsonl").read_text().splitlines()) == 3
     # Different settings into the same run dir are refused.
     r = runner.invoke(app, ["eval", *args[:-4], "--k", "2"])
     assert r.exit_code == 2 and "other settings" in r.output
@@ -174,7 +174,7 @@ def test_eval_shards_merge_into_one_summary(synth_root: Path, tmp_path: Path):
     _eval(base + ["--shard", "1/2"])
     assert (run / "summary.json").exists()
     summ = json.loads((run / "summary.json").read_text())
-    assert summ["expressions"] == 6 and summ["overall"]["points"]["F1"] > 90
+    assert summ["expressions"] == 3 and summ["overall"]["points"]["F1"] > 90
     assert sorted(p.name for p in run.glob("rows*.jsonl")) == ["rows.shard-0-of-2.jsonl", "rows.shard-1-of-2.jsonl"]
 
 

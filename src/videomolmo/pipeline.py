@@ -577,14 +577,7 @@ def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str
     from a folder (nothing is downloaded).
     """
     if model is None or str(model) in ("default", "bundled"):
-        try:
-            from videomolmo.bundled import load_default
-        except ImportError:
-            raise CheckpointError(
-                "no bundled default model in this install; pass --model DIR (a VideoMolmo checkpoint) "
-                "or use --pointer oracle for evaluation"
-            ) from None
-        return _as_pair(_call_tolerant(load_default, device=device))
+        return _bundled(device)
     from videomolmo.model import ModelConfig
     from videomolmo.model import checkpoint as ckpt
 
@@ -609,6 +602,24 @@ def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str
     if processor is None:
         raise CheckpointError(f"{p}: the checkpoint has no tokenizer files (tokenizer.json) to build its processor")
     return mdl, processor
+
+
+_BUNDLED: dict[str, tuple[Any, Any]] = {}
+
+
+def _bundled(device: str) -> tuple[Any, Any]:
+    """The bundled model, loaded once per process and device (it is read-only at inference:
+    the baseline switches the temporal module off per call, never on the model)."""
+    if device not in _BUNDLED:
+        try:
+            from videomolmo.bundled import load_default
+        except ImportError:
+            raise CheckpointError(
+                "no bundled default model in this install; pass --model DIR (a VideoMolmo checkpoint) "
+                "or use --pointer oracle for evaluation"
+            ) from None
+        _BUNDLED[device] = _as_pair(_call_tolerant(load_default, device=device))
+    return _BUNDLED[device]
 
 
 def _as_pair(obj) -> tuple[Any, Any]:
