@@ -97,7 +97,7 @@ def round_time(fn, gt: np.ndarray, pred: np.ndarray, number: int, clock) -> floa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", nargs="*", default=["blackswan", "car-shadow", "dog", "motocross-jump"])
+    parser.add_argument("--videos", nargs="*", default=["blackswan", "car-shadow", "dog", "kite-surf", "motocross-jump", "scooter-black"])
     parser.add_argument("--frame", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=15, help="alternating rounds per pair")
     parser.add_argument("--number", type=int, default=5, help="calls per timed round")
