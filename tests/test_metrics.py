@@ -264,6 +264,16 @@ def test_random_blobs_with_many_tolerances():
             assert abs(boundary_f(a, b, bound_th=th) - ref_f(a, b, bound_th=th)) <= TOL
 
 
+def test_tolerance_larger_than_the_image():
+    rng = np.random.default_rng(7)
+    a = ndimage.binary_dilation(rng.random((30, 40)) < 0.01, iterations=2)
+    b = np.roll(a, (9, -13), axis=(0, 1))
+    want = ref_f(a, b, bound_th=50)  # 50 px > the 50-px diagonal: everything matches
+    assert want == 1.0
+    for th in (50, 1e6, 1e6 + 0.5, 0.999):
+        assert boundary_f(a, b, bound_th=th) == want
+
+
 def test_non_integer_pixel_tolerance_matches_toolkit_kernel():
     # bound_th >= 1 is used as is; for 1.5 the toolkit's skimage disk is a 4x4 grid offset by
     # half a pixel, applied with cv2.dilate: replicate that literally

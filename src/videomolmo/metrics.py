@@ -346,6 +346,11 @@ def _boundary_f_frame(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None,
         keep = ~void
         gt, pred = gt & keep, pred & keep
     bound_pix = boundary_radius(gt.shape[0], gt.shape[1], bound_th)
+    diagonal = math.hypot(gt.shape[0], gt.shape[1])
+    if bound_pix >= diagonal + 1:
+        # every pixel is within the tolerance of every other one, so any larger radius gives the
+        # same counts; without the cap a huge bound_th would allocate a huge padded window
+        bound_pix = float(math.ceil(diagonal))
     if bound_pix == int(bound_pix):
         counts = _boundary_counts(np.ascontiguousarray(pred), np.ascontiguousarray(gt), bound_pix)
     else:
