@@ -503,6 +503,28 @@ def _load_pair(src):
     return src() if callable(src) else src
 
 
+def test_evaluate_sequences_reads_png_folders(tmp_path):
+    gt, pred = _ring_masks(3), _ring_masks(4)
+    for name, stack in (("gt", gt), ("pred", pred)):
+        (tmp_path / name).mkdir()
+        for t, m in enumerate(stack):
+            Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / name / f"{t:05d}.png")
+    (tmp_path / "short").mkdir()
+    Image.fromarray(pred[0].astype(np.uint8) * 255).save(tmp_path / "short" / "00000.png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    got = evaluate_sequences([(tmp_path / "gt", str(tmp_path / "pred"))], workers=1, progress=False)
+    assert got == [score_expression(gt, pred)]
+    with pytest.raises(MaskError, match="short.*shape"):
+        evaluate_sequences([(tmp_path / "gt", tmp_path / "short")], workers=1, progress=False)
+    with pytest.raises(MaskError, match="no .png masks"):
+        evaluate_sequences([(tmp_path / "empty", gt)], workers=1, progress=False)
+    with pytest.raises(MaskError, match="broken.png: cannot read"):
+        evaluate_sequences([(tmp_path / "broken.png", gt[0])], workers=1, progress=False)
+    with pytest.raises(MaskError, match="no such mask"):
+        evaluate_sequences([(tmp_path / "missing", gt)], workers=1, progress=False)
+
+
 def test_parallel_map_keeps_order_and_reraises_worker_errors():
     assert parallel_map(abs, range(-20, 0), workers=2, progress=False) == list(range(20, 0, -1))
     assert parallel_map(abs, [], workers=2, progress=False) == []

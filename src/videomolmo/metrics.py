@@ -19,6 +19,7 @@ import threading
 import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import cv2
@@ -591,13 +592,37 @@ def count_accuracy(pred: Any, gt: Any, tolerance: int = 0) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _load(source: Any) -> np.ndarray:
-    return np.asarray(source() if callable(source) else source)
+def _read_mask_png(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im) > 0
+    except (OSError, UnidentifiedImageError) as exc:
+        raise MaskError(f"{path}: cannot read mask PNG ({exc})") from None
+
+
+def _load(source: Any) -> tuple[np.ndarray, str]:
+    """(masks, description) from an array, a zero-argument loader, a PNG file or a PNG folder."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(path.glob("*.png"))
+            if not files:
+                raise MaskError(f"{path}: no .png masks in this folder")
+            return np.stack([_read_mask_png(f) for f in files]), str(path)
+        if path.is_file():
+            return _read_mask_png(path), str(path)
+        raise MaskError(f"{path}: no such mask file or folder")
+    arr = np.asarray(source() if callable(source) else source)
+    return arr, f"masks of shape {arr.shape}"
 
 
 def _score_item(item: tuple[Any, Any], bound_th: float) -> dict[str, Any]:
-    gt_src, pred_src = item
-    return score_expression(_load(gt_src), _load(pred_src), bound_th=bound_th)
+    (gt, gt_name), (pred, pred_name) = _load(item[0]), _load(item[1])
+    if gt.shape != pred.shape:
+        raise MaskError(f"prediction {pred_name} has shape {pred.shape}, ground truth {gt_name} has {gt.shape}")
+    return score_expression(gt, pred, bound_th=bound_th)
 
 
 def evaluate_sequences(
@@ -609,10 +634,15 @@ def evaluate_sequences(
 ) -> list[dict[str, Any]]:
     """Score many expressions in parallel; returns one `score_expression` dict per item, in order.
 
-    Each item is a `(gt, pred)` pair where each side is a (T, H, W) mask array or a picklable
-    zero-argument callable returning one (e.g. `functools.partial(load_masks, path)`), so the
-    masks are read inside the worker process. Uses `workers` processes (default: all cores),
-    with a rich progress bar.
+    Each item is a `(gt, pred)` pair where each side is a (T, H, W) mask array, a picklable
+    zero-argument callable returning one (e.g. `functools.partial(load_masks, path)`), a folder
+    of mask PNGs (sorted by name, non-zero = foreground) or one PNG; loaders and paths are read
+    inside the worker processes. Uses `workers` processes (default: all cores), with a rich
+    progress bar.
+
+    Raises:
+        MaskError: an unreadable PNG, an empty folder, or a prediction whose shape differs from
+            its ground truth (the message names both).
     """
     from functools import partial
 
