@@ -1,5 +1,5 @@
-"""Evaluation metrics as pure numpy functions: region J, boundary F, J&F statistics, point
-precision / recall / F1 and counting.
+"""Evaluation metrics as pure functions (numpy, OpenCV, SciPy): region J, boundary F, J&F
+statistics, point precision / recall / F1 and counting.
 
 `jaccard` and `boundary_f` reproduce the DAVIS 2017 toolkit (`davis2017-evaluation`,
 `davis2017/metrics.py`: `db_eval_iou`, `db_eval_boundary`, `f_measure`, `_seg2bmap`) value for
@@ -25,6 +25,7 @@ from typing import Any, Iterable, Literal, Sequence
 import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
 
 from videomolmo.errors import ConfigError, MaskError
 
@@ -549,8 +550,7 @@ def point_prf(
         return PointScore(v, v, v, 0, n_pred, 0)
     if n_pred == 0:
         return PointScore(0.0, 0.0, 0.0, 0, 0, n_gt)
-    dists = np.sqrt(((preds[:, None, :] - gts[None, :, :]) ** 2).sum(axis=-1))
-    rows, cols = linear_sum_assignment(dists)
+    rows, cols = linear_sum_assignment(cdist(preds, gts))
     hits = 0
     for i, j in zip(rows, cols):
         hits += int(point_hits_mask(preds[i : i + 1], masks[j], rule=rule)[0])
