@@ -344,3 +344,12 @@ def test_tokenizer_comes_from_the_checkpoint_directory(tiny_molmo, tmp_path):
     _write_hf_tokenizer(bare, with_image_tokens=False)
     with pytest.raises(CheckpointError, match="no <im_start> token"):
         load_hf_tokenizer(bare)
+
+
+def test_pad_embed_without_padding_config_is_named(tiny_molmo):
+    cfg, sd, d = tiny_molmo
+    nopad = cfg.replace(image_padding_embed="none")
+    with pytest.raises(CheckpointError, match="pad_embed"):
+        load_molmo_checkpoint(d, nopad)
+    model = load_molmo_checkpoint(d, nopad, ignore_keys=["model.vision_backbone.pad_embed"])
+    assert model.pad_embed is None

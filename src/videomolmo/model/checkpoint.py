@@ -261,19 +261,28 @@ def attach_processor(model, directory=None) -> None:
 
 def load_molmo_checkpoint(directory: str | Path, config: ModelConfig | str = "molmo-7b-d", *,
                           device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                          init_missing_temporal: bool = False):
+                          init_missing_temporal: bool = False, ignore_keys: Iterable[str] = ()):
     """Load Molmo-7B-D-0924 or VideoMolmo weights from a local directory of safetensors shards.
 
     A single-frame Molmo checkpoint has no temporal-module weights: that is an error unless
     `init_missing_temporal=True`, which initialises the module (`config.temporal_init`; use
-    "zero" to start as the identity) for fine-tuning.
+    "zero" to start as the identity) for fine-tuning. `ignore_keys` names checkpoint keys
+    to skip on purpose (e.g. `model.vision_backbone.pad_embed` with the `videomolmo-7b` preset,
+    whose upstream model class does not use pad embeddings).
     """
     cfg = ModelConfig.from_name(config) if isinstance(config, str) else config
     reader = ShardReader(directory)
     _check_hf_config(Path(directory), cfg)
-    state, unmapped = map_molmo_state_dict(reader.keys(), reader.get, cfg)
+    skip = set(ignore_keys)
+    keys = [k for k in reader.keys() if k not in skip]
+    state, unmapped = map_molmo_state_dict(keys, reader.get, cfg)
     if unmapped:
         raise CheckpointError(f"{directory}: unexpected weights {_names(unmapped)}")
+    if cfg.image_padding_embed == "none" and "pad_embed" in state:
+        raise CheckpointError(
+            f"{directory}: has model.vision_backbone.pad_embed but config {cfg.name!r} uses no pad embeddings; "
+            "use a config with image_padding_embed='pad_and_partial_pad', or ignore_keys=['model.vision_backbone.pad_embed']"
+        )
     has_temporal = any(k.startswith("temporal.") for k in state)
     init = []
     if cfg.temporal in ("cross_attention", "add") and not has_temporal:

@@ -11,6 +11,7 @@ Two things upstream VideoMolmo does not do:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -51,7 +52,7 @@ def _open(video):
 def point_video(model, processor, video, query: str, k: int = 1, l: int | None = None,
                 batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                 feature_cache: bool = True, max_new_tokens: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> VideoPoints:
+                progress: Callable[[int, int], None] | None = None, bf16: bool | None = None) -> VideoPoints:
     """Point at `query` in every k-th frame of `video` (or at the given `frames`).
 
     Args:
@@ -63,6 +64,7 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
         temporal: False runs the model without its temporal module (single-frame ablation).
         feature_cache: False re-encodes every context frame for every sampled frame, as
             upstream does (for benchmarks).
+        bf16: bfloat16 autocast; default on when the model sits on a CUDA device.
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
     from videomolmo.points import parse_points
@@ -91,6 +93,9 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
     results = VideoPoints()
     was_training = model.training
     model.eval()
+    on_cuda = model.device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_cuda if bf16 is None else bf16 and on_cuda) \
+        else contextlib.nullcontext()
     try:
         for start in range(0, len(targets), batch_size):
             chunk = targets[start:start + batch_size]
@@ -104,7 +109,7 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
                 frames_np[i] = fr
             for t in chunk:
                 image_inputs[t] = processor.encode_image(frames_np[t])
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 if feature_cache:
                     _encode_missing(model, processor, frames_np, image_inputs, cache, sorted(needed))
                     feats = torch.stack([cache[t] for t in chunk])
