@@ -239,70 +239,86 @@ def _summed_area_table(sources: np.ndarray) -> np.ndarray:
     return table.ravel()
 
 
-def _count_within(flat_targets: np.ndarray, sources: np.ndarray, radius: int) -> int:
-    """How many target pixels have a source pixel within the disk of `radius` around them.
+def _count_within(targets: np.ndarray, sources: np.ndarray, region: tuple[int, int, int, int], radius: int) -> int:
+    """How many target pixels inside `region` have a source pixel within the disk of `radius`.
 
-    `sources` is a boolean map padded by `radius` zeros on every side, `flat_targets` are flat
-    indices into it. The disk is a union of rectangles (`_disk_rectangles`), each tested with
-    four look-ups in the summed-area table of the sources; the padding keeps every look-up in
-    range. Most targets are settled by one or two boxes -- a source in the disk's largest
+    `targets` and `sources` are boolean maps padded by at least `radius` zeros around
+    `region` (inclusive row / column bounds), so the sources that can reach a target in the
+    region all lie in the region grown by `radius`. The disk is a union of rectangles
+    (`_disk_rectangles`), each tested with four look-ups in the summed-area table of those
+    sources. Most targets are settled by one or two boxes -- a source in the disk's largest
     rectangle is a match, none in its bounding square is no match -- so only the rest are
     tested against every rectangle.
     """
-    if flat_targets.size == 0:
+    a0, a1, b0, b1 = region
+    if a0 > a1 or b0 > b1:
         return 0
-    width = sources.shape[1]
-    table = _summed_area_table(sources)
-    # the table has one more column than `sources`: (y, x) -> y * (width + 1) + x = flat + y
-    base = flat_targets + flat_targets // width
+    flat = np.flatnonzero(targets[a0 : a1 + 1, b0 : b1 + 1])
+    if flat.size == 0:
+        return 0
+    table = _summed_area_table(sources[a0 - radius : a1 + radius + 1, b0 - radius : b1 + radius + 1])
+    width = b1 - b0 + 1
+    stride = width + 2 * radius + 1  # row length of the table
+    rows = flat // width
+    base = (rows + radius) * stride + (flat - rows * width + radius)
     half_w, half_h = _disk_rectangles(radius)
     largest = int(np.argmax((2 * half_w + 1) * (2 * half_h + 1)))
-    in_largest = _box_hit(table, base, int(half_w[largest]), int(half_h[largest]), width + 1)
+    in_largest = _box_hit(table, base, int(half_w[largest]), int(half_h[largest]), stride)
     matched = int(np.count_nonzero(in_largest))
     base = base[~in_largest]
     if base.size:
-        base = base[_box_hit(table, base, radius, radius, width + 1)]
+        base = base[_box_hit(table, base, radius, radius, stride)]
     if base.size:
-        matched += int(np.count_nonzero(_boxes_hit(table, base, _box_offsets(half_w, half_h, width + 1)).any(axis=1)))
+        matched += int(np.count_nonzero(_boxes_hit(table, base, _box_offsets(half_w, half_h, stride)).any(axis=1)))
     return matched
 
 
 def _boundary_counts(fg: np.ndarray, gt: np.ndarray, bound_pix: float) -> tuple[int, int, int, int]:
     """(fg boundary pixels matched, fg boundary pixels, gt matched, gt boundary pixels).
 
-    Same counts as the toolkit's full-frame `cv2.dilate(boundary, disk(bound_pix))`, computed
-    only inside the window that holds both boundaries: a dilation value matters only at the
-    other mask's boundary pixels, and every source pixel lies in the window, so nothing outside
-    it can change a count. Matching is done at the boundary pixels only (summed-area look-ups)
-    instead of dilating whole maps.
+    Same counts as the toolkit's full-frame `cv2.dilate(boundary, disk(bound_pix))`, with the
+    work confined to where it can matter: each boundary map is computed only over its mask's
+    extent, a boundary pixel is tested only if it lies within `bound_pix` (per axis) of the
+    other boundary's extent -- farther ones cannot match -- and against the other boundary's
+    pixels around it only, by summed-area look-ups instead of dilating whole maps.
     """
     ext_fg, ext_gt = _boundary_extent(fg), _boundary_extent(gt)
     extents = [e for e in (ext_fg, ext_gt) if e is not None]
     if not extents:
         return 0, 0, 0, 0
-    r0 = min(e[0] for e in extents)
-    r1 = max(e[1] for e in extents)
-    c0 = min(e[2] for e in extents)
-    c1 = max(e[3] for e in extents)
     radius = int(bound_pix)
+    # canvas = the window holding both extents, with `radius` zeros around it; canvas
+    # coordinates are image coordinates shifted by (radius - r0, radius - c0)
+    r0 = min(e[0] for e in extents)
+    c0 = min(e[2] for e in extents)
+    rows = max(e[1] for e in extents) - r0 + 1
+    cols = max(e[3] for e in extents) - c0 + 1
 
-    rows, cols = r1 - r0 + 1, c1 - c0 + 1
+    def on_canvas(ext: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return ext[0] - r0 + radius, ext[1] - r0 + radius, ext[2] - c0 + radius, ext[3] - c0 + radius
 
-    def padded_boundary(seg: np.ndarray, extent: Any, name: str) -> np.ndarray:
-        # the window's boundary map with `radius` zeros around it, so that every summed-area
-        # look-up of `_count_within` stays inside the table
+    def boundary_canvas(seg: np.ndarray, ext: Any, name: str) -> np.ndarray:
         canvas = _scratch_array(name, (rows + 2 * radius, cols + 2 * radius), np.uint8)
         canvas.fill(0)
-        if extent is not None:
-            _boundary_window(seg, r0, r1, c0, c1, out=canvas[radius : radius + rows, radius : radius + cols])
+        if ext is not None:
+            e0, e1, e2, e3 = on_canvas(ext)
+            _boundary_window(seg, *ext, out=canvas[e0 : e1 + 1, e2 : e3 + 1])
         return canvas.view(bool)
 
-    b_fg, b_gt = padded_boundary(fg, ext_fg, "canvas_fg"), padded_boundary(gt, ext_gt, "canvas_gt")
-    flat_fg, flat_gt = np.flatnonzero(b_fg), np.flatnonzero(b_gt)
-    n_fg, n_gt = int(flat_fg.size), int(flat_gt.size)
+    b_fg, b_gt = boundary_canvas(fg, ext_fg, "canvas_fg"), boundary_canvas(gt, ext_gt, "canvas_gt")
+    n_fg, n_gt = int(np.count_nonzero(b_fg)), int(np.count_nonzero(b_gt))
     if n_fg == 0 or n_gt == 0:
         return 0, n_fg, 0, n_gt
-    return _count_within(flat_fg, b_gt, radius), n_fg, _count_within(flat_gt, b_fg, radius), n_gt
+
+    def reachable(target_ext: Any, source_ext: Any) -> tuple[int, int, int, int]:
+        # target extent clipped to the source extent grown by radius: stays inside the window,
+        # so the region grown by radius stays inside the canvas
+        t, s = on_canvas(target_ext), on_canvas(source_ext)
+        return max(t[0], s[0] - radius), min(t[1], s[1] + radius), max(t[2], s[2] - radius), min(t[3], s[3] + radius)
+
+    fg_match = _count_within(b_fg, b_gt, reachable(ext_fg, ext_gt), radius)
+    gt_match = _count_within(b_gt, b_fg, reachable(ext_gt, ext_fg), radius)
+    return fg_match, n_fg, gt_match, n_gt
 
 
 def _skimage_disk(radius: float) -> np.ndarray:
