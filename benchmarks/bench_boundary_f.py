@@ -13,6 +13,7 @@ wall-clock time. For each pair the two implementations alternate for `--repeat` 
 fastest round of each counts; the printed ratio is sum(baseline) / sum(ours).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_boundary_f.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_boundary_f.py --fuzz 3000   # equality only
 """
 
 from __future__ import annotations
@@ -95,6 +96,33 @@ def round_time(fn, gt: np.ndarray, pred: np.ndarray, number: int, clock) -> floa
     return (clock() - start) / number
 
 
+def fuzz(cases: int, seed: int = 123) -> int:
+    """Random masks of random sizes and tolerances: F must equal the full-frame algorithm's."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    mismatches = 0
+    for i in range(cases):
+        h, w = int(rng.integers(1, 90)), int(rng.integers(1, 130))
+        kind = i % 4
+
+        def mask() -> np.ndarray:
+            if kind == 0:  # salt and pepper
+                return rng.random((h, w)) < rng.uniform(0, 1)
+            noise = ndimage.gaussian_filter(rng.random((h, w)), rng.uniform(0.5, 4))
+            return noise > np.quantile(noise, rng.uniform(0, 1))
+
+        a = mask()
+        b = mask() if kind != 3 else np.roll(a, int(rng.integers(-5, 6)), axis=int(rng.integers(0, 2)))
+        th = [0.008, 0.02, 0.1, 0.3, 0.0, 1, 2, 5, 13][i % 9]
+        ours, base = boundary_f(a, b, bound_th=th), boundary_f_full_frame(a, b, bound_th=th)
+        if ours != base:
+            mismatches += 1
+            print(f"MISMATCH case {i}: {h}x{w} bound_th={th}: ours {ours!r} full-frame {base!r}", file=sys.stderr)
+    print(f"fuzz: {cases} random mask pairs, {mismatches} mismatches")
+    return 1 if mismatches else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", nargs="*", default=["blackswan", "car-shadow", "dog", "kite-surf", "motocross-jump", "scooter-black"])
@@ -102,7 +130,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15, help="alternating rounds per pair")
     parser.add_argument("--number", type=int, default=5, help="calls per timed round")
     parser.add_argument("--wall", action="store_true", help="time wall clock instead of CPU time")
+    parser.add_argument("--fuzz", type=int, default=0, metavar="N", help="only check N random mask pairs for identical F")
     args = parser.parse_args()
+    if args.fuzz:
+        return fuzz(args.fuzz)
     clock = time.perf_counter if args.wall else time.process_time
     if not DATA.is_dir():
         print(f"davis16-mini not found at {DATA}", file=sys.stderr)
