@@ -48,6 +48,12 @@ def predictor():
     return CpuPredictor()
 
 
+@pytest.fixture(scope="module")
+def small():
+    """A coarse predictor for behaviour that does not depend on resolution (cheaper tests)."""
+    return CpuPredictor(work_height=120)
+
+
 def test_predict_image_finds_the_object(predictor, car):
     frames, masks = car
     m = predictor.predict_image(frames[0], peak(masks[0]))
@@ -79,7 +85,8 @@ def test_video_prompt_and_propagation_keep_the_object(predictor, car):
     assert iou(back[-1][1][7], masks[0]) > 0.4
 
 
-def test_states_are_isolated(predictor, car):
+def test_states_are_isolated(small, car):
+    predictor = small
     frames, masks = car
     video = np.stack(frames[:2])
     a = predictor.init_state(video)
@@ -92,7 +99,8 @@ def test_states_are_isolated(predictor, car):
     assert a.prompts == {} and a.masks == {} and a.extra == {}
 
 
-def test_negative_points_and_edge_cases(predictor, car):
+def test_negative_points_and_edge_cases(small, car):
+    predictor = small
     frames, masks = car
     p = peak(masks[0])
     pos = predictor.predict_image(frames[0], p)
@@ -107,7 +115,8 @@ def test_negative_points_and_edge_cases(predictor, car):
     assert not predictor.predict_image(frames[0], np.zeros((0, 2))).any()
 
 
-def test_bad_input(predictor, car):
+def test_bad_input(small, car):
+    predictor = small
     frames, _ = car
     with pytest.raises(VideoMolmoError, match="RGB uint8"):
         predictor.predict_image(frames[0][..., 0], np.array([[1.0, 1.0]]))

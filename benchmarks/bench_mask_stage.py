@@ -1,0 +1,254 @@
+"""Mask stage on davis16-mini: J, F and J&F of the CPU backend for every fusion strategy, anchor
+spacing k and fusion threshold tau (the paper's Tables 5, 9 and 10), plus a disk baseline.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_mask_stage.py \
+        --out benchmarks/results/mask_stage.json [--points peak|annotate] [--seqs a,b]
+
+Points at anchor frames come from the ground-truth masks: `peak` = the distance-transform peak
+(the deepest point inside the mask), `annotate` = the annotation pipeline's best-of-n click
+(`videomolmo.annotation.best_point`, n = --candidates, seed 0). No prediction ever sees a mask.
+
+Cost control (2 shared cores): each anchor's mask is computed once per sequence and reused by
+every k (a cache in front of the backend's `add_points`), and each k's forward / backward
+propagations are computed once and scored under every strategy and tau. Per-frame scores of
+identical masks are computed once. Results are written atomically after each sequence and a
+rerun skips sequences already in the output (so a killed run resumes).
+
+Timing: the k=5 bidirectional pass of each sequence runs first with an empty cache and is timed
+(wall and this process's CPU time), so s/frame is the full cost of the mask stage at k=5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "davis16-mini"
+# Held out from every tuning decision of the CPU backend (chosen before tuning started).
+HELD_OUT = ("dog", "kite-surf")
+KS = (1, 3, 5, 10, 20)
+TAUS = (0.0, 0.3, 0.5, 0.7, 0.9)
+DISK_RADII = (15, 30, 60)
+
+
+def peak_point(mask: np.ndarray) -> np.ndarray | None:
+    if not mask.any():
+        return None
+    dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(np.argmax(dt), dt.shape)
+    return np.array([[float(x), float(y)]])
+
+
+def make_caching(predictor):
+    """Wrap a CpuPredictor so that an anchor's prompt is segmented once per sequence."""
+    cache: dict = {}
+    orig = predictor.add_points
+
+    def add_points(state, frame_idx, obj_id, points, labels=None):
+        key = (frame_idx, obj_id, np.asarray(points, float).tobytes(),
+               None if labels is None else np.asarray(labels).tobytes())
+        if key not in cache:
+            full = orig(state, frame_idx, obj_id, points, labels)
+            cache[key] = (full, state.prompts[frame_idx][obj_id], state.masks[frame_idx][obj_id])
+            return full
+        full, prompt, small = cache[key]
+        state.prompts.setdefault(frame_idx, {})[obj_id] = prompt
+        state.masks.setdefault(frame_idx, {})[obj_id] = small
+        return full
+
+    predictor.add_points = add_points
+    return cache
+
+
+class Scorer:
+    """J and F per (frame, mask), memoised by the mask's bytes."""
+
+    def __init__(self, gts: list[np.ndarray]):
+        from videomolmo.metrics import boundary_f, jaccard
+
+        self.gts, self._j, self._f = gts, jaccard, boundary_f
+        self.memo: dict = {}
+
+    def __call__(self, t: int, mask: np.ndarray) -> tuple[float, float]:
+        key = (t, hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
+        if key not in self.memo:
+            gt = self.gts[t]
+            self.memo[key] = (float(self._j(gt, mask)), float(self._f(gt, mask)))
+        return self.memo[key]
+
+
+def run_sequence(seq: str, args, predictor_factory) -> dict:
+    from videomolmo.masks import foreground
+    from videomolmo.segmentation.propagation import fuse_segment, iter_segments
+    from videomolmo.video import open_video
+
+    video = open_video(DATA / "JPEGImages" / seq)
+    frames = [video[i] for i in range(len(video))]
+    names = video.frame_names
+    gts = [foreground(DATA / "Annotations" / seq / f"{n}.png") for n in names]
+    n = len(frames)
+    scorer = Scorer(gts)
+
+    predictor = predictor_factory()
+    if args.points == "peak":
+        points = {t: peak_point(gts[t]) for t in range(n)}
+    else:
+        from videomolmo.annotation import best_point, unit_rng
+
+        points = {}
+        for t in range(n):
+            p, _, _ = best_point(frames[t], gts[t], predictor, args.candidates, unit_rng(0, seq, "1", names[t]))
+            points[t] = None if p is None else np.asarray(p, float)[None]
+    points = {t: p for t, p in points.items() if p is not None}
+
+    cache = make_caching(predictor)
+    scores: dict[str, list[tuple[float, float]]] = {}
+
+    def add(name: str, t: int, mask: np.ndarray) -> None:
+        scores.setdefault(name, []).append(scorer(t, mask))
+
+    from videomolmo.fusion import strategy_names
+
+    timing = {}
+    for k in (5,) + tuple(x for x in args.ks if x != 5):
+        if k not in args.ks and k != 5:
+            continue
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        segs = []
+        anchor_points = {t: p for t, p in points.items() if t % k == 0}
+        for seg in iter_segments(frames, anchor_points, predictor, k=k):
+            segs.append(seg)
+        if k == 5:
+            timing = {
+                "wall_s_per_frame": (time.perf_counter() - wall0) / n,
+                "cpu_s_per_frame": (time.process_time() - cpu0) / n,
+                "anchor_masks": len(cache),
+            }
+        for seg in segs:
+            strategies = strategy_names() if k == 5 else ("bidirectional", "forward", "nearest")
+            for s in strategies:
+                for t, m in fuse_segment(seg, s, 0.7):
+                    add(f"k={k} {s} tau=0.7", t, m)
+            if k == 5:
+                for tau in TAUS:
+                    for t, m in fuse_segment(seg, "bidirectional", tau):
+                        add(f"k=5 bidirectional tau={tau}", t, m)
+        del segs
+
+    # Trivial baseline: a disk around the anchor's point, held until the nearer next anchor.
+    h, w = gts[0].shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    for r in DISK_RADII:
+        for k in (1, 5):
+            anchors = list(range(0, n, k))
+            for t in range(n):
+                a = min(anchors, key=lambda a: (abs(a - t), a))
+                p = points.get(a)
+                m = np.zeros((h, w), bool) if p is None else (xx - p[0, 0]) ** 2 + (yy - p[0, 1]) ** 2 <= r * r
+                add(f"k={k} disk r={r}px", t, m)
+
+    return {
+        "frames": n,
+        "timing": timing,
+        "scores": {
+            name: {"J": float(np.mean([j for j, _ in v])), "F": float(np.mean([f for _, f in v]))}
+            for name, v in scores.items()
+        },
+    }
+
+
+def summarise(results: dict) -> dict:
+    seqs = sorted(results)
+    names = sorted({n for s in seqs for n in results[s]["scores"]})
+    groups = {"all": seqs, "tuned": [s for s in seqs if s not in HELD_OUT], "held-out": [s for s in seqs if s in HELD_OUT]}
+    table = {}
+    for name in names:
+        row = {}
+        for g, members in groups.items():
+            vals = [results[s]["scores"][name] for s in members if name in results[s]["scores"]]
+            if not vals:
+                continue
+            j = float(np.mean([v["J"] for v in vals]))
+            f = float(np.mean([v["F"] for v in vals]))
+            row[g] = {"J": round(j, 4), "F": round(f, 4), "J&F": round((j + f) / 2, 4)}
+        table[name] = row
+    frames = sum(results[s]["frames"] for s in seqs)
+    wall = sum(results[s]["timing"]["wall_s_per_frame"] * results[s]["frames"] for s in seqs) / frames
+    cpu = sum(results[s]["timing"]["cpu_s_per_frame"] * results[s]["frames"] for s in seqs) / frames
+    return {"sequences": seqs, "frames": frames, "k5_wall_s_per_frame": round(wall, 3),
+            "k5_cpu_s_per_frame": round(cpu, 3), "table": table}
+
+
+def write_atomic(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
+def print_table(summary: dict) -> None:
+    print(f"{'config':38s} {'J':>6s} {'F':>6s} {'J&F':>6s} | {'tuned':>6s} {'held-out':>8s}")
+    for name, row in summary["table"].items():
+        a = row["all"]
+        print(f"{name:38s} {a['J']:6.3f} {a['F']:6.3f} {a['J&F']:6.3f} | "
+              f"{row.get('tuned', {}).get('J&F', float('nan')):6.3f} {row.get('held-out', {}).get('J&F', float('nan')):8.3f}")
+    print(f"k=5 mask stage: {summary['k5_wall_s_per_frame']:.3f} s/frame wall, "
+          f"{summary['k5_cpu_s_per_frame']:.3f} s/frame CPU ({summary['frames']} frames)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mask_stage.json")
+    ap.add_argument("--points", choices=("peak", "annotate"), default="peak")
+    ap.add_argument("--candidates", type=int, default=5, help="annotation candidates per frame (--points annotate)")
+    ap.add_argument("--seqs", default=None, help="comma-separated sequences (default: all six)")
+    ap.add_argument("--ks", default=",".join(map(str, KS)))
+    ap.add_argument("--preset", default="default", help="CPU backend preset")
+    args = ap.parse_args(argv)
+    args.ks = tuple(int(x) for x in args.ks.split(","))
+    if not DATA.is_dir():
+        print(f"{DATA} not found", file=sys.stderr)
+        return 1
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    seqs = args.seqs.split(",") if args.seqs else sorted(p.name for p in (DATA / "JPEGImages").iterdir())
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {}
+    settings = {"points": args.points, "candidates": args.candidates, "preset": args.preset, "ks": list(args.ks)}
+    if doc.get("settings", settings) != settings:
+        print(f"{args.out} holds results for other settings {doc['settings']}; use another --out", file=sys.stderr)
+        return 1
+    doc["settings"] = settings
+    results = doc.setdefault("sequences", {})
+
+    from videomolmo.segmentation.cpu import CpuPredictor
+
+    for seq in seqs:
+        if seq in results:
+            print(f"{seq}: done already, skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        results[seq] = run_sequence(seq, args, lambda: CpuPredictor(args.preset))
+        doc["summary"] = summarise(results)
+        write_atomic(args.out, doc)
+        r = results[seq]["scores"]["k=5 bidirectional tau=0.7"]
+        print(f"{seq}: k=5 bidirectional J={r['J']:.3f} F={r['F']:.3f} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    print_table(summarise(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
