@@ -96,19 +96,25 @@ def jaccard(gt: Any, pred: Any, void: Any = None) -> float | np.ndarray:
         MaskError: shapes differ or are not 2-D / 3-D.
     """
     gt_b, pred_b, void_b = _as_mask_pair(gt, pred, void)
-    if void_b is None:
-        inters = np.count_nonzero(gt_b & pred_b, axis=(-2, -1))
-        union = np.count_nonzero(gt_b | pred_b, axis=(-2, -1))
+    if gt_b.ndim == 2:
+        return _jaccard_frame(gt_b, pred_b, void_b)
+    out = np.zeros(gt_b.shape[0], dtype=np.float64)
+    for t in range(gt_b.shape[0]):
+        out[t] = _jaccard_frame(gt_b[t], pred_b[t], None if void_b is None else void_b[t])
+    return out
+
+
+def _jaccard_frame(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None) -> float:
+    # |A u B| = |A| + |B| - |A n B|: three popcounts and one temporary instead of two of each
+    # (the axis= form of count_nonzero is several times slower than the flat one)
+    if void is None:
+        inters = np.count_nonzero(gt & pred)
+        union = np.count_nonzero(gt) + np.count_nonzero(pred) - inters
     else:
-        keep = ~void_b
-        inters = np.count_nonzero(gt_b & pred_b & keep, axis=(-2, -1))
-        union = np.count_nonzero((gt_b | pred_b) & keep, axis=(-2, -1))
-    inters = np.asarray(inters, dtype=np.int64)
-    union = np.asarray(union, dtype=np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        j = inters / union
-    j = np.where(union == 0, 1.0, j)
-    return float(j) if j.ndim == 0 else j.astype(np.float64)
+        keep = ~void
+        inters = np.count_nonzero(gt & pred & keep)
+        union = np.count_nonzero((gt | pred) & keep)
+    return 1.0 if union == 0 else float(np.int64(inters) / np.int64(union))
 
 
 # --------------------------------------------------------------------------------------------
