@@ -105,7 +105,8 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
         from videomolmo.annotation import best_point, unit_rng
 
         points = {}
-        for t in range(n):
+        # Only anchor frames need points (annotation runs the backend `candidates` times each).
+        for t in sorted({t for k in args.ks for t in range(0, n, k)}):
             p, _, _ = best_point(frames[t], gts[t], predictor, args.candidates, unit_rng(0, seq, "1", names[t]))
             points[t] = None if p is None else np.asarray(p, float)[None]
     points = {t: p for t, p in points.items() if p is not None}
