@@ -323,3 +323,29 @@ def test_cli_segment_missing_inputs(short_video, tmp_path):
     pts.write_text('{"0": [[1, 2]]}')
     res = invoke(tmp_path / "no_video", "--points", pts, "--out", tmp_path / "o")
     assert res.exit_code == 2 and "no_video" in res.output
+
+
+def test_each_frame_is_read_about_once():
+    """The runner caches a segment's frames: a reverse walk does not re-read (or seek) them."""
+
+    class CountingFrames:
+        def __init__(self, n):
+            self.n, self.reads = n, []
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, i):
+            self.reads.append(i)
+            return np.zeros((H, W, 3), np.uint8)
+
+    class ReadingPredictor(FakePredictor):
+        def propagate(self, state, start_frame, end_frame, reverse=False):
+            for fi, objs in super().propagate(state, start_frame, end_frame, reverse):
+                state.video[fi]
+                yield fi, objs
+
+    video = CountingFrames(23)
+    list(segment_video(video, {i: [[5, 5]] for i in range(0, 23, 5)}, ReadingPredictor(), k=5))
+    assert sorted(set(video.reads)) == list(range(23))
+    assert len(video.reads) <= 23 + 1

@@ -17,6 +17,7 @@ one segment (k frames) of masks and two predictor states at a time.
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -98,6 +99,38 @@ def _open(video: Any) -> Any:
     return open_video(video)
 
 
+class _RecentFrames:
+    """Random access to a video that keeps the last `size` frames read.
+
+    The runner walks each segment forward, then the next anchor's side backward over the same
+    frames: without this a video file would be decoded (and seeked) twice per frame, and a
+    reverse walk seeks for every frame.
+    """
+
+    def __init__(self, video: Any, size: int):
+        self.video = video
+        self.size = size
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def __getitem__(self, idx: int) -> np.ndarray:
+        idx = int(idx)
+        if idx in self._cache:
+            self._cache.move_to_end(idx)
+            return self._cache[idx]
+        frame = self.video[idx]
+        self._cache[idx] = frame
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return frame
+
+    def __getattr__(self, name: str) -> Any:
+        # frame_names, fps, size, ... of the underlying video.
+        return getattr(self.video, name)
+
+
 def _union(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros(shape, bool)
     for m in masks.values():
@@ -163,6 +196,8 @@ def iter_segments(
     video = _open(video)
     n = len(video)
     anchors = anchor_frames(n, k)
+    # A segment's frames plus the anchors' motion neighbours: every frame is decoded once.
+    video = _RecentFrames(video, size=int(k) + 8)
     first = np.asarray(video[0])
     shape = first.shape[:2]
     size = (shape[1], shape[0])
