@@ -461,7 +461,8 @@ def db_statistics(per_frame: Any) -> tuple[float, float, float]:
     256 frames the edges wrap around modulo 256 and the decay is computed on the wrong frames
     (or on empty bins, giving NaN); at exactly 256 frames `edge + 1` overflows uint8 under
     NumPy 2 and the last bin is empty. We keep the edges as int64, so values agree with the
-    toolkit for T <= 255 and are the intended ones beyond.
+    toolkit for T <= 255 and are the intended ones beyond. An empty sequence gives NaN for all
+    three.
     """
     values = np.asarray(per_frame, dtype=np.float64).ravel()
     with warnings.catch_warnings():
