@@ -91,6 +91,7 @@ def pretrain_vision_cmd(
     steps: Optional[int] = typer.Option(None, "--steps"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     export_only: bool = typer.Option(False, "--export", help="Only write vision.safetensors from the latest checkpoint."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start the ViT from an earlier vision.safetensors."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at",
                                           help="Stop after this step, keeping the --steps LR schedule."),
 ) -> None:
@@ -103,4 +104,6 @@ def pretrain_vision_cmd(
     cfg = VisionPretrainConfig.from_name(preset)
     if steps is not None:
         cfg.steps = steps
+    if init is not None:
+        cfg.init = str(init)
     console.print(f"wrote {run_pretraining(cfg, out, resume=resume, stop_at=stop_at)}")

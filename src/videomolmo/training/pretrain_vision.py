@@ -5,7 +5,10 @@ never learns to ground: the gradient reaching the vision tower is too weak and t
 the tiny ViT is first trained with dense targets on every patch token of the 8x8 grid:
 
 - the colour and the shape of the sprite covering the patch (or background),
-- the offset from the patch centre to that sprite's visible centroid (in patches),
+- the offset from the patch centre to that sprite's visible centroid (in patches), and that
+  centroid's absolute position (fraction of the frame): the LLM then only has to find the
+  patch that matches the query and read its position out, instead of also inferring where
+  a token sits from its place in the sequence (probe 1's "same point for every clip"),
 - the sprite's motion direction (left / right / up / down / still), predicted by a small
   convolutional head from the patch neighbourhood of the current frame's features and the
   mean of the 4 previous frames' features -- exactly what the model's temporal module gets --
@@ -53,8 +56,9 @@ class VisionPretrainConfig:
     warmup: int = 50
     owner_min_fraction: float = 0.10  # of a patch's pixels, for a sprite to own the patch
     seed: int = 0
-    checkpoint_every_s: float = 180.0
+    checkpoint_every_s: float = 90.0
     log_every: int = 10
+    init: str | None = None  # start the ViT from an earlier stage's vision.safetensors
 
     @classmethod
     def from_name(cls, name: str) -> "VisionPretrainConfig":
@@ -89,9 +93,10 @@ def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.n
     shape = np.zeros((T, g, g), np.int64)
     motion = np.full((T, g, g), -1, np.int64)
     offset = np.zeros((T, g, g, 2), np.float32)
+    absolute = np.zeros((T, g, g, 2), np.float32)
     fg = np.zeros((T, g, g), bool)
     if K == 0:
-        return dict(colour=colour, shape=shape, motion=motion, offset=offset, fg=fg)
+        return dict(colour=colour, shape=shape, motion=motion, offset=offset, absolute=absolute, fg=fg)
     counts = clip.masks[:, :, : g * patch, : g * patch].reshape(K, T, g, patch, g, patch).sum((3, 5))
     owner = counts.argmax(0)  # (T, g, g)
     own = counts.max(0) >= min_fraction * patch * patch
@@ -108,8 +113,9 @@ def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.n
             motion[t, ys, xs] = MOTIONS.index(sp.motion)
             offset[t, ys, xs, 0] = (p[0] - centres[xs]) / patch
             offset[t, ys, xs, 1] = (p[1] - centres[ys]) / patch
+            absolute[t, ys, xs] = (p[0] / W, p[1] / H)
             fg[t, ys, xs] = True
-    return dict(colour=colour, shape=shape, motion=motion, offset=offset, fg=fg)
+    return dict(colour=colour, shape=shape, motion=motion, offset=offset, absolute=absolute, fg=fg)
 
 
 class DenseHeads(nn.Module):
@@ -119,7 +125,7 @@ class DenseHeads(nn.Module):
         super().__init__()
         self.context = context
         self.norm = nn.LayerNorm(dim)
-        self.static = nn.Linear(dim, len(COLOURS) + 1 + len(SHAPES) + 1 + 2)
+        self.static = nn.Linear(dim, len(COLOURS) + 1 + len(SHAPES) + 1 + 4)
         self.motion = nn.Sequential(
             nn.Conv2d(dim * 2, 128, kernel_size=5, padding=2), nn.GELU(),
             nn.Conv2d(128, len(MOTIONS), kernel_size=1))
@@ -166,9 +172,13 @@ def _losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int, contex
     lc = F.cross_entropy(static[..., :nc].reshape(-1, nc), tgt["colour"].reshape(-1))
     ls = F.cross_entropy(static[..., nc:nc + ns].reshape(-1, ns), tgt["shape"].reshape(-1))
     fg = tgt["fg"]
-    off = static[..., nc + ns:]
+    off = static[..., nc + ns:nc + ns + 2]
+    ab = static[..., nc + ns + 2:]
     lo = (F.smooth_l1_loss(off[fg], tgt["offset"][fg], beta=0.25) if fg.any()
           else off.sum() * 0)
+    # Absolute position in units of patches (x grid) so its scale matches the offset's.
+    la = (F.smooth_l1_loss(ab[fg] * grid, tgt["absolute"][fg] * grid, beta=0.25) if fg.any()
+          else ab.sum() * 0)
     mt = tgt["motion"][:, context:]
     mfg = mt >= 0
     lm = (F.cross_entropy(motion[mfg], mt[mfg]) if mfg.any() else motion.sum() * 0)
@@ -178,9 +188,11 @@ def _losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int, contex
             "shape_acc_fg": (static[..., nc:nc + ns].argmax(-1) == tgt["shape"])[fg].float().mean().item(),
             "motion_acc_fg": (motion.argmax(-1) == mt)[mfg].float().mean().item() if mfg.any() else float("nan"),
             "offset_err_px": ((off[fg] - tgt["offset"][fg]).norm(dim=-1).mean().item() * 14) if fg.any() else float("nan"),
+            "absolute_err_px": ((ab[fg] - tgt["absolute"][fg]).norm(dim=-1).mean().item() * grid * 14) if fg.any() else float("nan"),
         }
-    return lc + ls + 2.0 * lo + lm, {"loss_colour": lc.item(), "loss_shape": ls.item(),
-                                     "loss_offset": lo.item(), "loss_motion": lm.item(), **acc}
+    return lc + ls + 2.0 * lo + 2.0 * la + lm, {
+        "loss_colour": lc.item(), "loss_shape": ls.item(), "loss_offset": lo.item(),
+        "loss_absolute": la.item(), "loss_motion": lm.item(), **acc}
 
 
 def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = True,
@@ -200,6 +212,9 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     vit = build_vision(cfg.vision)
+    if cfg.init:
+        from safetensors.torch import load_file
+        vit.load_state_dict(load_file(cfg.init))
     heads = DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-6,
