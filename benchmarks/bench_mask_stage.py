@@ -117,7 +117,9 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
     def add(name: str, t: int, mask: np.ndarray) -> None:
         scores.setdefault(name, []).append(scorer(t, mask))
 
-    from videomolmo.fusion import strategy_names
+    from videomolmo.fusion import fuse, mask_iou, strategy_names
+
+    diag: list[dict] = []
 
     timing = {}
     for k in (5,) + tuple(x for x in args.ks if x != 5):
@@ -139,6 +141,17 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
             for s in strategies:
                 for t, m in fuse_segment(seg, s, 0.7):
                     add(f"k={k} {s} tau=0.7", t, m)
+            if k == 5 and seg.backward is not None:
+                # Why does a strategy win? Per in-between frame: which branch of `fuse` fired
+                # and how good each side was.
+                for j, (f, b) in enumerate(zip(seg.forward, seg.backward)):
+                    t = seg.start + 1 + j
+                    branch = "one side empty" if not (f.any() and b.any()) else (
+                        "intersection" if mask_iou(f, b) >= 0.7 else "union")
+                    near = f if (t - seg.start) <= (seg.end - t) else b
+                    diag.append({"branch": branch, "J_forward": scorer(t, f)[0], "J_backward": scorer(t, b)[0],
+                                 "J_fused": scorer(t, fuse(f, b, 0.7) if f.any() or b.any() else f)[0],
+                                 "J_nearest": scorer(t, near)[0], "iou_sides": mask_iou(f, b)})
             if k == 5:
                 for tau in TAUS:
                     for t, m in fuse_segment(seg, "bidirectional", tau):
@@ -149,7 +162,7 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
     h, w = gts[0].shape
     yy, xx = np.mgrid[0:h, 0:w]
     for r in DISK_RADII:
-        for k in (1, 5):
+        for k in sorted({1, 5} & set(args.ks)):
             anchors = list(range(0, n, k))
             for t in range(n):
                 a = min(anchors, key=lambda a: (abs(a - t), a))
@@ -160,6 +173,7 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
     return {
         "frames": n,
         "timing": timing,
+        "fusion_diagnostics": diag,
         "scores": {
             name: {"J": float(np.mean([j for j, _ in v])), "F": float(np.mean([f for _, f in v]))}
             for name, v in scores.items()
@@ -185,7 +199,14 @@ def summarise(results: dict) -> dict:
     frames = sum(results[s]["frames"] for s in seqs)
     wall = sum(results[s]["timing"]["wall_s_per_frame"] * results[s]["frames"] for s in seqs) / frames
     cpu = sum(results[s]["timing"]["cpu_s_per_frame"] * results[s]["frames"] for s in seqs) / frames
-    return {"sequences": seqs, "frames": frames, "k5_wall_s_per_frame": round(wall, 3),
+    diag = [d for s in seqs for d in results[s].get("fusion_diagnostics", [])]
+    branches = {}
+    for b in sorted({d["branch"] for d in diag}):
+        ds = [d for d in diag if d["branch"] == b]
+        branches[b] = {"frames": len(ds), **{key: round(float(np.mean([d[key] for d in ds])), 4)
+                                              for key in ("J_forward", "J_backward", "J_fused", "J_nearest", "iou_sides")}}
+    return {"sequences": seqs, "frames": frames, "k5_fusion_branches": branches,
+            "k5_wall_s_per_frame": round(wall, 3),
             "k5_cpu_s_per_frame": round(cpu, 3), "table": table}
 
 
@@ -202,6 +223,8 @@ def print_table(summary: dict) -> None:
         a = row["all"]
         print(f"{name:38s} {a['J']:6.3f} {a['F']:6.3f} {a['J&F']:6.3f} | "
               f"{row.get('tuned', {}).get('J&F', float('nan')):6.3f} {row.get('held-out', {}).get('J&F', float('nan')):8.3f}")
+    for b, v in summary.get("k5_fusion_branches", {}).items():
+        print(f"k=5 fuse branch {b!r}: {v}")
     print(f"k=5 mask stage: {summary['k5_wall_s_per_frame']:.3f} s/frame wall, "
           f"{summary['k5_cpu_s_per_frame']:.3f} s/frame CPU ({summary['frames']} frames)")
 
