@@ -143,3 +143,10 @@ def test_presets_and_registry():
     assert set(CPU_PRESETS) >= {"default", "fast", "still"}
     p = get_predictor("cpu", config="fast", work_height=120)
     assert isinstance(p, CpuPredictor) and p.config.work_height == 120 and p.config.refine == "none"
+
+
+def test_init_state_opens_a_frame_folder(small, car):
+    state = small.init_state(str(DATA / "JPEGImages" / "car-shadow"))
+    assert state.extra["n_frames"] == 40
+    with pytest.raises(VideoMolmoError, match="no such video"):
+        small.init_state(str(DATA / "JPEGImages" / "no-such-sequence"))

@@ -349,3 +349,17 @@ def test_each_frame_is_read_about_once():
     list(segment_video(video, {i: [[5, 5]] for i in range(0, 23, 5)}, ReadingPredictor(), k=5))
     assert sorted(set(video.reads)) == list(range(23))
     assert len(video.reads) <= 23 + 1
+
+
+def test_runner_opens_paths(short_video):
+    frames, gts = short_video
+    pred = FakePredictor()
+    global H, W
+    old = H, W
+    H, W = 120, 214
+    try:
+        out = list(segment_video(str(frames), {0: [[10, 10]]}, pred, k=5))
+        out2 = list(segment_video(frames, {0: [[10, 10]]}, FakePredictor(), k=5))
+    finally:
+        H, W = old
+    assert len(out) == len(out2) == 7

@@ -26,7 +26,8 @@ memory is flat in video length; `state.masks` keeps only prompted frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import os
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import cv2
@@ -340,7 +341,11 @@ class CpuPredictor(MaskPredictor):
 
     def init_state(self, video: Any) -> PredictorState:
         """Open a state on a `Video`, a path (via `videomolmo.video.open_video`) or frames."""
-        if isinstance(video, np.ndarray) or isinstance(video, (list, tuple)):
+        if isinstance(video, (str, os.PathLike)):
+            from videomolmo.video import open_video
+
+            frames = open_video(video)
+        elif isinstance(video, np.ndarray) or isinstance(video, (list, tuple)):
             frames = video
             if len(frames) == 0:
                 raise VideoMolmoError("cpu backend: the video has no frames")

@@ -16,6 +16,7 @@ one segment (k frames) of masks and two predictor states at a time.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -90,6 +91,10 @@ def clean_points(points: Prompt, size: tuple[int, int], where: str = "") -> tupl
 
 
 def _open(video: Any) -> Any:
+    if isinstance(video, (str, os.PathLike)):
+        from videomolmo.video import open_video
+
+        return open_video(video)
     if isinstance(video, np.ndarray) or (hasattr(video, "__getitem__") and hasattr(video, "__len__")):
         if len(video) == 0:
             raise VideoMolmoError("the video has no frames")
