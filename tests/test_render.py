@@ -81,7 +81,7 @@ def test_render_writes_mp4_and_sheet_streaming(tmp_path: Path):
     assert res["frames"] == 12
     with av.open(str(tmp_path / "o.mp4")) as c:
         decoded = [fr.to_ndarray(format="rgb24") for fr in c.decode(video=0)]
-    assert len(decoded) == 12 and decoded[0].shape[:2] in ((60, 80), (62, 82))
+    assert len(decoded) == 12 and decoded[0].shape[:2] in ((360, 480), (366, 486))
     from PIL import Image
 
     sheet = np.asarray(Image.open(tmp_path / "s.png"))
