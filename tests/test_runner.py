@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
@@ -193,3 +194,80 @@ def test_summary_tables():
     md = summary.to_markdown(s)
     assert "| overall | 60.0 | 80.0 | 70.0 | 2 |" in md and "MAE" in md
     assert [r["key"] for r in summary.worst(rows, 2)] == ["b/1", "a/0"]
+
+
+def _refdavis_two_objects(root: Path) -> Path:
+    """A flat Ref-DAVIS17 folder: one 3-frame video, objects 1 (left) and 2 (right) in a palette
+    PNG, four expressions per object in ReferFormer's order (exp_id = 4 * object + annotator)."""
+    from PIL import Image
+
+    from videomolmo.masks import write_id_mask
+
+    (root / "JPEGImages" / "v").mkdir(parents=True)
+    ids = np.zeros((20, 40), np.uint8)
+    ids[:, :20] = 1
+    ids[:, 20:] = 2
+    frames = ["00000", "00001", "00002"]
+    for f in frames:
+        Image.fromarray(np.full((20, 40, 3), 128, np.uint8)).save(root / "JPEGImages" / "v" / f"{f}.jpg")
+        write_id_mask(root / "Annotations" / "v" / f"{f}.png", ids)
+    exps = {str(4 * o + a): {"exp": f"object {o + 1} by annotator {a}", "obj_id": str(o + 1)}
+            for o in range(2) for a in range(4)}
+    (root / "meta_expressions.json").write_text(json.dumps({"videos": {"v": {"expressions": exps, "frames": frames}}}))
+    return root
+
+
+class _FakeResult:
+    def __init__(self, mask, n):
+        self.mask, self.n = mask, n
+        self.points = {0: np.array([[5.0, 5.0]])}
+        self.count = 1
+
+    def masks(self):
+        for i in range(self.n):
+            yield i, self.mask
+
+
+class _FakePipe:
+    """Object 1 predicted as columns 0-29 (10 columns too many), object 2 exactly right."""
+
+    def __init__(self, sample):
+        self.obj = int(sample.obj_ids[0])
+
+    def __call__(self, video, query, **kw):
+        m = np.zeros((20, 40), bool)
+        if self.obj == 1:
+            m[:, :30] = True
+        else:
+            m[:, 20:] = True
+        return _FakeResult(m, len(video))
+
+
+
+def test_refdavis_referformer_protocol_scores_the_combined_id_map(tmp_path: Path):
+    from videomolmo.evaluation.runner import Evaluator, load_benchmark
+
+    data = _refdavis_two_objects(tmp_path / "data")
+    ds = load_benchmark("ref-davis17", data)
+    units = make_units("ref-davis17", list(ds))
+    assert [u.key for u in units] == ["v/anno_0", "v/anno_1", "v/anno_2", "v/anno_3"]
+    run = tmp_path / "run"
+    run.mkdir()
+    ev = Evaluator("ref-davis17", run, _FakePipe)
+    st = run_units(run, units, ev.process)
+    assert st.complete
+    rows = {r["key"]: r for r in read_all_rows(run).values()}
+    # Object 1 wins the overlap (lower id, as ReferFormer's argmax): J = 20/30; object 2 keeps
+    # only columns 30-39 of its perfect mask: J = 10/20.
+    for a in range(4):
+        assert rows[f"v/{a}"]["J"] == pytest.approx(20 / 30) and rows[f"v/{a}"]["annotator"] == a
+        assert rows[f"v/{4 + a}"]["J"] == pytest.approx(10 / 20)
+    from PIL import Image
+
+    idmap = np.asarray(Image.open(run / "anno_2" / "v" / "00001.png"))
+    assert (idmap[:, :30] == 1).all() and (idmap[:, 30:] == 2).all()
+    # Per-expression predictions are kept as predicted (the submission layout), not made exclusive.
+    pred = np.asarray(Image.open(run / "predictions" / "v" / "4" / "00000.png")) > 0
+    assert pred[:, 20:].all()
+    s = summary.summarize("ref-davis17", list(rows.values()))
+    assert s["overall"]["masks"]["J"] == pytest.approx(100 * (20 / 30 + 10 / 20) / 2)
