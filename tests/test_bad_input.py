@@ -141,6 +141,11 @@ def test_unicode_query_and_paths_work_for_track_point_count(files, tmp_path):
     assert r.exit_code == 0 and [json.loads(x)["frame"] for x in r.output.splitlines()] == [0, 2, 4]
     r = _run(["count", src, "--query", query, "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["sampled_frames"] == [0, 5]
+    # The Molmo+SAM2 baseline points on the first frame only, unless told to use every k.
+    r = _run(["point", src, "--query", query, "--baseline", "--k", "2"])
+    assert r.exit_code == 0 and [json.loads(x)["frame"] for x in r.output.splitlines()] == [0]
+    r = _run(["point", src, "--query", query, "--baseline", "--every-k", "--k", "2"])
+    assert r.exit_code == 0 and [json.loads(x)["frame"] for x in r.output.splitlines()] == [0, 2, 4]
 
 
 # --------------------------------------------------------------------------- eval

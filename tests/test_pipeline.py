@@ -178,6 +178,13 @@ def test_eval_shards_merge_into_one_summary(synth_root: Path, tmp_path: Path):
     assert sorted(p.name for p in run.glob("rows*.jsonl")) == ["rows.shard-0-of-2.jsonl", "rows.shard-1-of-2.jsonl"]
 
 
+def test_eval_under_torchrun_env_takes_its_rank_as_shard(synth_root: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    base = ["synthetic", "--data", str(synth_root), "--out", str(run), "--pointer", "oracle", "--points-only"]
+    r = runner.invoke(app, ["eval", *base], env={"RANK": "1", "WORLD_SIZE": "3"}, catch_exceptions=False)
+    assert "shard 1/3" in r.output and (run / "rows.shard-1-of-3.jsonl").exists()
+
+
 @pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
 def test_eval_kill_minus_9_then_resume_on_real_data(tmp_path: Path):
     """kill -9 a real `videomolmo eval` mid-run; the rerun finishes with every row exactly once."""
