@@ -353,3 +353,16 @@ def test_pad_embed_without_padding_config_is_named(tiny_molmo):
         load_molmo_checkpoint(d, nopad)
     model = load_molmo_checkpoint(d, nopad, ignore_keys=["model.vision_backbone.pad_embed"])
     assert model.pad_embed is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_quantization_needs_cuda(tiny_molmo, tmp_path):
+    from videomolmo.errors import ConfigError
+    from videomolmo.model.checkpoint import quantize_llm_
+
+    cfg, sd, d = tiny_molmo
+    model = load_molmo_checkpoint(d, cfg)
+    with pytest.raises(ConfigError, match="CUDA"):
+        quantize_llm_(model, "4bit")
+    with pytest.raises(ConfigError, match="8bit"):
+        quantize_llm_(model, "3bit")
