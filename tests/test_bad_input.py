@@ -122,6 +122,7 @@ def test_model_preset_without_weights_and_missing_model(files, tmp_path):
                            "no such checkpoint")
 
 
+@pytest.mark.slow
 def test_unicode_query_and_paths_work_for_track_point_count(files, tmp_path):
     """Unicode is not bad input: a non-ASCII query, file name and output folder all work, and
     the success path writes every file (bundled model, loaded once for the three commands)."""

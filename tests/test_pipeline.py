@@ -185,6 +185,7 @@ def test_eval_under_torchrun_env_takes_its_rank_as_shard(synth_root: Path, tmp_p
     assert "shard 1/3" in r.output and (run / "rows.shard-1-of-3.jsonl").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
 def test_eval_kill_minus_9_then_resume_on_real_data(tmp_path: Path):
     """kill -9 a real `videomolmo eval` mid-run; the rerun finishes with every row exactly once."""

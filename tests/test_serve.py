@@ -21,6 +21,9 @@ DRIVER = shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium / chromedriver not installed"),
     pytest.mark.slow,
+    # gradio's queue calls pandas options that pandas 3 deprecates: not ours to fix.
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting.*"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated.*"),
 ]
 
 
