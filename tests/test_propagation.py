@@ -323,6 +323,10 @@ def test_cli_segment_missing_inputs(short_video, tmp_path):
     pts.write_text('{"0": [[1, 2]]}')
     res = invoke(tmp_path / "no_video", "--points", pts, "--out", tmp_path / "o")
     assert res.exit_code == 2 and "no_video" in res.output
+    empty = tmp_path / "sam2-empty"
+    empty.mkdir()
+    res = invoke(frames, "--points", pts, "--out", tmp_path / "o", "--backend", "sam2", "--sam2", empty)
+    assert res.exit_code == 2 and "no config.json" in res.output
 
 
 def test_each_frame_is_read_about_once():

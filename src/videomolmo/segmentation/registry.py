@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from videomolmo.errors import CheckpointError, ConfigError
@@ -29,8 +28,6 @@ def get_predictor(name: str = "cpu", **kwargs: Any) -> MaskPredictor:
         model_dir = kwargs.pop("model_dir", None)
         if model_dir is None:
             raise CheckpointError("the sam2 backend needs a SAM2 checkpoint directory (--sam2 DIR)")
-        if not Path(model_dir).is_dir():
-            raise CheckpointError(f"{model_dir}: SAM2 checkpoint directory does not exist")
         from videomolmo.segmentation.sam2 import Sam2Predictor
 
         return Sam2Predictor.from_pretrained(model_dir, **kwargs)
