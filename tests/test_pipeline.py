@@ -232,3 +232,31 @@ def test_eval_kill_minus_9_then_resume_on_real_data(tmp_path: Path):
     assert set(summ["overall"]["masks"]["variants"]) == {"anno_0", "anno_1"}
     assert len(list((run / "anno_0" / keep[0]).glob("*.png"))) == 8
     assert not list(run.rglob(".*tmp*")) and not list(run.rglob("*.partial*"))
+
+
+@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@pytest.mark.parametrize("bench,builder", [("ref-davis17", "build_refdavis"), ("ref-youtube-vos", "build_ytvos"),
+                                           ("mevis", "build_mevis"), ("revos", "build_revos"),
+                                           ("reasonvos", "build_reasonvos")])
+def test_eval_reads_every_benchmark_layout(tmp_path: Path, bench: str, builder: str):
+    """Every benchmark's layout goes through `eval` (points only, to stay fast; oracle points
+    where the split has ground truth, the bundled model where it has none)."""
+    import fixtures_data
+
+    root, expected = getattr(fixtures_data, builder)(tmp_path / "data")
+    run = tmp_path / "run"
+    split = ["--split", "train"] if bench == "ref-youtube-vos" else []  # the fixture's GT split
+    r = _eval([bench, "--data", str(root), "--out", str(run), "--pointer", "oracle", "--points-only", *split])
+    assert r.exit_code == 0, r.output
+    summ = json.loads((run / "summary.json").read_text())
+    assert summ["expressions"] == len(expected)
+    keys = {json.loads(x)["key"] for x in (run / "rows.jsonl").read_text().splitlines()}
+    assert keys == {f"{v}/{e}" for v, e in expected}
+    if bench == "ref-youtube-vos":
+        # The official valid split has no ground truth: predictions for the server, no scores.
+        run2 = tmp_path / "valid"
+        r = _eval([bench, "--data", str(root), "--out", str(run2), "--k", "2"])
+        assert r.exit_code == 0, r.output
+        summ = json.loads((run2 / "summary.json").read_text())
+        assert "no ground truth" in summ["note"] and summ["expressions"] == 2
+        assert len(list((run2 / "predictions").rglob("*.png"))) == 2 * len(fixtures_data.YT_FRAMES)
