@@ -32,7 +32,7 @@ def train_cmd(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16"),
     temporal: Optional[str] = typer.Option(None, "--temporal",
                                            help="none | add | concat | cross_attention"),
-    curriculum: Optional[str] = typer.Option(None, "--curriculum", help="probe2 | mix | motion | single"),
+    curriculum: Optional[str] = typer.Option(None, "--curriculum", help="probe2 | short | mix | motion | single"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every"),
@@ -92,6 +92,8 @@ def pretrain_vision_cmd(
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     export_only: bool = typer.Option(False, "--export", help="Only write vision.safetensors from the latest checkpoint."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start the ViT from an earlier vision.safetensors."),
+    sincos: bool = typer.Option(True, "--sincos/--no-sincos",
+                                help="Reset position embeddings to 2-D sin-cos at the start."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at",
                                           help="Stop after this step, keeping the --steps LR schedule."),
 ) -> None:
@@ -106,4 +108,5 @@ def pretrain_vision_cmd(
         cfg.steps = steps
     if init is not None:
         cfg.init = str(init)
+    cfg.sincos_positions = sincos
     console.print(f"wrote {run_pretraining(cfg, out, resume=resume, stop_at=stop_at)}")

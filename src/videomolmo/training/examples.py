@@ -78,10 +78,13 @@ class Curriculum:
 
     @classmethod
     def from_name(cls, name: str) -> "Curriculum":
-        """`probe2` (one sprite for 30% of steps, then the mix), `mix` (the mix from step 0),
+        """`probe2` (one sprite for 30% of steps, then the mix), `short` (one sprite for 10%),
+        `mix` (the mix from step 0),
         `motion` (motion-heavy, for the temporal ablation), `single`."""
         presets = {
             "probe2": cls(),
+            "short": cls([(0.1, {"single": 1.0}),
+                          (1.0, {"few": 0.45, "default": 0.2, "motion": 0.35})]),
             "mix": cls([(1.0, {"few": 0.45, "default": 0.2, "motion": 0.35})]),
             "motion": cls([(1.0, {"motion": 0.7, "few": 0.3})]),
             "single": cls([(1.0, {"single": 1.0})]),

@@ -59,6 +59,10 @@ class VisionPretrainConfig:
     checkpoint_every_s: float = 90.0
     log_every: int = 10
     init: str | None = None  # start the ViT from an earlier stage's vision.safetensors
+    # Overwrite the learned position embeddings with 2-D sin-cos ones at the start: random
+    # N(0, 0.02) ones are drowned by the content and the absolute-position target stalls at
+    # the chance error (~33 px at 112 px) -- yet the LLM needs to read positions out.
+    sincos_positions: bool = True
 
     @classmethod
     def from_name(cls, name: str) -> "VisionPretrainConfig":
@@ -146,6 +150,22 @@ class DenseHeads(nn.Module):
         return static, m.permute(0, 1, 3, 4, 2)
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid*grid, dim) 2-D sin-cos position embeddings, row-major: x in the first half of the
+    channels, y in the second (MAE-style), amplitude 1."""
+    q = dim // 4
+    omega = 1.0 / (10.0 ** (torch.arange(q, dtype=torch.float32) / max(1, q - 1) * 2))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32),
+                            torch.arange(grid, dtype=torch.float32), indexing="ij")
+    def enc(v):
+        a = v.reshape(-1, 1) * omega.reshape(1, -1) * 3.0
+        return torch.cat([a.sin(), a.cos()], dim=1)
+    out = torch.zeros(grid * grid, dim)
+    e = torch.cat([enc(xs), enc(ys)], dim=1)
+    out[:, : e.shape[1]] = e
+    return out
+
+
 def build_vision(vision: dict):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -215,6 +235,12 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     if cfg.init:
         from safetensors.torch import load_file
         vit.load_state_dict(load_file(cfg.init))
+    if cfg.sincos_positions:
+        grid_side = cfg.vision["image_size"] // cfg.vision["patch_size"]
+        with torch.no_grad():
+            pe = vit.embeddings.position_embedding.weight
+            pe.zero_()
+            pe[1:] = sincos_2d(grid_side, pe.shape[1])
     heads = DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-6,
