@@ -185,3 +185,10 @@ def test_serve_bad_options(files):
     _assert_one_line_error(_run(["serve", "--port", "70000"]), "port")
     _assert_one_line_error(_run(["serve", "--max-upload-mb", "0"]), "max-upload-mb")
     _assert_one_line_error(_run(["serve", "--model", files / "not_a_checkpoint"]), "not a checkpoint")
+
+
+def test_sam2_backend_needs_a_checkpoint_dir(files, tmp_path):
+    args = ["track", files / "ok.mp4", "--query", "the dog", "--out", tmp_path / "o", "--mask-backend", "sam2"]
+    _assert_one_line_error(_run(args), "--sam2")
+    _assert_one_line_error(_run(args + ["--sam2", tmp_path / "nope"]), "does not exist")
+    _assert_one_line_error(_run(args[:-2] + ["--mask-backend", "magic"]), "unknown mask backend")

@@ -91,6 +91,14 @@ class PipelineConfig:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
 
 
+def pipeline_preset(name: str) -> PipelineConfig:
+    """A named inference setting: "videomolmo" (paper defaults) or "molmo-sam2" (the baseline)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown pipeline preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
 PRESETS: dict[str, PipelineConfig] = {
     "videomolmo": PipelineConfig(),
     # The paper's Molmo+SAM2 comparison: same weights, temporal module off, first-frame pointing.
@@ -397,6 +405,10 @@ class PipelineResult:
         atomic_write_text(out / "count.json", json.dumps(self.count_report(), indent=2) + "\n")
         files["count"] = str(out / "count.json")
         return files
+
+    def write_masks(self, out_dir: str | os.PathLike, progress: ProgressFn | None = None) -> dict[str, str]:
+        """Stream the masks to `out_dir/masks/<frame>.png` (plus points.jsonl and count.json)."""
+        return self.save(out_dir, masks=True, overlay=False, progress=progress)
 
     def count_report(self) -> dict:
         return {

@@ -50,7 +50,8 @@ def _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fu
     return Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2, preset=preset, **cfg)
 
 
-def _validate(query: str, k: int, tau: float, l: int, fusion: str = "bidirectional", mask_backend: str = "cpu"):
+def _validate(query: str, k: int, tau: float, l: int, fusion: str = "bidirectional", mask_backend: str = "cpu",
+              sam2: Path | None = None):
     """Fail on bad options before loading a model (which takes seconds)."""
     from videomolmo.errors import ConfigError
     from videomolmo.fusion import get_strategy
@@ -61,6 +62,10 @@ def _validate(query: str, k: int, tau: float, l: int, fusion: str = "bidirection
     get_strategy(fusion)
     if mask_backend not in ("cpu", "sam2"):
         raise ConfigError(f"unknown mask backend {mask_backend!r}; choose one of: cpu, sam2")
+    if mask_backend == "sam2" and sam2 is None:
+        raise ConfigError("--mask-backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder)")
+    if sam2 is not None and not Path(sam2).is_dir():
+        raise ConfigError(f"{sam2}: SAM2 checkpoint directory does not exist")
     return q
 
 
@@ -91,7 +96,7 @@ def track_cmd(
     device: str = typer.Option("cpu", help="torch device for the model."),
 ) -> None:
     """Point at QUERY every k frames, turn the points into masks for every frame, write them out."""
-    q = _validate(query, k, tau, l, fusion, mask_backend)
+    q = _validate(query, k, tau, l, fusion, mask_backend, sam2)
     vid = _open(video)
     out = _check_out(out)
     pipe = _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only)
