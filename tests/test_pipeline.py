@@ -260,3 +260,12 @@ def test_eval_reads_every_benchmark_layout(tmp_path: Path, bench: str, builder: 
         summ = json.loads((run2 / "summary.json").read_text())
         assert "no ground truth" in summ["note"] and summ["expressions"] == 2
         assert len(list((run2 / "predictions").rglob("*.png"))) == 2 * len(fixtures_data.YT_FRAMES)
+
+
+def test_progress_reports_both_stages():
+    seen: dict[str, list[tuple[int, int]]] = {}
+    frames = _box_video(6)
+    pipe = Pipeline(OraclePointer(lambda i: np.asarray(frames[i][..., 0] > 150)), PipelineConfig(k=3))
+    res = pipe(frames, "the red box", progress=lambda s, d, t: seen.setdefault(s, []).append((d, t)))
+    list(res.masks(progress=lambda s, d, t: seen.setdefault(s, []).append((d, t))))
+    assert seen["pointing"][-1] == (2, 2) and seen["masks"][-1] == (6, 6)

@@ -464,19 +464,9 @@ def run_mask_stage(
 
     n = len(video)
     k = n if config.first_frame_only else config.k
-    kwargs: dict[str, Any] = {"k": k, "tau": config.tau, "strategy": config.fusion}
-    if progress is not None:
-        kwargs["progress"] = lambda done, total: progress("masks", done, total)
-    produced = _call_tolerant(segment_video, video, dict(points), predictor, **kwargs)
-    if isinstance(produced, Mapping):
-        produced = sorted(produced.items())
-    count = 0
-    for i, m in produced:
-        if isinstance(m, Mapping):  # {obj_id: mask}: one object per query here; union is the answer
-            vals = [np.asarray(v, dtype=bool) for v in m.values()]
-            m = np.logical_or.reduce(vals) if vals else np.zeros(video_size(video), dtype=bool)
-        count += 1
-        if progress is not None and "progress" not in kwargs:
+    produced = segment_video(video, dict(points), predictor, k=k, tau=config.tau, strategy=config.fusion)
+    for count, (i, m) in enumerate(produced, start=1):
+        if progress is not None:
             progress("masks", count, n)
         yield int(i), np.asarray(m, dtype=bool)
 
