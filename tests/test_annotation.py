@@ -358,3 +358,11 @@ def test_multi_object_expressions_get_one_point_per_object(tmp_path):
     for r in rows:
         x, y = r["point"]
         assert ids[int(y), int(x)] == int(r["obj_id"])
+
+
+def test_a_split_without_ground_truth_is_a_clear_error(tmp_path):
+    ds = _fake_dataset(n_videos=1)
+    for s in ds:
+        s.has_masks = False
+    with pytest.raises(VideoMolmoError, match="no ground-truth masks"):
+        annotate_dataset(ds, DiskPredictor(), tmp_path / "p.jsonl", k=3)
