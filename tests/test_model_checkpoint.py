@@ -366,3 +366,14 @@ def test_quantization_needs_cuda(tiny_molmo, tmp_path):
         quantize_llm_(model, "4bit")
     with pytest.raises(ConfigError, match="8bit"):
         quantize_llm_(model, "3bit")
+
+
+def test_load_in_bf16(tiny_molmo):
+    cfg, sd, d = tiny_molmo
+    model = load_molmo_checkpoint(d, cfg, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    tok, exs = _examples(cfg)
+    ref = reference_logits(sd, cfg, exs[0])
+    ours = model(**collate([exs[0]], tok.pad_token_id)).logits[0].float()
+    # bf16 keeps ~3 significant digits: same answer, not the same bits
+    assert (ours - ref).abs().max() < 0.1 * ref.abs().max()

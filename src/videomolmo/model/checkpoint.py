@@ -179,11 +179,24 @@ def map_molmo_state_dict(keys: Iterable[str], get, cfg: ModelConfig) -> tuple[di
             m = rx.match(key)
             if m:
                 for name, t in fn(m, get(key)):
-                    out[name] = t
+                    out[name] = t.contiguous()
                 break
         else:
             unmapped.append(key)
     return out, unmapped
+
+
+def _getter(reader: ShardReader, device, dtype):
+    """Read one tensor, cast and move it at once, so the peak host memory is the converted model
+    (a 7B fp32 checkpoint loaded as bf16 never exists in fp32 as a whole)."""
+
+    def get(key: str) -> torch.Tensor:
+        t = reader.get(key)
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        return t.to(device)
+
+    return get
 
 
 def _names(keys: list[str], n: int = 6) -> str:
@@ -275,7 +288,7 @@ def load_molmo_checkpoint(directory: str | Path, config: ModelConfig | str = "mo
     _check_hf_config(Path(directory), cfg)
     skip = set(ignore_keys)
     keys = [k for k in reader.keys() if k not in skip]
-    state, unmapped = map_molmo_state_dict(keys, reader.get, cfg)
+    state, unmapped = map_molmo_state_dict(keys, _getter(reader, device, dtype), cfg)
     if unmapped:
         raise CheckpointError(f"{directory}: unexpected weights {_names(unmapped)}")
     if cfg.image_padding_embed == "none" and "pad_embed" in state:
@@ -377,7 +390,8 @@ def from_pretrained(directory: str | Path, *, device: str | torch.device = "cpu"
     """
     cfg = config if config is not None else read_config(directory)
     reader = ShardReader(directory)
-    state = {k: reader.get(k) for k in reader.keys()}
+    get = _getter(reader, device, dtype)
+    state = {k: get(k) for k in reader.keys()}
     model = _build_empty(cfg)
     _load_into(model, state, str(directory))
     model = _finish(model, device, dtype, directory)
