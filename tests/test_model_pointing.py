@@ -96,3 +96,19 @@ def test_loaded_model_carries_its_processor(setup, tmp_path):
     out = point_video(loaded, loaded.processor, video, "the red square", frames=[4], max_new_tokens=8)
     ref = point_video(model, proc, video, "the red square", frames=[4], max_new_tokens=8)
     assert out[0].text == ref[0].text
+
+
+@pytest.mark.parametrize("variant", ["add", "concat"])
+def test_other_temporal_variants_point_like_the_processor_path(variant):
+    cfg = ModelConfig.from_name("test-tiny", temporal=variant)
+    torch.manual_seed(1)
+    model = VideoMolmo(cfg).eval()
+    tok = build_tokenizer(cfg)
+    proc = Processor(cfg, tok)
+    video = np.random.default_rng(2).integers(0, 256, (6, 30, 50, 3), dtype=np.uint8)
+    out = point_video(model, proc, video, "the cat", frames=[1, 5], batch_size=2, max_new_tokens=6)
+    for fp in out:
+        t = fp.frame_idx
+        ex = proc(video[t], list(video[:t]), "the cat")
+        gen = model.generate(collate([ex], tok.pad_token_id), max_new_tokens=6, eos_token_id=tok.eos_token_id)
+        assert tok.decode(gen[0]) == fp.text
