@@ -112,3 +112,18 @@ def test_other_temporal_variants_point_like_the_processor_path(variant):
         ex = proc(video[t], list(video[:t]), "the cat")
         gen = model.generate(collate([ex], tok.pad_token_id), max_new_tokens=6, eos_token_id=tok.eos_token_id)
         assert tok.decode(gen[0]) == fp.text
+
+
+def test_several_queries_share_the_vision_pass(setup):
+    model, tok, proc, video = setup
+    from videomolmo.model import point_video_queries
+
+    model.vision_frames = 0
+    multi = point_video_queries(model, proc, video, ["the red square", "dog", "the red square"], batch_size=4,
+                                max_new_tokens=6)
+    assert model.vision_frames == len(video) + 1
+    assert set(multi) == {"the red square", "dog"}
+    for q in multi:
+        single = point_video(model, proc, video, q, batch_size=3, max_new_tokens=6)
+        assert [f.text for f in multi[q]] == [f.text for f in single]
+        assert [f.frame_idx for f in multi[q]] == list(range(len(video)))

@@ -21,18 +21,19 @@ Small API, in the order a training loop uses it::
 - Checkpoints: `save_pretrained(model, dir)` / `from_pretrained(dir)` (safetensors + config.json);
   `load_molmo_checkpoint(dir, cfg)` maps Molmo / VideoMolmo safetensors shards. Loaded models
   carry `model.processor` / `model.tokenizer` when the tokenizer is available.
-- Videos: `point_video(model, processor, video, query, k=1, l=4, batch_size=8)`.
+- Videos: `point_video(model, processor, video, query, k=1, l=4, batch_size=8)`; several
+  queries sharing one pass of the vision encoder: `point_video_queries(..., queries)`.
 """
 
 from videomolmo.model.checkpoint import from_pretrained, load_molmo_checkpoint, save_pretrained
 from videomolmo.model.config import LLMConfig, ModelConfig, VisionConfig
-from videomolmo.model.pointing import FramePoints, VideoPoints, point_video
+from videomolmo.model.pointing import FramePoints, VideoPoints, point_video, point_video_queries
 from videomolmo.model.preprocess import IGNORE_INDEX, Processor, collate
 from videomolmo.model.tokenizer import ByteTokenizer, build_tokenizer, load_hf_tokenizer
 from videomolmo.model.videomolmo import VideoMolmo, VideoMolmoOutput
 
 __all__ = [
-    "FramePoints", "VideoPoints", "from_pretrained", "load_molmo_checkpoint", "point_video", "save_pretrained",
+    "FramePoints", "VideoPoints", "from_pretrained", "load_molmo_checkpoint", "point_video", "point_video_queries", "save_pretrained",
     "ByteTokenizer", "IGNORE_INDEX", "LLMConfig", "ModelConfig", "Processor", "VideoMolmo",
     "VideoMolmoOutput", "VisionConfig", "build_tokenizer", "collate", "load_hf_tokenizer",
 ]

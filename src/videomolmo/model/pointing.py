@@ -60,17 +60,37 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
         k: sampling stride; `frames` overrides it with explicit indices.
         l: context frames (default: the model's `context_frames`); the raw frames before each
             sampled frame, black frames padding the start.
-        batch_size: frames encoded and generated together (left padding).
+        batch_size: prompts encoded and generated together (left padding).
         temporal: False runs the model without its temporal module (single-frame ablation).
         feature_cache: False re-encodes every context frame for every sampled frame, as
             upstream does (for benchmarks).
         bf16: bfloat16 autocast; default on when the model sits on a CUDA device.
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
-    from videomolmo.points import parse_points
-
     if not isinstance(query, str) or not query.strip():
         raise ConfigError("the query is empty: give a referring expression or question")
+    return point_video_queries(model, processor, video, [query], k=k, l=l, batch_size=batch_size, frames=frames,
+                               temporal=temporal, feature_cache=feature_cache, max_new_tokens=max_new_tokens,
+                               progress=progress, bf16=bf16)[query]
+
+
+def point_video_queries(model, processor, video, queries: Sequence[str], k: int = 1, l: int | None = None,
+                        batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
+                        feature_cache: bool = True, max_new_tokens: int | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        bf16: bool | None = None) -> dict[str, VideoPoints]:
+    """`point_video` for several queries on one video: each frame's features are computed once
+    and shared by all queries (e.g. every expression of a Ref-DAVIS video). Returns
+    `{query: VideoPoints}`; arguments as in `point_video`."""
+    from videomolmo.model.preprocess import collate
+    from videomolmo.points import parse_points
+
+    queries = list(dict.fromkeys(queries))
+    if not queries:
+        raise ConfigError("no queries given")
+    for q in queries:
+        if not isinstance(q, str) or not q.strip():
+            raise ConfigError("the query is empty: give a referring expression or question")
     if int(k) < 1:
         raise ConfigError(f"k (frame stride) must be >= 1, got {k}")
     if int(batch_size) < 1:
@@ -87,28 +107,27 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
         if not 0 <= t < n:
             raise ConfigError(f"frame index {t} outside a {n}-frame video")
     tok = processor.tokenizer
+    # Frames per chunk: enough that one generate call holds ~batch_size prompts.
+    step = max(1, batch_size // len(queries))
     cache: dict[int, torch.Tensor] = {}
-    image_inputs: dict[int, object] = {}
     black: list[torch.Tensor] = []
-    results = VideoPoints()
+    results = {q: VideoPoints() for q in queries}
     was_training = model.training
     model.eval()
     on_cuda = model.device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_cuda if bf16 is None else bf16 and on_cuda) \
         else contextlib.nullcontext()
+    done = 0
     try:
-        for start in range(0, len(targets), batch_size):
-            chunk = targets[start:start + batch_size]
-            frames_np = {}
+        for start in range(0, len(targets), step):
+            chunk = targets[start:start + step]
             needed = set(chunk)
             if l:
                 for t in chunk:
                     needed.update(range(max(0, t - l), t))
             to_read = sorted(i for i in needed if i not in cache or i in chunk)
-            for i, fr in vid.iter_frames(to_read):
-                frames_np[i] = fr
-            for t in chunk:
-                image_inputs[t] = processor.encode_image(frames_np[t])
+            frames_np = dict(vid.iter_frames(to_read))
+            image_inputs = {t: processor.encode_image(frames_np[t]) for t in chunk}
             with torch.no_grad(), autocast:
                 if feature_cache:
                     _encode_missing(model, processor, frames_np, image_inputs, cache, sorted(needed))
@@ -127,28 +146,34 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
                             stack = [cache[i] if i >= 0 else black[0] for i in prev]
                         else:  # upstream: re-encode the l previous frames for every frame
                             real = [i for i in prev if i >= 0]
-                            enc = _encode_list(model, [processor.encode_image(frames_np[i]).crops for i in real]) if real else []
-                            stack = [black[0]] * (l - len(real)) + list(enc)
+                            enc = list(_encode_list(model, [processor.encode_image(frames_np[i]).crops
+                                                            for i in real])) if real else []
+                            stack = [black[0]] * (l - len(real)) + enc
                         ctx_feats.append(torch.stack(stack).mean(0))
                     ctx_feats = torch.stack(ctx_feats)
-                from videomolmo.model.preprocess import collate
-
-                exs = [processor(None, None, query, image=image_inputs[t]) for t in chunk]
-                batch = collate(exs, tok.pad_token_id, padding_side="left")
-                gen = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                                     frame_features=feats, context_features=ctx_feats, use_temporal=bool(l))
-            for t, ids in zip(chunk, gen):
-                text = tok.decode(ids)
-                h, w = frames_np[t].shape[:2]
-                results.append(FramePoints(t, text, parse_points(text, w, h)))
-                image_inputs.pop(t, None)
+                pairs = [(j, q) for q in queries for j in range(len(chunk))]
+                for s in range(0, len(pairs), batch_size):
+                    sub = pairs[s:s + batch_size]
+                    rows = torch.tensor([j for j, _ in sub])
+                    exs = [processor(None, None, q, image=image_inputs[chunk[j]]) for j, q in sub]
+                    batch = collate(exs, tok.pad_token_id, padding_side="left")
+                    gen = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                         frame_features=feats[rows],
+                                         context_features=ctx_feats[rows] if ctx_feats is not None else None,
+                                         use_temporal=bool(l))
+                    for (j, q), ids in zip(sub, gen):
+                        t = chunk[j]
+                        text = tok.decode(ids)
+                        h, w = frames_np[t].shape[:2]
+                        results[q].append(FramePoints(t, text, parse_points(text, w, h)))
             if feature_cache:
                 # Keep only what later frames can still use as context.
-                nxt = targets[start + batch_size] if start + batch_size < len(targets) else n
+                nxt = targets[start + step] if start + step < len(targets) else n
                 for i in [i for i in cache if i < nxt - l]:
                     del cache[i]
+            done += len(chunk)
             if progress is not None:
-                progress(len(results), len(targets))
+                progress(done, len(targets))
     finally:
         model.train(was_training)
     return results
