@@ -131,6 +131,8 @@ class Processor:
     - `answer`: target text (e.g. Molmo point text) for training; a leading space is added if
       missing, as Molmo's answers start with one, and EOS is appended. Only answer + EOS
       tokens get labels; everything else is -100.
+    - `image`: `encode_image(frame)` computed earlier (reused, not recomputed); with
+      `frame=None` no context crops are built (callers then pass context features).
     Returns a dict of numpy arrays: `input_ids`, `labels`, `images`, `image_masks`,
     `image_input_idx`, `context_images` (l, n_crops, 3, S, S) when the model has a temporal
     module, and `context_input_idx` for the `concat` variant (the context block's tokens).
