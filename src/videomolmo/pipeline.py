@@ -378,10 +378,14 @@ class PipelineResult:
             if masks:
                 tmp_masks.mkdir()
 
+            # Mask files are named after the input frames (a DAVIS folder keeps its names).
+            names = getattr(self.video, "frame_names", None)
+
             def stream():
                 for i, m in self.masks(progress):
                     if masks:
-                        write_mask_png(tmp_masks / f"{i:05d}.png", m)
+                        stem = Path(str(names[i])).stem if names is not None else f"{i:05d}"
+                        write_mask_png(tmp_masks / f"{stem}.png", m)
                     yield render.OverlayFrame(self.video[i], i, m, self.points.get(i))
 
             try:
