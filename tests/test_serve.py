@@ -165,3 +165,21 @@ def test_oversized_upload_is_refused(server, browser, tmp_path):
     upload.send_keys(str(big))
     text = _error_text(browser, wait).lower()
     assert "max" in text or "size" in text or "mb" in text, text
+
+
+def test_bundled_synthetic_example_runs(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    cell = wait.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "table td, button")
+                                      if "synthetic-0" in e.text), False))
+    cell.click()
+    wait.until(lambda d: "synthetic-0" in d.find_element(By.ID, "video-in").text)
+    query = browser.find_element(By.CSS_SELECTOR, "#query-in textarea, #query-in input").get_attribute("value")
+    assert query.strip()
+    browser.find_element(By.ID, "run-btn").click()
+    video = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#overlay-out video"))
+    assert video.get_attribute("src")
