@@ -111,6 +111,22 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
             points[t] = None if p is None else np.asarray(p, float)[None]
     points = {t: p for t, p in points.items() if p is not None}
 
+    if args.oracle_anchors:
+        # Diagnostic: the anchors get the ground-truth mask instead of the backend's point ->
+        # mask, so only propagation and fusion are measured (what a perfect point -> mask
+        # step, e.g. a strong SAM2, would give the fusion rule to work with).
+        import cv2
+
+        def oracle_add_points(state, frame_idx, obj_id, pts, labels=None):
+            gt = gts[frame_idx]
+            small = predictor._small(frames[frame_idx])[0]
+            sm = cv2.resize(gt.astype(np.uint8), (small.shape[1], small.shape[0]),
+                            interpolation=cv2.INTER_NEAREST) > 0
+            state.prompts.setdefault(frame_idx, {})[obj_id] = (np.asarray(pts, float), np.ones(len(pts), int))
+            state.masks.setdefault(frame_idx, {})[obj_id] = sm
+            return gt.copy()
+
+        predictor.add_points = oracle_add_points
     cache = make_caching(predictor)
     scores: dict[str, list[tuple[float, float]]] = {}
 
@@ -237,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seqs", default=None, help="comma-separated sequences (default: all six)")
     ap.add_argument("--ks", default=",".join(map(str, KS)))
     ap.add_argument("--preset", default="default", help="CPU backend preset")
+    ap.add_argument("--oracle-anchors", action="store_true",
+                    help="diagnostic: ground-truth masks at the anchors (measures propagation + fusion only)")
     args = ap.parse_args(argv)
     args.ks = tuple(int(x) for x in args.ks.split(","))
     if not DATA.is_dir():
@@ -250,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     seqs = args.seqs.split(",") if args.seqs else sorted(p.name for p in (DATA / "JPEGImages").iterdir())
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
-    settings = {"points": args.points, "candidates": args.candidates, "preset": args.preset, "ks": list(args.ks)}
-    if doc.get("settings", settings) != settings:
+    settings = {"points": args.points, "candidates": args.candidates, "preset": args.preset, "ks": list(args.ks),
+                "oracle_anchors": args.oracle_anchors}
+    if {"oracle_anchors": False, **doc.get("settings", settings)} != settings:
         print(f"{args.out} holds results for other settings {doc['settings']}; use another --out", file=sys.stderr)
         return 1
     doc["settings"] = settings
