@@ -192,3 +192,4 @@ def test_sam2_backend_needs_a_checkpoint_dir(files, tmp_path):
     _assert_one_line_error(_run(args), "--sam2")
     _assert_one_line_error(_run(args + ["--sam2", tmp_path / "nope"]), "does not exist")
     _assert_one_line_error(_run(args[:-2] + ["--mask-backend", "magic"]), "unknown mask backend")
+

@@ -269,3 +269,17 @@ def test_progress_reports_both_stages():
     res = pipe(frames, "the red box", progress=lambda s, d, t: seen.setdefault(s, []).append((d, t)))
     list(res.masks(progress=lambda s, d, t: seen.setdefault(s, []).append((d, t))))
     assert seen["pointing"][-1] == (2, 2) and seen["masks"][-1] == (6, 6)
+
+
+def test_serve_prunes_old_result_folders(tmp_path):
+    import os
+    import time
+
+    from videomolmo.serve import prune_runs
+
+    for i in range(5):
+        d = tmp_path / f"run-{i}"
+        d.mkdir()
+        os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
+    prune_runs(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-3", "run-4"]

@@ -30,6 +30,7 @@ class DemoConfig:
 
     max_upload_mb: float = 200.0
     max_frames: int = 3000  # a 2-minute clip at 25 fps; longer uploads are refused, not truncated
+    keep_runs: int = 20  # result folders kept on disk; older ones are deleted (a server runs for days)
     k: int = 5
     tau: float = 0.7
     examples: int = 2
@@ -114,12 +115,20 @@ def run_query(pipeline, video_path, query: str, k: int, tau: float, config: Demo
             progress(base + span * done / total, f"{stage} {done}/{total}")
 
     result = pipeline(video, q, k=int(k), tau=float(tau), progress=prog)
+    prune_runs(work_dir, config.keep_runs - 1)
     out = Path(tempfile.mkdtemp(prefix="run-", dir=work_dir))
     files = result.save(out, masks=False, overlay=True, progress=prog)
     counts = result.counts
     per_frame = ", ".join(f"#{i}: {c}" for i, c in counts.items())
     count_text = f"{result.count} (per sampled frame: {per_frame})"
     return files["overlay"], points_table(result), count_text
+
+
+def prune_runs(work_dir: Path, keep: int) -> None:
+    """Delete all but the `keep` newest result folders (gradio has its own copy of each output)."""
+    runs = sorted(Path(work_dir).glob("run-*"), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_demo(pipeline_factory: Callable[[], Any], config: DemoConfig | None = None):
@@ -155,7 +164,8 @@ def build_demo(pipeline_factory: Callable[[], Any], config: DemoConfig | None = 
     except Exception:  # the page still works without examples (e.g. synth missing)
         examples = []
 
-    with gr.Blocks(title=config.title) as demo:
+    # delete_cache: gradio's own copies of uploads and outputs older than a day go, hourly.
+    with gr.Blocks(title=config.title, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"## {config.title}\nUpload a video, say what to point at, press **Track**.")
         with gr.Row():
             with gr.Column():
