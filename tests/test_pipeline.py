@@ -104,8 +104,9 @@ def test_pipeline_streams_masks_and_saves_everything(tmp_path: Path):
         assert not m[5, 5]
     files = res.save(tmp_path / "out")
     out = tmp_path / "out"
-    lines = [json.loads(x) for x in (out / "points.jsonl").read_text().splitlines()]
-    assert [x["frame"] for x in lines] == [0, 5, 10] and lines[1]["points"] == [[30.0, 30.0]]
+    # upstream's points.jsonl: one object, frame index -> list of [x, y] pixels
+    pts_file = json.loads((out / "points.jsonl").read_text())
+    assert list(pts_file) == ["0", "5", "10"] and pts_file["5"] == [[30.0, 30.0]]
     assert len(list((out / "masks").glob("*.png"))) == 12
     assert (out / "overlay.mp4").stat().st_size > 0 and set(files) == {"points", "count", "masks", "overlay"}
     assert json.loads((out / "count.json").read_text())["count"] == 1

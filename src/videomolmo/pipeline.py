@@ -340,16 +340,11 @@ class PipelineResult:
         yield from run_mask_stage(self.video, self.points, self.predictor_factory(), self.config, progress)
 
     def points_jsonl(self) -> str:
-        """`points.jsonl` text: one line per sampled frame, {"frame": i, "points": [[x, y], ...]}."""
-        h, w = self.size
-        lines = []
-        for i, p in sorted(self.points.items()):
-            lines.append(json.dumps({
-                "frame": int(i),
-                "points": [[round(float(x), 2), round(float(y), 2)] for x, y in p],
-                "count": len(distinct_points(p, w, h)),
-            }))
-        return "\n".join(lines) + ("\n" if lines else "")
+        """`points.jsonl` text in upstream VideoMolmo's format: one JSON object on one line mapping
+        each sampled frame index (a string key, in frame order) to its list of [x, y] pixels,
+        e.g. ``{"0": [[412.5, 210.0]], "5": [], ...}``. Counts go to `count.json`."""
+        return json.dumps({str(int(i)): [[round(float(x), 2), round(float(y), 2)] for x, y in p]
+                           for i, p in sorted(self.points.items())}) + "\n"
 
     def save(
         self,

@@ -120,7 +120,7 @@ def point_cmd(
     l: int = typer.Option(4, help="Context frames of the temporal module."),
     device: str = typer.Option("cpu", help="torch device for the model."),
 ) -> None:
-    """Points only (no masks): one JSON line per sampled frame with its (x, y) pixel points."""
+    """Points only (no masks): frame index -> list of (x, y) pixels, as upstream's points.jsonl."""
     q = _validate(query, k, 0.5, l)
     vid = _open(video)
     if out is not None:
