@@ -284,3 +284,23 @@ def test_serve_prunes_old_result_folders(tmp_path):
         os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
     prune_runs(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-3", "run-4"]
+
+
+def test_track_from_a_points_file_runs_stage_2_only(tmp_path: Path):
+    from videomolmo.video import write_video
+
+    clip = tmp_path / "box.mp4"
+    write_video(clip, _box_video(10), fps=10)
+    pts = tmp_path / "points.jsonl"
+    pts.write_text(json.dumps({"0": [[20.0, 30.0]], "5": [[30.0, 30.0]]}) + "\n")
+    r = runner.invoke(app, ["track", str(clip), "--query", "the red box", "--points", str(pts),
+                            "--out", str(tmp_path / "out"), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "out" / "points.jsonl").read_text()) == json.loads(pts.read_text())
+    assert len(list((tmp_path / "out" / "masks").glob("*.png"))) == 10
+    # Points off the anchor grid, or not a points file: one-line errors.
+    r = runner.invoke(app, ["track", str(clip), "-q", "x", "--points", str(pts), "--k", "3", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "not a multiple of --k" in r.output
+    pts.write_text("[1, 2]")
+    r = runner.invoke(app, ["track", str(clip), "-q", "x", "--points", str(pts), "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "expected a JSON object" in r.output

@@ -171,6 +171,32 @@ class StaticPointer(Pointer):
         return {i: self._points.get(i, np.zeros((0, 2))).copy() for i in frames}
 
 
+def read_points_file(path: str | os.PathLike) -> dict[int, np.ndarray]:
+    """Read a `points.jsonl` (upstream format: one JSON object, frame index -> [[x, y], ...]).
+
+    Bad files raise `ConfigError` naming the file and the problem."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: points file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{p}: not a JSON points file ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{p}: expected a JSON object mapping frame index to [[x, y], ...]")
+    out: dict[int, np.ndarray] = {}
+    for key, pts in data.items():
+        try:
+            i = int(key)
+            arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{p}: frame {key!r}: expected an integer frame index and [[x, y], ...]") from None
+        if i < 0 or not np.isfinite(arr).all():
+            raise ConfigError(f"{p}: frame {key!r}: negative index or non-finite coordinates")
+        out[i] = arr
+    return out
+
+
 def interior_points(mask: np.ndarray, min_fraction: float = 0.05) -> np.ndarray:
     """One point per connected region of `mask`: its most interior pixel (distance-transform
     maximum), which always lies inside the region even for thin or concave shapes. Regions

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from videomolmo.cli.app import command, console, err_console
+from videomolmo.errors import ConfigError
 
 _MODEL_HELP = "Checkpoint folder (default: the bundled CPU model)."
 _PRESET_HELP = "Architecture preset when --model is an upstream Molmo/VideoMolmo shard folder (e.g. videomolmo-7b)."
@@ -69,6 +70,18 @@ def _validate(query: str, k: int, tau: float, l: int, fusion: str = "bidirection
     return q
 
 
+def _read_points(path: Path, k: int) -> dict:
+    """Points from a file; its frames must be anchors (multiples of k), where stage 2 uses them."""
+    from videomolmo.pipeline import read_points_file
+
+    pts = read_points_file(path)
+    off = sorted(i for i in pts if i % k)
+    if off:
+        raise ConfigError(f"{path}: points on frame {off[0]}, which is not a multiple of --k {k}; "
+                          "pass the --k the points were made with")
+    return pts
+
+
 def _open(video: Path):
     from videomolmo.pipeline import open_any_video
 
@@ -82,6 +95,8 @@ def track_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: points.jsonl, count.json, masks/, overlay.mp4."),
     model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
     preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    points: Optional[Path] = typer.Option(None, "--points",
+                                          help="Skip stage 1: masks from a points.jsonl (e.g. from `videomolmo point`)."),
     baseline: bool = typer.Option(False, "--baseline", help=_BASELINE_HELP),
     first_frame_only: Optional[bool] = typer.Option(None, "--first-frame-only/--every-k",
                                                     help="Point on frame 0 only (baseline default) or every k frames."),
@@ -97,9 +112,19 @@ def track_cmd(
 ) -> None:
     """Point at QUERY every k frames, turn the points into masks for every frame, write them out."""
     q = _validate(query, k, tau, l, fusion, mask_backend, sam2)
+    given = _read_points(points, k) if points is not None else None
     vid = _open(video)
     out = _check_out(out)
-    pipe = _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only)
+    if given is not None:
+        from videomolmo.pipeline import Pipeline, PipelineConfig, StaticPointer
+
+        bad = [i for i in given if i >= len(vid)]
+        if bad:
+            raise ConfigError(f"{points}: frame {bad[0]} is beyond the video ({len(vid)} frames)")
+        pipe = Pipeline(StaticPointer(given), PipelineConfig(k=k, tau=tau, l=l, mask_backend=mask_backend,
+                                                             fusion=fusion), sam2=sam2, device=device)
+    else:
+        pipe = _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only)
     with _progress_bar() as bar:
         res = pipe(vid, q, progress=_Stages(bar))
         files = res.save(out, masks=masks, overlay=overlay, progress=_Stages(bar))
