@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DAVIS = ROOT / ".." / "shared" / "data" / "davis16-mini"
