@@ -145,3 +145,26 @@ def test_bad_config_is_one_line_error(tmp_path):
     assert r.exit_code == 2 and "fp8" in r.output
     r = CliRunner().invoke(app, ["train", "--out", str(tmp_path), "--preset", "test", "--data", str(tmp_path / "nope")])
     assert r.exit_code == 2
+
+
+def test_dense_targets_and_vision_pretraining(tmp_path):
+    from safetensors.torch import load_file
+
+    from videomolmo.synth import COLOURS
+    from videomolmo.training.pretrain_vision import VisionPretrainConfig, dense_targets, run_pretraining
+
+    clip = generate_clip(clip_rng(0, "train", 1), SynthConfig(frames=5))
+    tg = dense_targets(clip, 14, 0.1)
+    assert tg["colour"].shape == (5, 8, 8) and tg["fg"].any()
+    names = list(COLOURS)
+    for t, y, x in zip(*np.nonzero(tg["fg"])):
+        c = names[tg["colour"][t, y, x] - 1]
+        assert c in {s.colour for s in clip.sprites}
+        assert 0 <= tg["absolute"][t, y, x, 0] <= 1
+    assert (tg["motion"][~tg["fg"]] == -1).all()
+    cfg = VisionPretrainConfig.from_name("test")
+    path = run_pretraining(cfg, tmp_path / "pv", progress=False)
+    state = load_file(str(path))
+    assert "embeddings.position_embedding.weight" in state
+    # The exported ViT loads into the model's vision tower of a matching config.
+    assert (tmp_path / "pv" / "vision_config.json").is_file()

@@ -94,6 +94,8 @@ def pretrain_vision_cmd(
     init: Optional[Path] = typer.Option(None, "--init", help="Start the ViT from an earlier vision.safetensors."),
     sincos: bool = typer.Option(True, "--sincos/--no-sincos",
                                 help="Reset position embeddings to 2-D sin-cos at the start."),
+    absolute: bool = typer.Option(True, "--absolute/--no-absolute",
+                                  help="Train the absolute-centroid head too."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at",
                                           help="Stop after this step, keeping the --steps LR schedule."),
 ) -> None:
@@ -109,4 +111,5 @@ def pretrain_vision_cmd(
     if init is not None:
         cfg.init = str(init)
     cfg.sincos_positions = sincos
+    cfg.absolute_target = absolute
     console.print(f"wrote {run_pretraining(cfg, out, resume=resume, stop_at=stop_at)}")

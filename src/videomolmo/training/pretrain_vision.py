@@ -63,6 +63,7 @@ class VisionPretrainConfig:
     # N(0, 0.02) ones are drowned by the content and the absolute-position target stalls at
     # the chance error (~33 px at 112 px) -- yet the LLM needs to read positions out.
     sincos_positions: bool = True
+    absolute_target: bool = True  # the absolute-centroid head (False reproduces stage 1)
 
     @classmethod
     def from_name(cls, name: str) -> "VisionPretrainConfig":
@@ -125,11 +126,11 @@ def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.n
 class DenseHeads(nn.Module):
     """Static per-patch heads plus a motion head over (context + 1) frames."""
 
-    def __init__(self, dim: int, context: int):
+    def __init__(self, dim: int, context: int, absolute: bool = True):
         super().__init__()
         self.context = context
         self.norm = nn.LayerNorm(dim)
-        self.static = nn.Linear(dim, len(COLOURS) + 1 + len(SHAPES) + 1 + 4)
+        self.static = nn.Linear(dim, len(COLOURS) + 1 + len(SHAPES) + 1 + (4 if absolute else 2))
         self.motion = nn.Sequential(
             nn.Conv2d(dim * 2, 128, kernel_size=5, padding=2), nn.GELU(),
             nn.Conv2d(128, len(MOTIONS), kernel_size=1))
@@ -197,8 +198,11 @@ def _losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int, contex
     lo = (F.smooth_l1_loss(off[fg], tgt["offset"][fg], beta=0.25) if fg.any()
           else off.sum() * 0)
     # Absolute position in units of patches (x grid) so its scale matches the offset's.
-    la = (F.smooth_l1_loss(ab[fg] * grid, tgt["absolute"][fg] * grid, beta=0.25) if fg.any()
-          else ab.sum() * 0)
+    if ab.shape[-1] == 0:
+        la = off.sum() * 0
+    else:
+        la = (F.smooth_l1_loss(ab[fg] * grid, tgt["absolute"][fg] * grid, beta=0.25) if fg.any()
+              else ab.sum() * 0)
     mt = tgt["motion"][:, context:]
     mfg = mt >= 0
     lm = (F.cross_entropy(motion[mfg], mt[mfg]) if mfg.any() else motion.sum() * 0)
@@ -208,7 +212,8 @@ def _losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int, contex
             "shape_acc_fg": (static[..., nc:nc + ns].argmax(-1) == tgt["shape"])[fg].float().mean().item(),
             "motion_acc_fg": (motion.argmax(-1) == mt)[mfg].float().mean().item() if mfg.any() else float("nan"),
             "offset_err_px": ((off[fg] - tgt["offset"][fg]).norm(dim=-1).mean().item() * 14) if fg.any() else float("nan"),
-            "absolute_err_px": ((ab[fg] - tgt["absolute"][fg]).norm(dim=-1).mean().item() * grid * 14) if fg.any() else float("nan"),
+            "absolute_err_px": ((ab[fg] - tgt["absolute"][fg]).norm(dim=-1).mean().item() * grid * 14)
+            if fg.any() and ab.shape[-1] else float("nan"),
         }
     return lc + ls + 2.0 * lo + 2.0 * la + lm, {
         "loss_colour": lc.item(), "loss_shape": ls.item(), "loss_offset": lo.item(),
@@ -241,7 +246,8 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
             pe = vit.embeddings.position_embedding.weight
             pe.zero_()
             pe[1:] = sincos_2d(grid_side, pe.shape[1])
-    heads = DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context)
+    heads = DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context,
+                       absolute=cfg.absolute_target)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-6,
                             weight_decay=cfg.weight_decay)
