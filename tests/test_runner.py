@@ -271,3 +271,31 @@ def test_refdavis_referformer_protocol_scores_the_combined_id_map(tmp_path: Path
     assert pred[:, 20:].all()
     s = summary.summarize("ref-davis17", list(rows.values()))
     assert s["overall"]["masks"]["J"] == pytest.approx(100 * (20 / 30 + 10 / 20) / 2)
+
+
+class _SwappedPipe(_FakePipe):
+    """Predicts each object exactly, but the other one: the toolkit's matching undoes the swap."""
+
+    def __init__(self, sample):
+        self.obj = 3 - int(sample.obj_ids[0])
+
+    def __call__(self, video, query, **kw):
+        m = np.zeros((20, 40), bool)
+        if self.obj == 1:
+            m[:, :20] = True
+        else:
+            m[:, 20:] = True
+        return _FakeResult(m, len(video))
+
+
+def test_refdavis_matches_objects_like_the_davis_toolkit(tmp_path: Path):
+    from videomolmo.evaluation.runner import Evaluator, load_benchmark
+
+    data = _refdavis_two_objects(tmp_path / "data")
+    units = make_units("ref-davis17", list(load_benchmark("ref-davis17", data)))
+    run = tmp_path / "run"
+    run.mkdir()
+    run_units(run, units, Evaluator("ref-davis17", run, _SwappedPipe).process)
+    rows = read_all_rows(run)
+    assert all(r["J"] == pytest.approx(1.0) for r in rows.values())
+    assert rows["v/0"]["matched_to"] == "4" and rows["v/4"]["matched_to"] == "0"

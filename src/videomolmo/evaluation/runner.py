@@ -563,10 +563,15 @@ class Evaluator:
         return rows
 
     def _score_davis_unit(self, unit: Unit, rows: list[dict]) -> None:
-        """ReferFormer's Ref-DAVIS17 protocol for one (video, annotator) unit: the objects'
-        masks become one id map (on overlap the lower object id wins, as argmax over equal
-        scores does), written to `anno_<a>/<video>/<frame>.png`, and each object is scored on
-        its own id in that map."""
+        """ReferFormer's Ref-DAVIS17 protocol for one (video, annotator) unit.
+
+        The objects' masks become one id map (on overlap the lower object id wins, as argmax over
+        equal scores does), written to `anno_<a>/<video>/<frame>.png` -- the folder ReferFormer
+        hands to the DAVIS-2017 toolkit. That toolkit (task "unsupervised", all frames) scores it
+        by matching ground-truth objects to predicted ids with the Hungarian algorithm on mean
+        J&F; we do the same, so a row's J / F are those of the id its object was matched to."""
+        from scipy.optimize import linear_sum_assignment
+
         from videomolmo.masks import submission_path, write_id_mask
         from videomolmo.metrics import boundary_f, jaccard
 
@@ -574,8 +579,11 @@ class Evaluator:
         anno = davis_annotator(samples[0].exp_id)
         order = sorted(range(len(samples)), key=lambda j: _obj_sort_key(samples[j]))
         first = samples[0]
-        js = [[] for _ in samples]
-        fs = [[] for _ in samples]
+        n = len(samples)
+        scored = [j for j in range(n) if samples[j].has_masks]
+        js = np.zeros((n, n))  # [ground-truth sample j, predicted id rank] summed over frames
+        fs = np.zeros((n, n))
+        frames = 0
         for i, name in enumerate(first.frame_names):
             ids = None
             for rank, j in enumerate(order):
@@ -585,19 +593,23 @@ class Evaluator:
                 ids[(ids == 0) & m] = rank + 1
             assert ids is not None
             write_id_mask(self.run_dir / f"anno_{anno}" / first.video_id / f"{name}.png", ids)
-            for rank, j in enumerate(order):
-                s = samples[j]
-                if not s.has_masks:
-                    continue
-                gt = s.gt_mask(i)
-                pred = ids == rank + 1
-                js[j].append(float(jaccard(gt, pred)))
-                fs[j].append(float(boundary_f(gt, pred)))
-        for j, row in enumerate(rows):
+            for j in scored:
+                gt = samples[j].gt_mask(i)
+                for rank in range(n):
+                    pred = ids == rank + 1
+                    js[j, rank] += float(jaccard(gt, pred))
+                    fs[j, rank] += float(boundary_f(gt, pred))
+            frames += 1
+        for row in rows:
             row["annotator"] = anno
-            if js[j]:
-                jm, fm = float(np.mean(js[j])), float(np.mean(fs[j]))
-                row.update(J=jm, F=fm, JF=(jm + fm) / 2)
+        if not scored or not frames:
+            return
+        js, fs = js / frames, fs / frames
+        gt_idx, pred_rank = linear_sum_assignment(-(js + fs)[scored])
+        for g, r in zip(gt_idx, pred_rank):
+            j = scored[g]
+            rows[j].update(J=float(js[j, r]), F=float(fs[j, r]), JF=float(js[j, r] + fs[j, r]) / 2,
+                           matched_to=samples[order[r]].exp_id)
 
 
 def _obj_sort_key(sample) -> tuple:
