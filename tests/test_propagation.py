@@ -367,3 +367,26 @@ def test_runner_opens_paths(short_video):
     finally:
         H, W = old
     assert len(out) == len(out2) == 7
+
+
+def test_runner_drives_the_sam2_backend(tmp_path):
+    """The runner's protocol (one state per anchor, a backward then a forward walk on it, empty
+    anchors) works with the sam2 backend too (tiny random weights: only the protocol is checked)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import Sam2VideoModel
+
+    from videomolmo.segmentation.registry import get_predictor
+    from videomolmo.segmentation.sam2 import tiny_sam2_config
+
+    torch.manual_seed(0)
+    Sam2VideoModel(tiny_sam2_config(128)).eval().save_pretrained(tmp_path / "tiny")
+    pred = get_predictor("sam2", model_dir=tmp_path / "tiny")
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 60, (12, 48, 64, 3), dtype=np.uint8)
+    for t in range(12):
+        video[t, 10:30, 8 + 2 * t : 28 + 2 * t] = 230
+    out = list(segment_video(video, {0: [[18, 20], [50, 40]], 5: [[28, 20]], 10: []}, pred, k=5))
+    assert [i for i, _ in out] == list(range(12))
+    assert all(m.dtype == bool and m.shape == (48, 64) for _, m in out)
+    assert not out[10][1].any() and not out[11][1].any()  # empty last anchor and its tail
