@@ -150,3 +150,22 @@ def test_init_state_opens_a_frame_folder(small, car):
     assert state.extra["n_frames"] == 40
     with pytest.raises(VideoMolmoError, match="no such video"):
         small.init_state(str(DATA / "JPEGImages" / "no-such-sequence"))
+
+
+def test_motion_vote_needs_the_point_to_move():
+    """A still point gets no motion vote, even with a moving object next to it; a moving point
+    gets the moving region."""
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 255, (120, 160), dtype=np.uint8)
+    background = cv2.GaussianBlur(background, (0, 0), 1.5)
+    patch = cv2.GaussianBlur(rng.integers(0, 255, (30, 30), dtype=np.uint8), (0, 0), 1.5)
+    greys = []
+    for t in range(3):
+        g = background.copy()
+        g[40:70, 20 + 4 * t : 50 + 4 * t] = patch  # a textured patch moving 4 px per frame
+        greys.append(g)
+    p = CpuPredictor()
+    moving = p._motion_vote([greys[1], greys[0], greys[2]], np.array([[35.0, 55.0]]))
+    still = p._motion_vote([greys[1], greys[0], greys[2]], np.array([[120.0, 100.0]]))
+    assert moving is not None and moving[55, 35] and moving.sum() > 300
+    assert still is not None and not still.any()

@@ -4,11 +4,12 @@ Point -> mask (`add_points`, `predict_image`)
     A vote over GrabCut runs seeded with boxes of several sizes around the positive points
     (GrabCut does not know the object's scale, a vote over scales is much steadier than any one
     box). Positive points are hard foreground, negative points hard background. Inside a video
-    (`add_points`) one more voter with double weight is added: the *independent-motion* mask,
+    (`add_points`) one more voter (weight `motion_weight`, 2.5 against 1 per box) is added: the
+    *independent-motion* mask,
     the pixels whose DIS optical flow to frames t +- `motion_gap` departs from the camera's
     motion (a RANSAC homography fitted to the flow field), connected to the point. Objects people
     point at usually move relative to the scene; on the four davis16-mini sequences it was tuned
-    on, this voter lifts the anchor-frame IoU from 0.53 to 0.63. If the point's region does not move
+    on, this voter lifts the anchor-frame IoU from 0.53 to 0.63. If the point itself does not move
     the motion voter is empty and the colour vote decides alone.
     Only the connected components that hold a positive point are kept, holes are filled.
 
@@ -17,8 +18,8 @@ Propagation (`propagate`)
     (backward warping: flow from the new frame to the previous one). `refine="grabcut"` adds a
     GrabCut clean-up confined to a band around the warped mask; it is off by default because
     it measured no better on davis16-mini (J 0.546 vs 0.548 at k=5) at 1.6x the cost: with
-    anchors every few frames, flow drift is small and the anchors' errors dominate. Everything runs at `work_height` pixels and masks are upsampled
-    bilinearly to the frame size.
+    anchors every few frames, flow drift is small and the anchors' errors dominate.
+    Everything runs at `work_height` pixels and masks are upsampled bilinearly to the frame size.
 
 State holds only the previous frame's small grey image and each object's previous mask, so
 memory is flat in video length; `state.masks` keeps only prompted frames.
@@ -66,6 +67,9 @@ class CpuConfig:
         fraction of the mask's equivalent diameter (at least 3 pixels).
     refine_iters: GrabCut iterations of the clean-up.
     point_radius: radius (work pixels) of the hard foreground / background disk at each point.
+    bg_ring: 0 learns GrabCut's background colours from the whole frame; > 0 only from a ring
+        this many box half-sizes wide around each box (faster on large frames, but measured
+        worse on davis16-mini: anchor IoU 0.43 vs 0.60 on blackswan/car-shadow/motocross-jump).
     """
 
     work_height: int = 240
@@ -142,8 +146,11 @@ def _check_points(points: Any, labels: Any, size: tuple[int, int]) -> tuple[np.n
     return pts[ok], lab[ok]
 
 
-def _keep_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """The connected components of `mask` that hold a seed pixel (x, y); the nearest if none does."""
+def _keep_components(mask: np.ndarray, seeds: np.ndarray, adopt_nearest: bool = True) -> np.ndarray:
+    """The connected components of `mask` that hold a seed pixel (x, y).
+
+    A seed outside the mask adopts the nearest component when `adopt_nearest`, else adds nothing.
+    """
     if not mask.any() or len(seeds) == 0:
         return np.zeros_like(mask)
     lab, n = ndi.label(mask)
@@ -152,12 +159,14 @@ def _keep_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     ys = np.clip(seeds[:, 1].astype(int), 0, h - 1)
     ids = set(int(v) for v in lab[ys, xs] if v > 0)
     missing = [(x, y) for x, y, v in zip(xs, ys, lab[ys, xs]) if v == 0]
-    if missing:
+    if missing and adopt_nearest:
         # A seed that fell just outside the mask (thin structures, quantisation) adopts the
         # component nearest to it rather than losing the object.
         _, (iy, ix) = ndi.distance_transform_edt(lab == 0, return_indices=True)
         for x, y in missing:
             ids.add(int(lab[iy[y, x], ix[y, x]]))
+    if not ids:
+        return np.zeros_like(mask)
     keep = np.zeros(n + 1, dtype=bool)
     keep[list(ids)] = True
     keep[0] = False
@@ -312,7 +321,8 @@ class CpuPredictor(MaskPredictor):
             xi, yi = int(x), int(y)
             at.append(r[max(0, yi - 3) : yi + 4, max(0, xi - 3) : xi + 4].mean())
         thr = max(cfg.motion_min_px, cfg.motion_threshold * float(np.mean(at)))
-        return _keep_components(r > thr, pos)
+        # A point on a still region gets no motion vote (not the nearest thing that moves).
+        return _keep_components(r > thr, pos, adopt_nearest=False)
 
     def _point_mask_small(
         self, img: np.ndarray, pos: np.ndarray, neg: np.ndarray, motion: np.ndarray | None
