@@ -245,6 +245,62 @@ def print_table(summary: dict) -> None:
           f"{summary['k5_cpu_s_per_frame']:.3f} s/frame CPU ({summary['frames']} frames)")
 
 
+def _jf(doc: dict | None, name: str, group: str = "all", key: str = "J&F") -> str:
+    if doc is None:
+        return "-"
+    row = doc["summary"]["table"].get(name, {}).get(group)
+    return "-" if row is None else f"{row[key]:.3f}"
+
+
+def markdown_tables(results_dir: Path) -> str:
+    """The BENCHMARKS.md tables from mask_stage{,_annotated,_oracle_anchors}.json."""
+
+    def load(name: str) -> dict | None:
+        path = results_dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    peak, annot, oracle = load("mask_stage"), load("mask_stage_annotated"), load("mask_stage_oracle_anchors")
+    from videomolmo.fusion import STRATEGY_DESCRIPTIONS
+
+    lines = ["| strategy | J (peak) | F (peak) | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) | J&F, GT masks at anchors |",
+             "|---|---|---|---|---|---|---|"]
+    for s, desc in STRATEGY_DESCRIPTIONS.items():
+        n = f"k=5 {s} tau=0.7"
+        lines.append(f"| {s}: {desc} | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | {_jf(peak, n)} | "
+                     f"{_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {_jf(oracle, n)} |")
+    for r in DISK_RADII:
+        n = f"k=5 disk r={r}px"
+        lines.append(f"| disk r = {r} px around the nearest anchor's point | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | "
+                     f"{_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | - |")
+    lines += ["", "| tau | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) | J&F, GT masks at anchors |", "|---|---|---|---|---|"]
+    for tau in TAUS:
+        n = f"k=5 bidirectional tau={tau}"
+        lines.append(f"| {tau} | {_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {_jf(oracle, n)} |")
+    lines += ["", "| k | bidirectional | forward only | nearest | disk r=60 | bidirectional, GT anchors | forward, GT anchors | nearest, GT anchors |",
+              "|---|---|---|---|---|---|---|---|"]
+    for k in KS:
+        cells = [_jf(peak, f"k={k} {s} tau=0.7") for s in ("bidirectional", "forward", "nearest")]
+        cells.append(_jf(peak, f"k={k} disk r=60px"))
+        cells += [_jf(oracle, f"k={k} {s} tau=0.7") for s in ("bidirectional", "forward", "nearest")]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for label, doc in (("peak", peak), ("annot.", annot), ("GT anchors", oracle)):
+        if doc is None:
+            continue
+        sm = doc["summary"]
+        lines.append(f"- {label}: k=5 mask stage {sm['k5_cpu_s_per_frame']:.3f} s/frame CPU, "
+                     f"{sm['k5_wall_s_per_frame']:.3f} s/frame wall; fuse branches: "
+                     + "; ".join(f"{b}: {v['frames']} frames, J fwd {v['J_forward']:.3f} / bwd {v['J_backward']:.3f} / "
+                                 f"fused {v['J_fused']:.3f} / nearest {v['J_nearest']:.3f}, side IoU {v['iou_sides']:.2f}"
+                                 for b, v in sm.get("k5_fusion_branches", {}).items()))
+        per_seq = ", ".join(
+            f"{q} {(r['scores']['k=5 bidirectional tau=0.7']['J'] + r['scores']['k=5 bidirectional tau=0.7']['F']) / 2:.2f}"
+            f" (fwd {(r['scores']['k=5 forward tau=0.7']['J'] + r['scores']['k=5 forward tau=0.7']['F']) / 2:.2f})"
+            for q, r in sorted(doc["sequences"].items()))
+        lines.append(f"  per sequence, bidirectional J&F: {per_seq}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mask_stage.json")
@@ -255,7 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="default", help="CPU backend preset")
     ap.add_argument("--oracle-anchors", action="store_true",
                     help="diagnostic: ground-truth masks at the anchors (measures propagation + fusion only)")
+    ap.add_argument("--tables", action="store_true",
+                    help="print the BENCHMARKS.md tables from the result files next to --out and exit")
     args = ap.parse_args(argv)
+    if args.tables:
+        print(markdown_tables(args.out.parent))
+        return 0
     args.ks = tuple(int(x) for x in args.ks.split(","))
     if not DATA.is_dir():
         print(f"{DATA} not found", file=sys.stderr)
