@@ -32,6 +32,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _default_start_method() -> str:
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
 def _one_thread_per_worker() -> None:
     # N worker processes each running N BLAS / OpenCV / torch threads would oversubscribe the
     # cores N-fold; parallelism comes from the processes.
@@ -80,8 +85,8 @@ def parallel_map(
         workers: process count; None = `default_workers()`.
         description: label of the progress bar (printed on stderr).
         progress: show the progress bar.
-        start_method: multiprocessing start method ("fork", "forkserver", "spawn"); None = the
-            platform default.
+        start_method: multiprocessing start method ("fork", "forkserver", "spawn"); None =
+            forkserver where available, else spawn (never a plain fork: see the comment inside).
 
     Raises:
         ConfigError: `workers` < 1. Whatever `fn` raised, for the first failing item.
@@ -98,7 +103,10 @@ def parallel_map(
                 results[i] = fn(item)
                 bar.advance(task)
             return results
-        ctx = multiprocessing.get_context(start_method)
+        # Forking a parent whose OpenCV / OpenMP thread pools have already run can deadlock the
+        # child on its first call into them (seen here: cv2.setNumThreads hanging in the pool
+        # initializer), so workers start from a fresh interpreter unless asked otherwise.
+        ctx = multiprocessing.get_context(start_method or _default_start_method())
         n_workers = min(n_workers, len(work))
         pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_one_thread_per_worker)
         pending: dict[Future, int] = {}
