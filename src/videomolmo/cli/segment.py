@@ -110,7 +110,7 @@ def segment(
     k: int = typer.Option(5, "--k", help="Anchor spacing: points are used on frames 0, k, 2k, ..."),
     tau: float = typer.Option(0.7, "--tau", help="Fusion IoU threshold: intersect when the two sides agree at least this much, else unite."),
     backend: str = typer.Option("cpu", "--backend", help="Mask backend: cpu (no weights) or sam2."),
-    fusion: str = typer.Option("bidirectional", "--fusion", help="Fusion strategy: bidirectional, forward, prefer-left, prefer-right, intersection, union, larger, smaller, nearest."),
+    fusion: str = typer.Option("bidirectional", "--fusion", help="Fusion strategy: bidirectional, forward, prefer-left, prefer-right, intersection, union, larger, smaller, nearest. With the cpu backend nearest measured best (BENCHMARKS.md)."),
     sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (Hugging Face format) for --backend sam2."),
     cpu_preset: str = typer.Option("default", "--cpu-preset", help="CPU backend preset: default, fast, still."),
     device: str = typer.Option("cpu", "--device", help="Torch device for --backend sam2."),
