@@ -265,7 +265,7 @@ def test_cli_segment_writes_one_png_per_frame(short_video, tmp_path):
     out = tmp_path / "masks"
     res = invoke(frames, "--points", pts, "--out", out, "--k", 5)
     assert res.exit_code == 0, res.output
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.glob("*.png"))
     assert names == [f"{i:05d}.png" for i in range(20, 27)]
     ious = []
     for name, gt in zip(names, gts):
@@ -284,7 +284,19 @@ def test_cli_segment_writes_one_png_per_frame(short_video, tmp_path):
     out2 = tmp_path / "masks2"
     res = invoke(frames, "--points", jl, "--out", out2, "--k", 5, "--fusion", "forward")
     assert res.exit_code == 0, res.output
-    assert len(list(out2.iterdir())) == 7
+    assert len(list(out2.glob("*.png"))) == 7
+
+    # resume: a rerun keeps what is written; a lost mask re-runs only its anchor segment
+    before = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    res = invoke(frames, "--points", pts, "--out", out, "--k", 5)
+    assert res.exit_code == 0 and "0 masks written, 7 kept" in res.output, res.output
+    (out / "00022.png").unlink()
+    res = invoke(frames, "--points", pts, "--out", out, "--k", 5)
+    assert res.exit_code == 0 and "5 masks written, 2 kept" in res.output, res.output
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before
+    # other settings into the same folder are refused, not mixed
+    res = invoke(frames, "--points", pts, "--out", out, "--k", 3)
+    assert res.exit_code == 2 and "other settings" in res.output
 
 
 @pytest.mark.parametrize(
@@ -353,6 +365,19 @@ def test_each_frame_is_read_about_once():
     list(segment_video(video, {i: [[5, 5]] for i in range(0, 23, 5)}, ReadingPredictor(), k=5))
     assert sorted(set(video.reads)) == list(range(23))
     assert len(video.reads) <= 23 + 1
+
+
+def test_skipped_segments_are_not_computed():
+    pts = {0: [[5, 5]], 5: [[9, 5]], 10: [[20, 5]]}
+    full = dict(run(13, pts, 5)[0])
+    pred = FakePredictor()
+    part = dict(segment_video(frames(13), pts, pred, k=5, skip=lambda a, e: a == 5))
+    assert sorted(part) == [0, 1, 2, 3, 4, 10, 11, 12]
+    for t, m in part.items():
+        np.testing.assert_array_equal(m, full[t])
+    # anchors 0 and 5 for the first segment, 10 for the tail: nothing walks segment 5..9
+    assert not any(s == 5 and not rev for s, _, rev in pred.walks)
+    assert not any(s == 10 and rev for s, _, rev in pred.walks)
 
 
 def test_runner_opens_paths(short_video):

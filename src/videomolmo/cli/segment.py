@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -102,6 +104,38 @@ def load_points_file(path: str | Path) -> dict[int, list[list[float]]]:
     return out
 
 
+SETTINGS_FILE = ".videomolmo-segment.json"
+
+
+def _resume(out: Path, settings: dict, names: list[str]):
+    """`skip(start, end)` for segments already written by an interrupted run with the same settings.
+
+    The settings go to `out/.videomolmo-segment.json` (atomically) before any mask is written; a
+    folder holding masks made with other settings is refused rather than mixed.
+    """
+    path = out / SETTINGS_FILE
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old != settings:
+            raise ConfigError(
+                f"{out}: holds masks from a run with other settings ({path.name}); "
+                "use another --out folder or delete that one"
+            )
+    else:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(settings, indent=1))
+        os.replace(tmp, path)
+
+    def skip(start: int, end: int) -> bool:
+        # Each PNG is written atomically, so an existing file is a complete mask.
+        return all((out / f"{names[i]}.png").is_file() for i in range(start, end))
+
+    return skip
+
+
 @command("segment")
 def segment(
     video: Path = typer.Argument(..., help="Video file or folder of frames."),
@@ -116,7 +150,10 @@ def segment(
     device: str = typer.Option("cpu", "--device", help="Torch device for --backend sam2."),
 ) -> None:
     """Turn points at anchor frames into a mask for every frame: masks at anchors 0, k, 2k, ...,
-    propagated forward from each anchor and backward from the next, fused per frame."""
+    propagated forward from each anchor and backward from the next, fused per frame.
+
+    Resumable: rerunning the same command after an interruption skips the anchor segments whose
+    masks are all written."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -150,6 +187,22 @@ def segment(
     names = vid.frame_names
     out.mkdir(parents=True, exist_ok=True)
     used = sum(1 for f in pts if f in anchors)
+    settings = {
+        "video": str(Path(video).resolve()),
+        "frames": n,
+        "points_sha1": hashlib.sha1(json.dumps(sorted(pts.items())).encode()).hexdigest(),
+        "k": k, "tau": tau, "fusion": fusion, "backend": backend,
+        "cpu_preset": cpu_preset if backend == "cpu" else None,
+        "sam2": str(Path(sam2).resolve()) if backend == "sam2" else None,
+    }
+    skip = _resume(out, settings, names)
+    done = [0]
+
+    def skip_segment(start: int, end: int) -> bool:
+        if skip(start, end):
+            done[0] += end - start
+            return True
+        return False
 
     area = 0
     with warnings.catch_warnings(record=True) as caught:
@@ -159,15 +212,19 @@ def segment(
             console=console, transient=False,
         ) as bar:
             task = bar.add_task("segment", total=n)
-            for fi, mask in segment_video(vid, pts, predictor, k=k, tau=tau, strategy=fusion):
+            written = 0
+            for fi, mask in segment_video(vid, pts, predictor, k=k, tau=tau, strategy=fusion, skip=skip_segment):
                 write_mask(out / f"{names[fi]}.png", mask)
                 area += int(np.count_nonzero(mask))
-                bar.advance(task)
+                written += 1
+                bar.update(task, completed=written + done[0])
+            bar.update(task, completed=n)
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+    resumed = f", {done[0]} kept from an earlier run" if done[0] else ""
     console.print(
-        f"{out}: {n} masks written ({backend} backend, {fusion} fusion, k={k}, tau={tau}); "
-        f"points used on {used} of {len(anchors)} anchor frames; mean mask area {area / max(n, 1):.0f} px",
+        f"{out}: {written} masks written{resumed} ({backend} backend, {fusion} fusion, k={k}, tau={tau}); "
+        f"points used on {used} of {len(anchors)} anchor frames; mean mask area {area / max(written, 1):.0f} px",
         highlight=False,
         soft_wrap=True,
     )

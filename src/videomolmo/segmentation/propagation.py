@@ -20,7 +20,7 @@ import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -193,10 +193,13 @@ def iter_segments(
     predictor: MaskPredictor,
     k: int = 5,
     backward: bool = True,
+    skip: Callable[[int, int], bool] | None = None,
 ) -> Iterator[Segment]:
     """The raw material of fusion: per anchor, its mask and the forward/backward candidates.
 
     Benchmarks cache these to sweep fusion strategies and tau without re-running the backend.
+    `skip(start, end)` -> True leaves out the segment of frames start..end-1 without running the
+    backend on it (resuming: a segment depends only on its own two anchors).
     """
     video = _open(video)
     n = len(video)
@@ -227,11 +230,19 @@ def iter_segments(
             stacklevel=2,
         )
 
-    cur = _Anchor(predictor, video, 0, prompts.get(0), shape)
+    cur: _Anchor | None = None
     try:
         for i, a in enumerate(anchors):
             nxt_idx = anchors[i + 1] if i + 1 < len(anchors) else None
             end = nxt_idx if nxt_idx is not None else n
+            if skip is not None and skip(a, end):
+                # Already done (a resumed run): segments only depend on their two anchors.
+                if cur is not None:
+                    cur.close()
+                cur = None
+                continue
+            if cur is None:
+                cur = _Anchor(predictor, video, a, prompts.get(a), shape)
             fwd = cur.walk(end - 1)
             nxt = None
             bwd = None
@@ -239,16 +250,13 @@ def iter_segments(
                 nxt = _Anchor(predictor, video, nxt_idx, prompts.get(nxt_idx), shape)
                 if backward:
                     bwd = nxt.walk(a + 1)[::-1]
-                else:
-                    bwd = None
-            seg = Segment(a, end, cur.mask, fwd, bwd if nxt_idx is not None and backward else None)
+            seg = Segment(a, end, cur.mask, fwd, bwd)
             cur.close()
             yield seg
-            if nxt is None:
-                break
             cur = nxt
     finally:
-        cur.close()
+        if cur is not None:
+            cur.close()
 
 
 def fuse_segment(
@@ -276,6 +284,7 @@ def segment_video(
     k: int = 5,
     tau: float = 0.7,
     strategy: str = "bidirectional",
+    skip: Callable[[int, int], bool] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream `(frame_idx, bool mask)` for every frame of `video`, in frame order.
 
@@ -286,10 +295,12 @@ def segment_video(
     yields an empty mask and an empty side (the other side then decides, per the strategy).
     NaN / out-of-frame points are dropped with a warning; frame indices outside the video, k <= 0,
     tau outside [0, 1] and unknown strategies raise `VideoMolmoError`.
+    `skip(start, end)` -> True leaves out the frames start..end-1 of that anchor's segment (used
+    to resume: the result of the other segments is unchanged).
     """
     if not (0.0 <= float(tau) <= 1.0):
         raise ConfigError(f"tau must be in [0, 1], got {tau}")
     get_strategy(strategy)
     anchor_frames(1, k)
-    for seg in iter_segments(video, points_by_frame, predictor, k=k, backward=needs_backward(strategy)):
+    for seg in iter_segments(video, points_by_frame, predictor, k=k, backward=needs_backward(strategy), skip=skip):
         yield from fuse_segment(seg, strategy, tau)
