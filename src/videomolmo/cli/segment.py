@@ -45,7 +45,7 @@ def _frame_key(key: Any, where: str) -> int:
         fi = int(key)
     except (TypeError, ValueError):
         raise PointsFileError(f"{where}: frame index {key!r} is not an integer") from None
-    if isinstance(key, float) and key != fi or isinstance(key, str) and key.strip() != str(fi):
+    if isinstance(key, float) and key != fi or isinstance(key, str) and not key.strip().lstrip("+-").isdigit():
         raise PointsFileError(f"{where}: frame index {key!r} is not an integer")
     if fi < 0:
         raise PointsFileError(f"{where}: frame index {fi} is negative")
