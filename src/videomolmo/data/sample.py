@@ -19,9 +19,9 @@ from typing import Any, overload
 
 import numpy as np
 
-from videomolmo.errors import DatasetError, MaskError, VideoError
+from videomolmo.errors import DatasetError, MaskError
 from videomolmo.masks import read_mask, rle_decode
-from videomolmo.video import DEFAULT_FPS, Video, open_video
+from videomolmo.video import ImageSequenceVideo, open_video
 
 __all__ = [
     "Sample",
@@ -29,7 +29,6 @@ __all__ = [
     "PngMaskSource",
     "RleMaskSource",
     "NoMaskSource",
-    "ListedFramesVideo",
     "read_json",
     "image_size",
 ]
@@ -161,45 +160,6 @@ class RleMaskSource:
 MaskSource = NoMaskSource | PngMaskSource | RleMaskSource
 
 
-# --------------------------------------------------------------------------- video of listed frames
-
-
-class ListedFramesVideo(Video):
-    """Exactly the given frame files, in the given order (each frame's size checked when read)."""
-
-    def __init__(self, paths: list[Path], names: list[str], fps: float = DEFAULT_FPS) -> None:
-        if not paths:
-            raise DatasetError("a video needs at least one listed frame")
-        self.paths = [Path(p) for p in paths]
-        self._names = list(names)
-        self.source = str(self.paths[0].parent)
-        self.height, self.width = image_size(self.paths[0])
-        self.fps = float(fps)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def frame_names(self) -> list[str]:
-        return list(self._names)
-
-    def _read(self, index: int) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.paths[index]
-        try:
-            with Image.open(path) as im:
-                frame = np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise VideoError(f"{path}: frame file disappeared") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise VideoError(f"{path}: unreadable frame image ({exc})") from None
-        if frame.shape[:2] != (self.height, self.width):
-            raise VideoError(f"{path}: frame is {frame.shape[1]}x{frame.shape[0]} but the first listed "
-                             f"frame is {self.width}x{self.height}")
-        return frame
-
-
 # --------------------------------------------------------------------------- sample
 
 
@@ -258,7 +218,7 @@ class Sample:
             if list(video.frame_names) == list(self.frame_names):
                 return video
             video.close()
-        return ListedFramesVideo([Path(p) for p in self.frame_paths], self.frame_names)
+        return ImageSequenceVideo(self.frame_paths, frame_names=self.frame_names)
 
     def frame_size(self) -> tuple[int, int]:
         """(H, W) of the video, read from the first frame's header."""

@@ -207,14 +207,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def prepare_run_dir(run_dir: str | os.PathLike, config: RunConfig) -> Path:
     """Create the run dir (or reopen it), checking it is writable and its settings match."""
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"{run_dir}: output directory is not writable ({exc.strerror or exc})") from None
+    from videomolmo.pipeline import ensure_writable_dir
+
+    run_dir = ensure_writable_dir(run_dir)
     cfg_path = run_dir / "config.json"
     want = config.to_json()
     if cfg_path.exists():
