@@ -168,3 +168,11 @@ def test_dense_targets_and_vision_pretraining(tmp_path):
     assert "embeddings.position_embedding.weight" in state
     # The exported ViT loads into the model's vision tower of a matching config.
     assert (tmp_path / "pv" / "vision_config.json").is_file()
+
+
+@pytest.mark.parametrize("variant", ["none", "add", "concat", "cross_attention"])
+def test_every_temporal_variant_trains(tmp_path, variant):
+    """The Table-6 ablation's variants all run through the same recipe."""
+    cfg = TrainConfig.from_name("test", steps=1, model_overrides={"temporal": variant})
+    res = train(cfg, tmp_path / variant, progress=False)
+    assert res.model.config.temporal == variant and res.step == 1

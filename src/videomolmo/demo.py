@@ -71,7 +71,7 @@ def score_query(clip: Clip, expr: int, points: dict[int, np.ndarray],
 
 
 def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int = 1,
-             tau: float = 0.7, scale: int = 3, log=print) -> list[QueryReport]:
+             tau: float = 0.7) -> list[QueryReport]:
     """Run the demo; returns one report per query and writes `<out>/summary.json`."""
     from videomolmo.pipeline import Pipeline
 
@@ -79,8 +79,6 @@ def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clip, exprs = demo_clip(seed)
-    # Upscale for viewing only after the model has seen the native 112-px frames: the clip
-    # itself is what the model and the mask stage run on.
     pipe = Pipeline.from_pretrained(None)
     reports = []
     frames = clip.frames
@@ -89,8 +87,10 @@ def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int 
         qdir = out / f"{e.kind}"
         res = pipe(frames, e.text, k=k, tau=tau, mask_backend="cpu", fusion="bidirectional")
         files = res.save(qdir)
-        masks = {}
         from videomolmo.masks import read_mask
+
+        # Score exactly what was written (the mask PNGs), not a second run of the mask stage.
+        masks = {}
         for t in range(len(frames)):
             masks[t] = read_mask(qdir / "masks" / f"{t:05d}.png")
         scores = score_query(clip, j, res.points, masks)
