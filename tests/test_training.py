@@ -176,3 +176,24 @@ def test_every_temporal_variant_trains(tmp_path, variant):
     cfg = TrainConfig.from_name("test", steps=1, model_overrides={"temporal": variant})
     res = train(cfg, tmp_path / variant, progress=False)
     assert res.model.config.temporal == variant and res.step == 1
+
+
+def test_examples_from_any_reader_and_training_on_a_folder(tmp_path):
+    from videomolmo.data import load_dataset
+    from videomolmo.points import parse_points
+    from videomolmo.synth import write_dataset
+    from videomolmo.training.examples import examples_from_dataset
+
+    root = write_dataset(tmp_path / "ds", 2, seed=1, split="train", config=SynthConfig(frames=5))
+    ds = load_dataset(root)
+    exs = list(examples_from_dataset(ds, context=4, decimals=1))
+    assert len(exs) == sum(len(s) for s in ds)
+    for e in exs:
+        assert 1 <= len(e.frames) <= 5 and e.kind
+        back = parse_points(e.answer, 112, 112)
+        assert len(back) == len(e.points)
+        if len(back):
+            # one-decimal percents: within 0.06 % of 112 px, after Molmo's (x, y) sort
+            assert np.allclose(back, e.points[np.lexsort((e.points[:, 1], e.points[:, 0]))], atol=0.1)
+    res = train(TrainConfig.from_name("test", steps=1, data=str(root)), tmp_path / "run", progress=False)
+    assert res.step == 1
