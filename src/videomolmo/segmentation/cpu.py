@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from videomolmo.errors import ConfigError, VideoMolmoError
-from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
 
 __all__ = ["CpuConfig", "CPU_PRESETS", "CpuPredictor"]
 
@@ -122,28 +122,6 @@ def _check_frame(frame: Any, what: str = "frame") -> np.ndarray:
             f"cpu backend: {what} must be an RGB uint8 (H, W, 3) array, got {arr.dtype} {arr.shape}"
         )
     return np.ascontiguousarray(arr)
-
-
-def _check_points(points: Any, labels: Any, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Validate (N, 2) pixel points and (N,) labels; raise on malformed, keep in-frame finite ones."""
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim == 1 and pts.size == 2:
-        pts = pts.reshape(1, 2)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise VideoMolmoError(f"cpu backend: points must be an (N, 2) array of (x, y), got shape {pts.shape}")
-    if labels is None:
-        lab = np.ones(len(pts), dtype=np.int64)
-    else:
-        lab = np.asarray(labels).astype(np.int64).reshape(-1)
-        if lab.shape[0] != pts.shape[0]:
-            raise VideoMolmoError(
-                f"cpu backend: {pts.shape[0]} points but {lab.shape[0]} labels"
-            )
-        if np.any((lab != 0) & (lab != 1)):
-            raise VideoMolmoError("cpu backend: labels must be 1 (positive) or 0 (negative)")
-    w, h = size
-    ok = np.isfinite(pts).all(axis=1) & (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
-    return pts[ok], lab[ok]
 
 
 def _keep_components(mask: np.ndarray, seeds: np.ndarray, adopt_nearest: bool = True) -> np.ndarray:
@@ -342,7 +320,7 @@ class CpuPredictor(MaskPredictor):
         no positive point gives an empty mask."""
         frame = _check_frame(frame)
         h, w = frame.shape[:2]
-        pts, lab = _check_points(points, labels, (w, h))
+        pts, lab = clean_points(points, labels, (w, h), where="cpu backend: ")
         small, s = self._small(frame)
         mask = self._point_mask_small(small, pts[lab == 1] * s, pts[lab == 0] * s, None)
         return _upsample(mask, (w, h))
@@ -385,7 +363,7 @@ class CpuPredictor(MaskPredictor):
     ) -> np.ndarray:
         frame = self._frame(state, frame_idx)
         h, w = frame.shape[:2]
-        pts, lab = _check_points(points, labels, (w, h))
+        pts, lab = clean_points(points, labels, (w, h), where="cpu backend: ")
         # SAM2 semantics: new clicks on the same frame and object add to the earlier ones.
         prev = state.prompts.get(frame_idx, {}).get(obj_id)
         if prev is not None:

@@ -8,11 +8,52 @@ prompts from one side never leak into the other.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
+
+from videomolmo.errors import VideoMolmoError
+
+
+def clean_points(
+    points: Any, labels: Any, size: tuple[int, int], where: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a point prompt: (points (N, 2) float64 pixels, labels (N,) int64 in {0, 1}).
+
+    `size` is (width, height). Malformed arrays or labels raise `VideoMolmoError` (prefixed by
+    `where`); NaN / infinite / out-of-frame points are dropped with a warning, because
+    model-predicted points can fall off the frame and one bad point must not sink a video.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.size == 0:
+        pts = pts.reshape(0, 2)
+    elif pts.ndim == 1 and pts.size == 2:
+        pts = pts.reshape(1, 2)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise VideoMolmoError(f"{where}points must be an (N, 2) array of pixel (x, y), got shape {pts.shape}")
+    if labels is None:
+        lab = np.ones(len(pts), dtype=np.int64)
+    else:
+        lab = np.asarray(labels).reshape(-1).astype(np.int64)
+        if len(lab) != len(pts):
+            raise VideoMolmoError(f"{where}{len(pts)} points but {len(lab)} labels")
+        if not np.isin(lab, (0, 1)).all():
+            raise VideoMolmoError(
+                f"{where}point labels must be 0 (negative) or 1 (positive), got {sorted(set(lab.tolist()))}"
+            )
+    w, h = size
+    ok = np.isfinite(pts).all(axis=1)
+    ok[ok] = (pts[ok, 0] >= 0) & (pts[ok, 0] < w) & (pts[ok, 1] >= 0) & (pts[ok, 1] < h)
+    if not ok.all():
+        warnings.warn(
+            f"{where}dropped {int((~ok).sum())} point(s) that are NaN or outside the {w}x{h} frame: "
+            f"{pts[~ok].tolist()}",
+            stacklevel=3,
+        )
+    return pts[ok], lab[ok]
 
 
 @dataclass

@@ -26,9 +26,9 @@ import numpy as np
 
 from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.fusion import FusionContext, get_strategy, needs_backward
-from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
 
-__all__ = ["Segment", "anchor_frames", "clean_points", "iter_segments", "segment_video"]
+__all__ = ["Segment", "anchor_frames", "iter_segments", "segment_video"]
 
 
 Prompt = Any  # (N, 2) positive points, or a (points (N, 2), labels (N,)) pair
@@ -60,34 +60,12 @@ def anchor_frames(n_frames: int, k: int) -> list[int]:
     return list(range(0, n_frames, int(k)))
 
 
-def clean_points(points: Prompt, size: tuple[int, int], where: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """(points (N, 2) float64, labels (N,) int) with NaN / out-of-frame points dropped (warning).
-
-    `size` is (width, height). Malformed arrays raise `VideoMolmoError`.
-    """
+def _prompt_points(points: Prompt, size: tuple[int, int], where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """A `Prompt` (points, or a (points, labels) pair) validated by `predictor.clean_points`."""
     labels = None
     if isinstance(points, tuple) and len(points) == 2:
         points, labels = points
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.size == 0:
-        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-    if pts.ndim == 1 and pts.size == 2:
-        pts = pts.reshape(1, 2)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise VideoMolmoError(f"{where}points must be a list of (x, y) pairs, got shape {pts.shape}")
-    lab = np.ones(len(pts), np.int64) if labels is None else np.asarray(labels, np.int64).reshape(-1)
-    if len(lab) != len(pts):
-        raise VideoMolmoError(f"{where}{len(pts)} points but {len(lab)} labels")
-    w, h = size
-    ok = np.isfinite(pts).all(axis=1)
-    ok &= (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
-    if not ok.all():
-        bad = pts[~ok].tolist()
-        warnings.warn(
-            f"{where}dropped {len(bad)} point(s) that are NaN or outside the {w}x{h} frame: {bad}",
-            stacklevel=3,
-        )
-    return pts[ok], lab[ok]
+    return clean_points(points, labels, size, where=where)
 
 
 def _open(video: Any) -> Any:
@@ -222,7 +200,7 @@ def iter_segments(
         if fi not in anchor_set:
             ignored.append(fi)
             continue
-        prompts[fi] = clean_points(pts, size, where=f"frame {fi}: ")
+        prompts[fi] = _prompt_points(pts, size, where=f"frame {fi}: ")
     if ignored:
         warnings.warn(
             f"points on {len(ignored)} non-anchor frame(s) are ignored (k={k}, anchors are multiples "

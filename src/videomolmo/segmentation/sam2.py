@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError, VideoMolmoError
-from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -158,36 +158,6 @@ def _check_frame(frame: np.ndarray, where: str = "frame") -> np.ndarray:
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise PromptError(f"{where}: expected an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
     return frame
-
-
-def _clean_points(
-    points: np.ndarray, labels: np.ndarray | None, width: int, height: int
-) -> tuple[np.ndarray, np.ndarray]:
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.size == 0:
-        pts = pts.reshape(0, 2)
-    elif pts.ndim == 1 and pts.size == 2:
-        pts = pts.reshape(1, 2)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise PromptError(f"points must be an (N, 2) array of pixel (x, y), got shape {pts.shape}")
-    if labels is None:
-        lab = np.ones(len(pts), dtype=np.int64)
-    else:
-        lab = np.asarray(labels).reshape(-1).astype(np.int64)
-        if len(lab) != len(pts):
-            raise PromptError(f"{len(pts)} points but {len(lab)} labels")
-        if not np.isin(lab, (0, 1)).all():
-            raise PromptError(f"point labels must be 0 (negative) or 1 (positive), got {sorted(set(lab.tolist()))}")
-    bad = ~np.isfinite(pts).all(axis=1)
-    bad[~bad] = (pts[~bad, 0] < 0) | (pts[~bad, 1] < 0) | (pts[~bad, 0] >= width) | (pts[~bad, 1] >= height)
-    if bad.any():
-        # Model-predicted points can fall off the frame; one bad point must not sink a video.
-        warnings.warn(
-            f"dropping {int(bad.sum())} point(s) outside the {width}x{height} frame or not finite: "
-            f"{pts[bad].tolist()}",
-            stacklevel=3,
-        )
-    return pts[~bad], lab[~bad]
 
 
 class Sam2Predictor(MaskPredictor):
@@ -348,7 +318,7 @@ class Sam2Predictor(MaskPredictor):
         """Prompt `obj_id` on `frame_idx` (replacing earlier prompts there); return its mask there."""
         frame_idx = self._check_frame_idx(state, frame_idx)
         height, width = state.extra["size"]
-        pts, lab = _clean_points(points, labels, width, height)
+        pts, lab = clean_points(points, labels, (width, height), where="sam2 backend: ")
         if len(pts) == 0:
             # Nothing usable to prompt with: the object stays unknown to the session (an empty
             # side for fusion) instead of failing the whole video.
@@ -422,7 +392,7 @@ class Sam2Predictor(MaskPredictor):
 
         frame = _check_frame(frame)
         height, width = frame.shape[:2]
-        pts, lab = _clean_points(points, labels, width, height)
+        pts, lab = clean_points(points, labels, (width, height), where="sam2 backend: ")
         if len(pts) == 0:
             return np.zeros((height, width), dtype=bool)
         session = self._image_session(frame)
