@@ -2,11 +2,15 @@
 spacing k and fusion threshold tau (the paper's Tables 5, 9 and 10), plus a disk baseline.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_mask_stage.py \
-        --out benchmarks/results/mask_stage.json [--points peak|annotate] [--seqs a,b]
+        --out benchmarks/results/mask_stage.json [--points peak|annotate|file] [--seqs a,b] \
+        [--set motion_thresholds=[0.5,0.8]]
 
 Points at anchor frames come from the ground-truth masks: `peak` = the distance-transform peak
 (the deepest point inside the mask), `annotate` = the annotation pipeline's best-of-n click
-(`videomolmo.annotation.best_point`, n = --candidates, seed 0). No prediction ever sees a mask.
+(`videomolmo.annotation.best_point`, n = --candidates, seed 0), `file` = the clicks of a full
+annotation-pipeline run read from --points-file (default runs/davis16-mini-points.jsonl, k=10
+candidates on every frame). No prediction ever sees a mask. `--set KEY=VALUE` overrides a
+`CpuConfig` field (for ablations; recorded in the result file's settings).
 
 Cost control (2 shared cores): each anchor's mask is computed once per sequence and reused by
 every k (a cache in front of the backend's `add_points`), and each k's forward / backward
@@ -46,6 +50,27 @@ def peak_point(mask: np.ndarray) -> np.ndarray | None:
     dt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(np.argmax(dt), dt.shape)
     return np.array([[float(x), float(y)]])
+
+
+def read_points_file(path: Path, seq: str) -> dict[int, list[float]]:
+    """{frame index: [x, y]} for `seq` from an annotation-pipeline JSONL
+    (`videomolmo annotate` rows `{video, exp_id, obj_id, frame_index, point, ...}`).
+
+    davis16-mini has one object per sequence; its expressions' rows share the frame's click
+    source, so the first row of each frame is used.
+    """
+    points: dict[int, list[float]] = {}
+    with open(path) as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if row["video"] == seq and row.get("point") is not None:
+                    points.setdefault(int(row["frame_index"]), [float(v) for v in row["point"]])
+            except (ValueError, KeyError, TypeError) as e:
+                raise SystemExit(f"{path}:{i}: not a points row ({e})")
+    return points
 
 
 def make_caching(predictor):
@@ -101,6 +126,8 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
     predictor = predictor_factory()
     if args.points == "peak":
         points = {t: peak_point(gts[t]) for t in range(n)}
+    elif args.points == "file":
+        points = {t: np.asarray(p, float)[None] for t, p in read_points_file(args.points_file, seq).items()}
     else:
         from videomolmo.annotation import best_point, unit_rng
 
@@ -304,11 +331,15 @@ def markdown_tables(results_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mask_stage.json")
-    ap.add_argument("--points", choices=("peak", "annotate"), default="peak")
+    ap.add_argument("--points", choices=("peak", "annotate", "file"), default="peak")
+    ap.add_argument("--points-file", type=Path, default=ROOT / "runs" / "davis16-mini-points.jsonl",
+                    help="annotation-pipeline JSONL read by --points file (default: runs/davis16-mini-points.jsonl)")
     ap.add_argument("--candidates", type=int, default=5, help="annotation candidates per frame (--points annotate)")
     ap.add_argument("--seqs", default=None, help="comma-separated sequences (default: all six)")
     ap.add_argument("--ks", default=",".join(map(str, KS)))
     ap.add_argument("--preset", default="default", help="CPU backend preset")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one CpuConfig field of the preset (VALUE is JSON, e.g. motion_threshold=0.7)")
     ap.add_argument("--oracle-anchors", action="store_true",
                     help="diagnostic: ground-truth masks at the anchors (measures propagation + fusion only)")
     ap.add_argument("--tables", action="store_true",
@@ -329,22 +360,48 @@ def main(argv: list[str] | None = None) -> int:
         pass
     seqs = args.seqs.split(",") if args.seqs else sorted(p.name for p in (DATA / "JPEGImages").iterdir())
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.points == "file" and not args.points_file.is_file():
+        print(f"{args.points_file} not found (needed by --points file)", file=sys.stderr)
+        return 1
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"--set {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 1
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+        if isinstance(overrides[key], list):
+            overrides[key] = tuple(overrides[key])
     settings = {"points": args.points, "candidates": args.candidates, "preset": args.preset, "ks": list(args.ks),
                 "oracle_anchors": args.oracle_anchors}
+    if args.points == "file":
+        settings["points_file"] = str(args.points_file)
+    if overrides:
+        settings["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
     if {"oracle_anchors": False, **doc.get("settings", settings)} != settings:
         print(f"{args.out} holds results for other settings {doc['settings']}; use another --out", file=sys.stderr)
         return 1
     doc["settings"] = settings
     results = doc.setdefault("sequences", {})
 
+    from videomolmo.errors import VideoMolmoError
     from videomolmo.segmentation.cpu import CpuPredictor
+
+    try:
+        CpuPredictor(args.preset, **overrides)
+    except (TypeError, VideoMolmoError) as e:
+        print(f"--preset/--set: {e}", file=sys.stderr)
+        return 1
 
     for seq in seqs:
         if seq in results:
             print(f"{seq}: done already, skipped", flush=True)
             continue
         t0 = time.perf_counter()
-        results[seq] = run_sequence(seq, args, lambda: CpuPredictor(args.preset))
+        results[seq] = run_sequence(seq, args, lambda: CpuPredictor(args.preset, **overrides))
         doc["summary"] = summarise(results)
         write_atomic(args.out, doc)
         r = results[seq]["scores"]["k=5 bidirectional tau=0.7"]

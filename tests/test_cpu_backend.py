@@ -169,3 +169,27 @@ def test_motion_vote_needs_the_point_to_move():
     still = p._motion_vote([greys[1], greys[0], greys[2]], np.array([[120.0, 100.0]]))
     assert moving is not None and moving[55, 35] and moving.sum() > 300
     assert still is not None and not still.any()
+
+
+def test_motion_vote_is_soft_over_thresholds():
+    """The motion voter averages the masks at several fractions of the point's residual: 1 on
+    the moving point, values in [0, 1], and a bad threshold list is a config error."""
+    rng = np.random.default_rng(1)
+    background = cv2.GaussianBlur(rng.integers(0, 255, (120, 160), dtype=np.uint8), (0, 0), 1.5)
+    patch = cv2.GaussianBlur(rng.integers(0, 255, (30, 30), dtype=np.uint8), (0, 0), 1.5)
+    greys = []
+    for t in range(3):
+        g = background.copy()
+        g[40:70, 20 + 4 * t : 50 + 4 * t] = patch
+        greys.append(g)
+    p = CpuPredictor(motion_thresholds=(0.3, 0.6, 0.9))
+    soft = p._motion_vote([greys[1], greys[0], greys[2]], np.array([[35.0, 55.0]]))
+    assert soft is not None and soft.dtype == np.float32
+    assert soft[55, 35] == 1.0 and soft.min() >= 0.0 and soft.max() <= 1.0
+    # Each threshold's mask is nested in the lower one's, so the soft mask is monotone in it.
+    hard = CpuPredictor(motion_thresholds=(0.9,))._motion_vote([greys[1], greys[0], greys[2]], np.array([[35.0, 55.0]]))
+    assert (soft[hard > 0] == 1.0).all()
+    with pytest.raises(ConfigError, match="motion_thresholds"):
+        CpuPredictor(motion_thresholds=())
+    with pytest.raises(ConfigError, match="motion_thresholds"):
+        CpuPredictor(motion_thresholds=(0.5, -1.0))
