@@ -280,29 +280,36 @@ def _jf(doc: dict | None, name: str, group: str = "all", key: str = "J&F") -> st
 
 
 def markdown_tables(results_dir: Path) -> str:
-    """The BENCHMARKS.md tables from mask_stage{,_annotated,_oracle_anchors}.json."""
+    """The BENCHMARKS.md tables from mask_stage{,_annotated,_points_file,_oracle_anchors}.json."""
 
     def load(name: str) -> dict | None:
         path = results_dir / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     peak, annot, oracle = load("mask_stage"), load("mask_stage_annotated"), load("mask_stage_oracle_anchors")
+    pfile = load("mask_stage_points_file")
+
+    def three(doc: dict | None, n: str) -> str:
+        return f"{_jf(doc, n)} ({_jf(doc, n, 'tuned')} / {_jf(doc, n, 'held-out')})"
     from videomolmo.fusion import STRATEGY_DESCRIPTIONS
 
-    lines = ["| strategy | J (peak) | F (peak) | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) | J&F, GT masks at anchors |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | J (peak) | F (peak) | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) "
+             "| J&F (pipeline points; tuned / held-out) | J&F, GT masks at anchors |",
+             "|---|---|---|---|---|---|---|---|"]
     for s, desc in STRATEGY_DESCRIPTIONS.items():
         n = f"k=5 {s} tau=0.7"
         lines.append(f"| {s}: {desc} | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | {_jf(peak, n)} | "
-                     f"{_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {_jf(oracle, n)} |")
+                     f"{_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {three(pfile, n)} | {_jf(oracle, n)} |")
     for r in DISK_RADII:
         n = f"k=5 disk r={r}px"
         lines.append(f"| disk r = {r} px around the nearest anchor's point | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | "
-                     f"{_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | - |")
-    lines += ["", "| tau | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) | J&F, GT masks at anchors |", "|---|---|---|---|---|"]
+                     f"{_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {three(pfile, n)} | - |")
+    lines += ["", "| tau | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) | J&F (pipeline points; tuned / held-out) "
+              "| J&F, GT masks at anchors |", "|---|---|---|---|---|---|"]
     for tau in TAUS:
         n = f"k=5 bidirectional tau={tau}"
-        lines.append(f"| {tau} | {_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {_jf(oracle, n)} |")
+        lines.append(f"| {tau} | {_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} "
+                     f"| {three(pfile, n)} | {_jf(oracle, n)} |")
     lines += ["", "| k | bidirectional | forward only | nearest | disk r=60 | bidirectional, GT anchors | forward, GT anchors | nearest, GT anchors |",
               "|---|---|---|---|---|---|---|---|"]
     for k in KS:
@@ -311,7 +318,7 @@ def markdown_tables(results_dir: Path) -> str:
         cells += [_jf(oracle, f"k={k} {s} tau=0.7") for s in ("bidirectional", "forward", "nearest")]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines.append("")
-    for label, doc in (("peak", peak), ("annot.", annot), ("GT anchors", oracle)):
+    for label, doc in (("peak", peak), ("annot.", annot), ("pipeline points", pfile), ("GT anchors", oracle)):
         if doc is None:
             continue
         sm = doc["summary"]
