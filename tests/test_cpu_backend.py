@@ -111,7 +111,8 @@ def test_negative_points_and_edge_cases(small, car):
     assert iou(both, pos) > 0.5
     # no positive / only out-of-frame points: empty mask, no crash
     assert not predictor.predict_image(frames[0], neg_far, np.array([0])).any()
-    assert not predictor.predict_image(frames[0], np.array([[1e6, 3.0], [np.nan, 2.0]])).any()
+    with pytest.warns(UserWarning, match="dropped 2 point"):
+        assert not predictor.predict_image(frames[0], np.array([[1e6, 3.0], [np.nan, 2.0]])).any()
     assert not predictor.predict_image(frames[0], np.zeros((0, 2))).any()
 
 
