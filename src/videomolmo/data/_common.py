@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from videomolmo.data.sample import read_json
 from videomolmo.errors import DatasetError
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -66,3 +68,35 @@ def as_int_id(value: Any, where: str) -> int:
 def extra_meta(exp: dict, known: set[str]) -> dict:
     """Expression fields a reader does not interpret itself (e.g. `kind`, `is_sent`), kept as meta."""
     return {k: v for k, v in exp.items() if k not in known}
+
+
+@dataclass
+class ExpressionEntry:
+    """One expression of a ReferFormer-schema `meta_expressions.json`, with its video's frames."""
+
+    vid: str
+    entry: dict  # the video's JSON object
+    names: list[str]  # listed frame names
+    paths: list[Path]  # their JPEGs
+    exp_id: str
+    exp: dict  # the expression's JSON object (has a str 'exp')
+    obj_ids: list
+    where: str  # "<meta file>: video 'v' expression 'e'", for error messages
+
+
+def iter_expressions(meta_file: Path, jpeg_dir: Path, meta: Any | None = None) -> Iterator[ExpressionEntry]:
+    """Walk `{"videos": {vid: {"expressions": {id: {"exp", "obj_id", ...}}, "frames": [...]}}}`,
+    checking its shape; shared by the Ref-DAVIS17 / Ref-YouTube-VOS and MeViS / ReVOS readers."""
+    videos = videos_of(read_json(meta_file) if meta is None else meta, meta_file)
+    for vid, entry in videos.items():
+        names = frames_of(vid, entry, meta_file)
+        exps = entry.get("expressions")
+        if not isinstance(exps, dict):
+            raise DatasetError(f"{meta_file}: video {vid!r} has no 'expressions' mapping")
+        paths = frame_paths(jpeg_dir / vid, names)
+        for exp_id, exp in exps.items():
+            where = f"{meta_file}: video {vid!r} expression {exp_id!r}"
+            if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str):
+                raise DatasetError(f"{where} has no 'exp' text")
+            obj_ids = id_list(exp.get("obj_id"), "obj_id", where)
+            yield ExpressionEntry(str(vid), entry, names, paths, str(exp_id), exp, obj_ids, where)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from videomolmo.data._common import extra_meta, frame_paths, frames_of, id_list, videos_of
+from videomolmo.data._common import extra_meta, id_list, iter_expressions
 from videomolmo.data.sample import Dataset, NoMaskSource, RleMaskSource, Sample, read_json
 from videomolmo.errors import DatasetError
 
@@ -101,49 +101,39 @@ def load_rle_split(folder: Path, *, root: Path, split: str | None, fmt: str, met
     meta_file = meta_file or folder / "meta_expressions.json"
     mask_file = mask_file or folder / "mask_dict.json"
     jpeg_dir = jpeg_dir or folder / "JPEGImages"
-    videos = videos_of(read_json(meta_file), meta_file)
     mask_dict = read_json(mask_file, "mask dict") if mask_file.is_file() else None
     if mask_dict is not None and not isinstance(mask_dict, dict):
         raise DatasetError(f"{mask_file}: expected a JSON object mapping anno_id to per-frame RLEs")
     points_file = folder / "points.json"
     points = read_json(points_file, "points file") if points_file.is_file() else None
     samples: list[Sample] = []
-    for vid, entry in videos.items():
-        names = frames_of(vid, entry, meta_file)
-        exps = entry.get("expressions")
-        if not isinstance(exps, dict):
-            raise DatasetError(f"{meta_file}: video {vid!r} has no 'expressions' mapping")
-        paths = frame_paths(jpeg_dir / vid, names)
+    for e in iter_expressions(meta_file, jpeg_dir):
+        vid, exp_id, names, entry = e.vid, e.exp_id, e.names, e.entry
         vsize = (int(entry["height"]), int(entry["width"])) if "height" in entry and "width" in entry else None
-        for exp_id, exp in exps.items():
-            where = f"{meta_file}: video {vid!r} expression {exp_id!r}"
-            if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str):
-                raise DatasetError(f"{where} has no 'exp' text")
-            obj_ids = id_list(exp.get("obj_id"), "obj_id", where)
-            anno_ids = id_list(exp.get("anno_id"), "anno_id", where)
-            if mask_dict is None:
-                source = NoMaskSource(f"{folder} ({fmt}: no mask_dict.json)")
-            else:
-                rles = []
-                for a in anno_ids:
-                    per_frame = mask_dict.get(str(a))
-                    if not isinstance(per_frame, list):
-                        raise DatasetError(f"{mask_file}: anno_id {a!r} (video {vid!r} expression {exp_id!r}) "
-                                           "has no per-frame mask list")
-                    if len(per_frame) != len(names):
-                        raise DatasetError(f"{mask_file}: anno_id {a!r} has {len(per_frame)} masks but video "
-                                           f"{vid!r} lists {len(names)} frames")
-                    rles.append(tuple(per_frame))
-                source = RleMaskSource(tuple(rles), where=f"{mask_file} (video {vid}, expression {exp_id})",
-                                       size=_rle_size(rles) or vsize)
-            meta = {"format": fmt, "split": split, "anno_ids": anno_ids, **extra_meta(exp, known_keys)}
-            if describe is not None:
-                meta.update(describe(exp, entry))
-            samples.append(Sample(
-                video_id=str(vid), exp_id=str(exp_id), expression=exp["exp"], obj_ids=obj_ids,
-                frame_names=names, frame_paths=paths, masks=source,
-                gt_points=_points(points, vid, obj_ids, len(names)), meta=meta,
-            ))
+        anno_ids = id_list(e.exp.get("anno_id"), "anno_id", e.where)
+        if mask_dict is None:
+            source = NoMaskSource(f"{folder} ({fmt}: no mask_dict.json)")
+        else:
+            rles = []
+            for a in anno_ids:
+                per_frame = mask_dict.get(str(a))
+                if not isinstance(per_frame, list):
+                    raise DatasetError(f"{mask_file}: anno_id {a!r} (video {vid!r} expression {exp_id!r}) "
+                                       "has no per-frame mask list")
+                if len(per_frame) != len(names):
+                    raise DatasetError(f"{mask_file}: anno_id {a!r} has {len(per_frame)} masks but video "
+                                       f"{vid!r} lists {len(names)} frames")
+                rles.append(tuple(per_frame))
+            source = RleMaskSource(tuple(rles), where=f"{mask_file} (video {vid}, expression {exp_id})",
+                                   size=_rle_size(rles) or vsize)
+        meta = {"format": fmt, "split": split, "anno_ids": anno_ids, **extra_meta(e.exp, known_keys)}
+        if describe is not None:
+            meta.update(describe(e.exp, entry))
+        samples.append(Sample(
+            video_id=vid, exp_id=exp_id, expression=e.exp["exp"], obj_ids=e.obj_ids,
+            frame_names=names, frame_paths=e.paths, masks=source,
+            gt_points=_points(points, vid, e.obj_ids, len(names)), meta=meta,
+        ))
     return Dataset(samples, root=root, split=split, fmt=fmt)
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from videomolmo.data._common import as_int_id, extra_meta, frame_paths, frames_of, id_list, videos_of
-from videomolmo.data.sample import Dataset, NoMaskSource, PngMaskSource, Sample, read_json
+from videomolmo.data._common import as_int_id, extra_meta, iter_expressions
+from videomolmo.data.sample import Dataset, NoMaskSource, PngMaskSource, Sample
 from videomolmo.errors import DatasetError
 
 FORMAT = "ytvos"
@@ -66,33 +66,21 @@ def pick_split(root: Path, split: str | None, fmt_name: str) -> str:
 def load_referformer(meta_file: Path, jpeg_dir: Path, ann_dir: Path, *, root: Path, split: str | None,
                      fmt: str) -> Dataset:
     """Read a ReferFormer-schema `meta_expressions.json` with PNG annotations (Ref-DAVIS17 / Ref-YTVOS)."""
-    meta = read_json(meta_file)
-    videos = videos_of(meta, meta_file)
     has_ann = ann_dir.is_dir()
     samples: list[Sample] = []
-    for vid, entry in videos.items():
-        names = frames_of(vid, entry, meta_file)
-        exps = entry.get("expressions")
-        if not isinstance(exps, dict):
-            raise DatasetError(f"{meta_file}: video {vid!r} has no 'expressions' mapping")
-        paths = frame_paths(jpeg_dir / vid, names)
-        for exp_id, exp in exps.items():
-            where = f"{meta_file}: video {vid!r} expression {exp_id!r}"
-            if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str):
-                raise DatasetError(f"{where} has no 'exp' text")
-            obj_ids = id_list(exp.get("obj_id"), "obj_id", where)
-            if obj_ids and has_ann:
-                ids = [as_int_id(o, where) for o in obj_ids]
-                source = PngMaskSource(tuple(
-                    tuple((str(ann_dir / vid / f"{n}.png"), k) for k in ids) for n in names))
-            else:
-                source = NoMaskSource(f"{meta_file.parent} ({fmt}, expression {vid}/{exp_id} has no "
-                                      + ("obj_id)" if has_ann else "Annotations folder)"))
-            samples.append(Sample(
-                video_id=str(vid), exp_id=str(exp_id), expression=exp["exp"], obj_ids=obj_ids,
-                frame_names=names, frame_paths=paths, masks=source,
-                meta={"format": fmt, "split": split, **extra_meta(exp, {"exp", "obj_id"})},
-            ))
+    for e in iter_expressions(meta_file, jpeg_dir):
+        if e.obj_ids and has_ann:
+            ids = [as_int_id(o, e.where) for o in e.obj_ids]
+            source = PngMaskSource(tuple(
+                tuple((str(ann_dir / e.vid / f"{n}.png"), k) for k in ids) for n in e.names))
+        else:
+            source = NoMaskSource(f"{meta_file.parent} ({fmt}, expression {e.vid}/{e.exp_id} has no "
+                                  + ("obj_id)" if has_ann else "Annotations folder)"))
+        samples.append(Sample(
+            video_id=e.vid, exp_id=e.exp_id, expression=e.exp["exp"], obj_ids=e.obj_ids,
+            frame_names=e.names, frame_paths=e.paths, masks=source,
+            meta={"format": fmt, "split": split, **extra_meta(e.exp, {"exp", "obj_id"})},
+        ))
     return Dataset(samples, root=root, split=split, fmt=fmt)
 
 
