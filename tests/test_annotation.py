@@ -313,11 +313,27 @@ def _cli(args):
     return CliRunner().invoke(app, ["annotate", *args])
 
 
+def _tiny_refdavis(root: Path) -> Path:
+    """A one-video, one-frame dataset in the Ref-DAVIS layout, so the option checks are reached
+    whether or not davis16-mini is present."""
+    from PIL import Image
+
+    (root / "JPEGImages" / "v").mkdir(parents=True)
+    (root / "Annotations" / "v").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(root / "JPEGImages" / "v" / "00000.jpg")
+    mask = np.zeros((32, 48), np.uint8)
+    mask[8:24, 10:30] = 255
+    Image.fromarray(mask).save(root / "Annotations" / "v" / "00000.png")
+    meta = {"videos": {"v": {"expressions": {"0": {"exp": "the box", "obj_id": "1"}}, "frames": ["00000"]}}}
+    (root / "meta_expressions.json").write_text(json.dumps(meta))
+    return root
+
+
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     out = str(tmp_path / "p.jsonl")
     r = _cli([str(tmp_path / "missing"), "--out", out])
     assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
-    data = str(DAVIS) if DAVIS.is_dir() else str(tmp_path)
+    data = str(_tiny_refdavis(tmp_path / "data"))
     r = _cli([data, "--out", out, "--shard", "3/2"])
     assert r.exit_code == 2 and "--shard" in r.output
     r = _cli([data, "--out", out, "--k", "0"])
@@ -326,11 +342,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     assert r.exit_code == 2 and "--frame-step" in r.output
     r = _cli([data, "--out", out, "--backend", "gpu"])
     assert r.exit_code == 2 and "--backend" in r.output
-    if DAVIS.is_dir():
-        r = _cli([data, "--out", out, "--backend", "sam2"])
-        assert r.exit_code == 2 and "--sam2" in r.output
-        r = _cli([data, "--out", out, "--backend", "sam2", "--sam2", str(tmp_path / "nope")])
-        assert r.exit_code == 2 and "does not exist" in r.output
+    r = _cli([data, "--out", out, "--backend", "sam2"])
+    assert r.exit_code == 2 and "--sam2" in r.output
+    r = _cli([data, "--out", out, "--backend", "sam2", "--sam2", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "does not exist" in r.output
 
 
 def test_multi_object_expressions_get_one_point_per_object(tmp_path):
