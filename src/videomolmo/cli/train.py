@@ -36,6 +36,10 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every"),
+    grounding_weight: Optional[float] = typer.Option(
+        None, "--grounding-weight", help="Auxiliary per-patch grounding loss weight (0 = off; tiny presets only)."),
+    grounding_layer: Optional[int] = typer.Option(
+        None, "--grounding-layer", help="Decoder layer the grounding head reads (0 = middle)."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch default)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="FSDP instead of DDP (under torchrun)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at",
@@ -55,7 +59,8 @@ def train_cmd(
         steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr_llm=lr_llm,
         lr_vision=lr_vision, lr_connector=lr_connector, lr_temporal=lr_temporal,
         precision=precision, curriculum=curriculum, seed=seed, checkpoint_every=checkpoint_every,
-        eval_every=eval_every).items() if v is not None}
+        eval_every=eval_every, grounding_weight=grounding_weight,
+        grounding_layer=grounding_layer).items() if v is not None}
     overrides["data"] = data
     overrides["data_split"] = split
     if init is not None:

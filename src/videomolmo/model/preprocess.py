@@ -176,6 +176,26 @@ class Processor:
         crops = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
         return ImageInputs(crops=crops, image_masks=masks.astype(np.float32), tokens=tokens, patch_idx=idx)
 
+    def patch_targets(self, mask: np.ndarray) -> np.ndarray:
+        """(n_crops, tokens_per_crop) fraction of each image token's patch covered by `mask`
+        (H, W bool, in frame pixels), laid out like `encode_image`'s tokens.
+
+        Only for the single-crop, unpooled layout (one token per patch): the auxiliary
+        grounding loss of the from-scratch presets."""
+        cfg = self.config
+        if cfg.crop_mode != "resize" or self.pool != 1:
+            raise ConfigError(f"model {cfg.name!r}: patch targets need crop_mode='resize' and no pooling")
+        m = np.asarray(mask)
+        if m.ndim != 2:
+            raise ConfigError(f"patch_targets: mask must be (H, W), got shape {m.shape}")
+        size = cfg.vision.image_size
+        rgb = np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=2)
+        img, _ = resize_and_pad(rgb, (size, size))
+        v = img[..., 0]
+        p = cfg.vision.patch_size
+        g = size // p
+        return v.reshape(g, p, g, p).mean(axis=(1, 3)).reshape(1, g * g).astype(np.float32)
+
     def _overlap_crops(self, frame, tokens_per_crop, tw, th):
         cfg, tok = self.config, self.tokenizer
         v = cfg.vision

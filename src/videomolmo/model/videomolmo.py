@@ -25,11 +25,13 @@ from videomolmo.model.vision import VisionEncoder
 
 @dataclass
 class VideoMolmoOutput:
-    """`loss` (answer tokens only; None without labels), `logits` (B, L', V), `cache` (KV)."""
+    """`loss` (answer tokens only; None without labels), `logits` (B, L', V), `cache` (KV),
+    `hidden` (B, L, D): the output of decoder layer `hidden_layer` when asked for."""
 
     loss: torch.Tensor | None
     logits: torch.Tensor
     cache: Any = None
+    hidden: torch.Tensor | None = None
 
 
 def _qwen2_config(cfg: ModelConfig):
@@ -212,7 +214,7 @@ class VideoMolmo(nn.Module):
                 context_input_idx: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 frame_features: torch.Tensor | None = None, context_features: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: Any = None, use_cache: bool = False,
-                logits_to_keep: int = 0) -> VideoMolmoOutput:
+                logits_to_keep: int = 0, hidden_layer: int | None = None) -> VideoMolmoOutput:
         """Logits and, with `labels`, the mean cross-entropy over labelled tokens.
 
         `labels` are aligned with `input_ids` (HF convention; shifted here): -100 everywhere
@@ -228,7 +230,8 @@ class VideoMolmo(nn.Module):
         embeds = self.build_inputs_embeds(input_ids, images, image_masks, image_input_idx, context_images,
                                           context_input_idx, frame_features, context_features)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                       cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep)
+                       cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep,
+                       output_hidden_states=hidden_layer is not None)
         logits = out.logits
         loss = None
         if labels is not None:
@@ -240,7 +243,8 @@ class VideoMolmo(nn.Module):
                                        ignore_index=IGNORE_INDEX)
             else:
                 loss = shift_logits.sum() * 0.0
-        return VideoMolmoOutput(loss=loss, logits=logits, cache=out.cache if use_cache else None)
+        hidden = out.hidden_states[hidden_layer] if hidden_layer is not None else None
+        return VideoMolmoOutput(loss=loss, logits=logits, cache=out.cache if use_cache else None, hidden=hidden)
 
     # -- generation -------------------------------------------------------------------------------
     @torch.no_grad()

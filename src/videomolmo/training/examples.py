@@ -37,6 +37,7 @@ class Example:
     points: np.ndarray  # (N, 2) pixel (x, y) in frames[-1]
     kind: str = ""
     source: str = ""
+    target_mask: np.ndarray | None = None  # (H, W) bool: the referred objects in frames[-1]
 
     @property
     def frame(self) -> np.ndarray:
@@ -64,7 +65,7 @@ def example_from_clip(clip: Clip, expression_index: int, t: int, context: int = 
     pts = clip.target_points(e.obj_ids, t)
     frames = [clip.frames[i] for i in range(max(0, t - context), t + 1)]
     return Example(frames=frames, query=e.text, answer=answer_text(pts, w, h, decimals, label),
-                   points=pts, kind=e.kind, source="synth")
+                   points=pts, kind=e.kind, source="synth", target_mask=clip.union_mask(e.obj_ids, t))
 
 
 @dataclass
@@ -198,7 +199,8 @@ def examples_from_dataset(dataset: Sequence, context: int = 4, frame_stride: int
                 pts = pf(sample.gt_mask(t))
             yield Example(frames=frames[max(0, t - context): t + 1], query=sample.expression,
                           answer=answer_text(pts, w, h, decimals, label), points=np.asarray(pts),
-                          kind=kind, source=f"{sample.video_id}/{sample.exp_id}/{t}")
+                          kind=kind, source=f"{sample.video_id}/{sample.exp_id}/{t}",
+                          target_mask=sample.gt_mask(t) if sample.has_masks else None)
             n += 1
             if max_examples is not None and n >= max_examples:
                 return

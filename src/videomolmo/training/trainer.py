@@ -66,6 +66,10 @@ class TrainConfig:
     freeze_vision: bool = False
     fsdp: bool = False
     answer_label: str = "object"
+    # Auxiliary grounding loss (`grounding.py`): weight (0 = off, the paper's recipe) and the
+    # decoder layer it reads (0 = the middle one).
+    grounding_weight: float = 0.0
+    grounding_layer: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -73,7 +77,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_llm", "lr_vision", "lr_connector", "lr_temporal"):
+        for name in ("lr_llm", "lr_vision", "lr_connector", "lr_temporal", "grounding_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"train: {name} must be >= 0, got {getattr(self, name)}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -221,7 +225,8 @@ class _DatasetStream:
                 self._points_fn = default_points_fn()
             pts = self._points_fn(s.gt_mask(t))
         return Example(frames=frames, query=s.expression, answer=answer_text(pts, w, h, self.decimals, self.label),
-                       points=np.asarray(pts), kind=str(s.meta.get("kind", "")), source=f"{s.video_id}/{s.exp_id}/{t}")
+                       points=np.asarray(pts), kind=str(s.meta.get("kind", "")), source=f"{s.video_id}/{s.exp_id}/{t}",
+                       target_mask=s.gt_mask(t) if s.has_masks else None)
 
     def batch(self, n: int, step: int):
         out = []
@@ -265,6 +270,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
     from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from videomolmo.training.examples import Curriculum, SynthStream
+    from videomolmo.training.grounding import TrainModule, split_head_state, stack_targets
     from videomolmo.training.log import JsonlLogger
 
     out = Path(out)
@@ -299,7 +305,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     model.to(device)
     tok = build_tokenizer(mcfg)
     proc = Processor(mcfg, tok)
+    module = TrainModule(model, cfg.grounding_weight, cfg.grounding_layer).to(device)
     groups = param_groups(model, cfg)
+    if module.head is not None:
+        # The head reads the decoder's hidden states: it learns at the LLM's rate.
+        next(g for g in groups if g["name"] == "llm")["params"].extend(module.head.parameters())
     opt = torch.optim.AdamW(groups, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
     if cfg.data == "synth":
@@ -313,7 +323,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     step, cpu_before, examples_seen = 0, 0.0, 0
     if ck is not None:
         step, state, extra = load_checkpoint(ck, optimizer=opt)
+        state, head_state = split_head_state(state)
         model.load_state_dict(state)
+        module.load_head_state(head_state)
         stream.set_state(extra["streams"][str(rank)] if "streams" in extra else extra["stream"])
         cpu_before = float(extra.get("cpu_s", 0.0))
         examples_seen = int(extra.get("examples", 0))
@@ -322,19 +334,19 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
         (out / "model_config.json").write_text(mcfg.to_json())
 
-    ddp_model = model
+    ddp_model = module
     if cfg.fsdp:
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
         from transformers.models.clip.modeling_clip import CLIPEncoderLayer
         from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
-        ddp_model = FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Qwen2DecoderLayer, CLIPEncoderLayer}),
+        ddp_model = FSDP(module, auto_wrap_policy=ModuleWrapPolicy({Qwen2DecoderLayer, CLIPEncoderLayer}),
                          device_id=device if device.type == "cuda" else None, use_orig_params=True)
     elif distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp_model = DDP(model, device_ids=[local] if device.type == "cuda" else None,
+        ddp_model = DDP(module, device_ids=[local] if device.type == "cuda" else None,
                         find_unused_parameters=True)
 
     log = JsonlLogger(out / "log.jsonl", resume_step=step, enabled=is_main)
@@ -351,7 +363,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             dist.all_gather_object(gathered, stream.state())
             streams = {str(r): s for r, s in enumerate(gathered)}
         if is_main:
-            save_checkpoint(out, step, model.state_dict(), optimizer=opt, keep=cfg.keep_checkpoints,
+            save_checkpoint(out, step, {**model.state_dict(), **module.head_state()}, optimizer=opt, keep=cfg.keep_checkpoints,
                             extra={"streams": streams, "cpu_s": cpu_before + time.process_time() - t_cpu,
                                    "examples": examples_seen})
         if distributed:
@@ -376,18 +388,26 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             for g in opt.param_groups:
                 g["lr"] = g["peak_lr"] * f
             opt.zero_grad(set_to_none=True)
-            total_loss = 0.0
+            total_loss, answer_loss, grounding_loss = 0.0, 0.0, 0.0
             for micro in range(cfg.grad_accum):
                 exs = stream.batch(cfg.batch_size, step)
                 feats = [proc(e.frame, e.context, e.query, e.answer) for e in exs]
                 batch = collate(feats, tok.pad_token_id, padding_side="right")
+                if module.head is not None:
+                    batch["patch_targets"] = stack_targets(
+                        [proc.patch_targets(e.target_mask) if e.target_mask is not None else None for e in exs],
+                        *batch["image_input_idx"].shape[1:])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 sync = micro == cfg.grad_accum - 1 or not distributed or cfg.fsdp
                 ctx = ddp_model.no_sync() if not sync else _null()
                 with ctx, amp:
-                    loss = ddp_model(**batch).loss / cfg.grad_accum
+                    loss, ans, aux = ddp_model(batch)
+                    loss = loss / cfg.grad_accum
                     loss.backward()
                 total_loss += float(loss.detach())
+                answer_loss += float(ans.detach()) / cfg.grad_accum
+                if aux is not None:
+                    grounding_loss += float(aux.detach()) / cfg.grad_accum
             gnorm = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
             opt.step()
             step += 1
@@ -397,6 +417,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             if step % cfg.log_every == 0 or step == end:
                 now = time.perf_counter()
                 row = {"step": step, "loss": total_loss, "grad_norm": float(gnorm),
+                       **({"answer_loss": answer_loss, "grounding_loss": grounding_loss}
+                          if module.head is not None else {}),
                        **{f"lr_{g['name']}": g["lr"] for g in opt.param_groups},
                        "examples": examples_seen, "examples_per_s": window_examples / max(1e-9, now - window_t),
                        "wall_s": now - t_wall, "cpu_s": cpu_before + time.process_time() - t_cpu}

@@ -1,0 +1,114 @@
+"""Auxiliary grounding loss for the from-scratch presets.
+
+The answer-token loss alone gives a tiny decoder one weak signal per example (a few
+coordinate digits) for two jobs at once: find the patches the query refers to, and read their
+position out as digits. Trained from scratch on CPU, our tiny model learned the text format and
+then stalled for 5,000 steps without matching queries to sprites (TRAINING.md). This loss
+supervises the first job densely: a linear head on decoder layer `layer`'s hidden state at
+every image token (which, with the query before the image, can attend to the query) predicts
+the fraction of its patch covered by the referred objects (binary cross-entropy on soft
+targets; all zeros for an absent object). The answer tokens are still trained by the usual
+cross-entropy; the head is dropped when the model is saved, so the shipped model is a plain
+VideoMolmo and inference is unchanged.
+
+It needs one token per patch (`crop_mode="resize"`, no pooling: the tiny presets).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videomolmo.errors import ConfigError
+
+HEAD_PREFIX = "_grounding_head."
+
+
+def resolve_layer(layer: int, n_layers: int) -> int:
+    """Layer index into `hidden_states` (0 = embeddings); negative counts from the top;
+    0 means the middle layer."""
+    k = n_layers // 2 if layer == 0 else (layer if layer > 0 else n_layers + 1 + layer)
+    if not 1 <= k <= n_layers:
+        raise ConfigError(f"train: grounding layer {layer} is outside 1..{n_layers}")
+    return k
+
+
+class GroundingHead(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(hidden, 1)
+
+    def loss(self, hidden: torch.Tensor, image_input_idx: torch.Tensor,
+             targets: torch.Tensor) -> torch.Tensor:
+        """Mean BCE over the image tokens. `image_input_idx` (B, n, T) positions (-100 =
+        none), `targets` (B, n, T) in [0, 1]."""
+        B = hidden.shape[0]
+        idx = image_input_idx.reshape(B, -1)
+        tgt = targets.reshape(B, -1).to(hidden.device)
+        valid = idx >= 0
+        b = torch.arange(B, device=hidden.device)[:, None].expand_as(idx)
+        h = hidden[b[valid], idx[valid]]
+        logits = self.proj(h.float()).squeeze(-1)
+        return F.binary_cross_entropy_with_logits(logits, tgt[valid].float())
+
+
+class TrainModule(nn.Module):
+    """The model plus, optionally, the grounding head: one module for DDP and the optimizer.
+
+    `forward(batch)` returns (total loss, answer loss, grounding loss or None)."""
+
+    def __init__(self, model: nn.Module, weight: float = 0.0, layer: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.weight = float(weight)
+        if self.weight > 0:
+            cfg = model.config
+            if cfg.crop_mode != "resize" or cfg.pool != "none":
+                raise ConfigError(f"train: the grounding loss needs one token per patch; model "
+                                  f"{cfg.name!r} crops or pools (crop_mode={cfg.crop_mode!r}, pool={cfg.pool!r})")
+            self.layer = resolve_layer(layer, cfg.llm.layers)
+            self.head = GroundingHead(cfg.llm.hidden)
+        else:
+            self.layer, self.head = None, None
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        targets = batch.pop("patch_targets", None)
+        out = self.model(**batch, hidden_layer=self.layer)
+        if self.head is None:
+            return out.loss, out.loss, None
+        if targets is None:
+            raise ConfigError("train: the grounding loss needs patch targets for every example")
+        aux = self.head.loss(out.hidden, batch["image_input_idx"], targets)
+        return out.loss + self.weight * aux, out.loss, aux
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        if self.head is None:
+            return {}
+        return {HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()}
+
+    def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.head is None:
+            return
+        own = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+        if not own:
+            raise ConfigError("train: the checkpoint has no grounding head to resume")
+        self.head.load_state_dict(own)
+
+
+def split_head_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """(model state, head state) from a checkpoint's tensors."""
+    model = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+    head = {k: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+    return model, head
+
+
+def stack_targets(targets: list[np.ndarray | None], n_crops: int, tokens: int) -> torch.Tensor:
+    """Per-example (n, T) patch targets -> (B, n_crops, T); raises if one is missing."""
+    if any(t is None for t in targets):
+        raise ConfigError("train: the grounding loss needs target masks; this data source has none")
+    out = torch.zeros((len(targets), n_crops, tokens))
+    for b, t in enumerate(targets):
+        out[b, :t.shape[0]] = torch.from_numpy(t)
+    return out
