@@ -115,3 +115,17 @@ def test_train_with_grounding_resumes_exactly_and_ships_without_the_head(tmp_pat
     from videomolmo.model.checkpoint import from_pretrained
 
     assert from_pretrained(full.final).config.crop_mode == "resize"
+
+
+def test_export_bundle_from_a_grounding_run_drops_the_head(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from videomolmo import bundled
+
+    train(TrainConfig.from_name("test", steps=2, checkpoint_every=2, model_overrides=FLAT,
+                                grounding_weight=1.0), tmp_path / "run", progress=False)
+    weights = bundled.export_bundle(tmp_path / "run", tmp_path / "assets", {"source": "test"})
+    assert not any(k.startswith(HEAD_PREFIX) for k in load_file(str(weights)))
+    monkeypatch.setattr(bundled, "assets_dir", lambda: tmp_path / "assets")
+    model, _ = bundled.load_default()
+    assert bundled.bundled_info()["training"]["step"] == 2 and model.config.crop_mode == "resize"

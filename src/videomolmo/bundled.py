@@ -71,6 +71,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, training: dict | N
     from videomolmo.model import ModelConfig
     from videomolmo.model.checkpoint import read_config
     from videomolmo.training.checkpoint import latest_checkpoint
+    from videomolmo.training.grounding import split_head_state
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if (model_dir / "config.json").is_file():
@@ -81,7 +82,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, training: dict | N
         if ck is None or not (model_dir / "model_config.json").is_file():
             raise CheckpointError(f"{model_dir}: neither a saved model nor a training run with a checkpoint")
         cfg = ModelConfig.from_dict(json.loads((model_dir / "model_config.json").read_text()))
-        state = load_file(str(ck / "model.safetensors"))
+        # Training-only tensors (the grounding head) are not part of the model.
+        state, _ = split_head_state(load_file(str(ck / "model.safetensors")))
         step = json.loads((ck / "state.json").read_text())
         training = {**(training or {}), "checkpoint": ck.name, "step": step["step"],
                     "cpu_s": round(step.get("extra", {}).get("cpu_s", 0.0), 1),
