@@ -129,3 +129,25 @@ def test_export_bundle_from_a_grounding_run_drops_the_head(tmp_path, monkeypatch
     monkeypatch.setattr(bundled, "assets_dir", lambda: tmp_path / "assets")
     model, _ = bundled.load_default()
     assert bundled.bundled_info()["training"]["step"] == 2 and model.config.crop_mode == "resize"
+
+
+def test_dataset_examples_carry_target_masks_only_when_asked(tmp_path):
+    from videomolmo.data import load_dataset
+    from videomolmo.synth import SynthConfig, write_dataset
+    from videomolmo.training.examples import examples_from_dataset
+
+    ds = load_dataset(write_dataset(tmp_path / "ds", 1, seed=3, split="train", config=SynthConfig(frames=3)))
+    plain = list(examples_from_dataset(ds, context=2))
+    assert plain and all(e.target_mask is None for e in plain)
+    with_masks = list(examples_from_dataset(ds, context=2, target_masks=True))
+    i = 0
+    for s in ds:
+        for t in range(len(s)):
+            np.testing.assert_array_equal(with_masks[i].target_mask, s.gt_mask(t))
+            assert with_masks[i].answer == plain[i].answer
+            i += 1
+    # ... and training from the folder feeds them to the grounding loss.
+    res = train(TrainConfig.from_name("test", steps=1, data=str(ds.root), model_overrides=FLAT,
+                                      grounding_weight=1.0), tmp_path / "run", progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert res.step == 1 and rows[-1]["grounding_loss"] > 0

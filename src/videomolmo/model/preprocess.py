@@ -189,12 +189,9 @@ class Processor:
         if m.ndim != 2:
             raise ConfigError(f"patch_targets: mask must be (H, W), got shape {m.shape}")
         size = cfg.vision.image_size
-        rgb = np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=2)
-        img, _ = resize_and_pad(rgb, (size, size))
-        v = img[..., 0]
-        p = cfg.vision.patch_size
-        g = size // p
-        return v.reshape(g, p, g, p).mean(axis=(1, 3)).reshape(1, g * g).astype(np.float32)
+        # The same resize and padding as the image, so targets line up with its patches.
+        img, _ = resize_and_pad((m.astype(np.uint8) * 255)[..., None], (size, size))
+        return _patch_fraction(img[None, ..., 0], cfg.vision.patch_size)
 
     def _overlap_crops(self, frame, tokens_per_crop, tw, th):
         cfg, tok = self.config, self.tokenizer

@@ -166,16 +166,50 @@ def default_points_fn() -> Callable[[np.ndarray], np.ndarray]:
     return fn if callable(fn) else _mask_points_fallback
 
 
+def example_from_sample(sample, frames: list[np.ndarray], t: int, points_fn: Callable[[], Callable],
+                        decimals: int = 1, label: str = "object", target_mask: bool = False) -> Example:
+    """Example for frame `t` of a `videomolmo.data` sample; `frames` ends with frame t.
+
+    Target points: the sample's `gt_points` when present, else `points_fn()(gt_mask)` (the
+    getter lets callers resolve the annotation pipeline only once it is needed).
+    `target_mask` also attaches the GT mask (for the grounding loss); it is decoded once."""
+    mask = None
+    if sample.gt_points is not None and sample.gt_points[t] is not None:
+        pts = sample.gt_points[t]
+    else:
+        mask = sample.gt_mask(t)
+        pts = points_fn()(mask)
+    if target_mask and mask is None and sample.has_masks:
+        mask = sample.gt_mask(t)
+    h, w = frames[-1].shape[:2]
+    return Example(frames=list(frames), query=sample.expression, answer=answer_text(pts, w, h, decimals, label),
+                   points=np.asarray(pts), kind=str(sample.meta.get("kind", "")),
+                   source=f"{sample.video_id}/{sample.exp_id}/{t}", target_mask=mask if target_mask else None)
+
+
+class LazyPointsFn:
+    """The masks -> points function, resolved on first use."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.fn = fn
+
+    def __call__(self) -> Callable[[np.ndarray], np.ndarray]:
+        if self.fn is None:
+            self.fn = default_points_fn()
+        return self.fn
+
+
 def examples_from_dataset(dataset: Sequence, context: int = 4, frame_stride: int = 1,
                           decimals: int = 1, label: str = "object",
                           points_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                          max_examples: int | None = None) -> Iterator[Example]:
+                          max_examples: int | None = None, target_masks: bool = False) -> Iterator[Example]:
     """Yield examples from every (sample, frame) of a `videomolmo.data` dataset.
 
     Uses the sample's `gt_points` when present, else `points_fn(gt_mask)` (default: the
-    annotation pipeline). Frames are decoded lazily, one video at a time.
+    annotation pipeline). Frames are decoded lazily, one video at a time. `target_masks`
+    attaches each frame's GT mask (the grounding loss needs it).
     """
-    pf = points_fn
+    pf = LazyPointsFn(points_fn)
     n = 0
     for sample in dataset:
         if sample.gt_points is None and not sample.has_masks:
@@ -188,19 +222,9 @@ def examples_from_dataset(dataset: Sequence, context: int = 4, frame_stride: int
             close = getattr(video, "close", None)
             if close:
                 close()
-        kind = str(sample.meta.get("kind", ""))
         for t in range(0, len(frames), frame_stride):
-            h, w = frames[t].shape[:2]
-            if sample.gt_points is not None and sample.gt_points[t] is not None:
-                pts = sample.gt_points[t]
-            else:
-                if pf is None:
-                    pf = default_points_fn()
-                pts = pf(sample.gt_mask(t))
-            yield Example(frames=frames[max(0, t - context): t + 1], query=sample.expression,
-                          answer=answer_text(pts, w, h, decimals, label), points=np.asarray(pts),
-                          kind=kind, source=f"{sample.video_id}/{sample.exp_id}/{t}",
-                          target_mask=sample.gt_mask(t) if sample.has_masks else None)
+            yield example_from_sample(sample, frames[max(0, t - context): t + 1], t, pf, decimals, label,
+                                      target_masks)
             n += 1
             if max_examples is not None and n >= max_examples:
                 return

@@ -188,8 +188,9 @@ class _DatasetStream:
     by (seed, epoch, rank) so a resumed run sees the same order."""
 
     def __init__(self, root: str, split: str | None, seed: int, rank: int, world: int,
-                 context: int, decimals: int, label: str):
+                 context: int, decimals: int, label: str, target_masks: bool = False):
         from videomolmo.data import load_dataset
+        from videomolmo.training.examples import LazyPointsFn
 
         self.ds = load_dataset(root, split=split)
         self.index = [(i, t) for i, s in enumerate(self.ds) for t in range(len(s))]
@@ -198,8 +199,9 @@ class _DatasetStream:
             raise DatasetError(f"{root}: the dataset has no frames to train on")
         self.seed, self.rank, self.world = seed, rank, world
         self.context, self.decimals, self.label = context, decimals, label
+        self.target_masks = target_masks
         self.cursor = 0
-        self._points_fn = None
+        self._points_fn = LazyPointsFn()
 
     def _order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])
@@ -209,7 +211,7 @@ class _DatasetStream:
     def _example(self, i: int, t: int):
         import cv2
 
-        from videomolmo.training.examples import Example, answer_text, default_points_fn
+        from videomolmo.training.examples import example_from_sample
 
         s = self.ds[i]
         lo = max(0, t - self.context)
@@ -220,16 +222,7 @@ class _DatasetStream:
                 from videomolmo.errors import VideoError
                 raise VideoError(f"{p}: unreadable frame")
             frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-        h, w = frames[-1].shape[:2]
-        if s.gt_points is not None and s.gt_points[t] is not None:
-            pts = s.gt_points[t]
-        else:
-            if self._points_fn is None:
-                self._points_fn = default_points_fn()
-            pts = self._points_fn(s.gt_mask(t))
-        return Example(frames=frames, query=s.expression, answer=answer_text(pts, w, h, self.decimals, self.label),
-                       points=np.asarray(pts), kind=str(s.meta.get("kind", "")), source=f"{s.video_id}/{s.exp_id}/{t}",
-                       target_mask=s.gt_mask(t) if s.has_masks else None)
+        return example_from_sample(s, frames, t, self._points_fn, self.decimals, self.label, self.target_masks)
 
     def batch(self, n: int, step: int):
         out = []
@@ -321,7 +314,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                              decimals=mcfg.point_decimals, label=cfg.answer_label, rank=rank)
     else:
         stream = _DatasetStream(cfg.data, cfg.data_split, cfg.seed, rank, world, mcfg.context_frames,
-                                mcfg.point_decimals, cfg.answer_label)
+                                mcfg.point_decimals, cfg.answer_label, target_masks=cfg.grounding_weight > 0)
 
     step, cpu_before, examples_seen = 0, 0.0, 0
     if ck is not None:
