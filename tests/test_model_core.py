@@ -9,7 +9,7 @@ import torch
 from videomolmo.errors import ConfigError, VideoError, VideoMolmoError
 from videomolmo.model import IGNORE_INDEX, ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
 from videomolmo.model.preprocess import select_tiling
-from videomolmo.model.temporal import from_windows, to_windows
+from videomolmo.model.temporal import TEMPORAL_MODULES, from_windows, to_windows
 
 torch.set_num_threads(1)
 
@@ -143,7 +143,7 @@ def test_generation_cache_equals_no_cache_and_batched_equals_single():
         model.generate(collate(exs, tok.pad_token_id, "right"), max_new_tokens=2)
 
 
-@pytest.mark.parametrize("variant", ["none", "add", "concat", "cross_attention"])
+@pytest.mark.parametrize("variant", sorted(TEMPORAL_MODULES))
 def test_temporal_variants_run_and_use_context(variant):
     cfg, model, tok, proc = _setup(temporal=variant, temporal_init="xavier")
     fr = _frames(6)
@@ -151,15 +151,15 @@ def test_temporal_variants_run_and_use_context(variant):
     b = collate([proc(fr[5], [f[::-1].copy() for f in fr[:5]], "the red square")], tok.pad_token_id)
     la, lb = model(**a).logits, model(**b).logits
     assert la.shape == lb.shape
-    if variant == "none":
+    mod = TEMPORAL_MODULES[variant]
+    if not mod.uses_context:
         assert "context_images" not in a and torch.equal(la, lb)
     else:
         assert not torch.allclose(la, lb)  # the context frames matter
-    if variant == "concat":
-        assert "context_input_idx" in a
+    assert ("context_input_idx" in a) == mod.context_tokens
 
 
-@pytest.mark.parametrize("variant", ["add", "cross_attention"])
+@pytest.mark.parametrize("variant", sorted(n for n, c in TEMPORAL_MODULES.items() if c.supports_identity_init))
 def test_zero_init_temporal_module_is_identity(variant):
     cfg, model, tok, proc = _setup(name="tiny", temporal=variant, temporal_init="zero")
     _, single, _, _ = _setup(name="tiny", temporal="none")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from videomolmo.errors import CheckpointError, ConfigError
+from videomolmo.model.temporal import TEMPORAL_MODULES
 from videomolmo.synth import SynthConfig, clip_rng, generate_clip
 from videomolmo.training.checkpoint import (flatten_optimizer_state, latest_checkpoint, load_checkpoint,
                                             save_checkpoint, unflatten_optimizer_state)
@@ -170,7 +171,7 @@ def test_dense_targets_and_vision_pretraining(tmp_path):
     assert (tmp_path / "pv" / "vision_config.json").is_file()
 
 
-@pytest.mark.parametrize("variant", ["none", "add", "concat", "cross_attention"])
+@pytest.mark.parametrize("variant", sorted(TEMPORAL_MODULES))
 def test_every_temporal_variant_trains(tmp_path, variant):
     """The Table-6 ablation's variants all run through the same recipe."""
     cfg = TrainConfig.from_name("test", steps=1, model_overrides={"temporal": variant})

@@ -31,7 +31,8 @@ def train_cmd(
     lr_temporal: Optional[float] = typer.Option(None, "--lr-temporal"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16"),
     temporal: Optional[str] = typer.Option(None, "--temporal",
-                                           help="none | add | concat | cross_attention"),
+                                           help="Temporal module: a name registered in videomolmo.model.temporal "
+                                                "(`videomolmo info --registries` lists them)."),
     curriculum: Optional[str] = typer.Option(None, "--curriculum", help="probe2 | short | mix | motion | single"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
@@ -71,6 +72,9 @@ def train_cmd(
         overrides["fsdp"] = True
     cfg = TrainConfig.from_name(preset, **overrides)
     if temporal is not None:
+        from videomolmo.model.temporal import temporal_class
+
+        temporal_class(temporal)  # one-line error listing the registered names, before any work
         cfg.model_overrides = {**cfg.model_overrides, "temporal": temporal}
     if curriculum is not None:
         from videomolmo.training.examples import Curriculum

@@ -35,6 +35,7 @@ import torch
 
 from videomolmo.errors import CheckpointError, ConfigError
 from videomolmo.model.config import ModelConfig
+from videomolmo.model.temporal import build_temporal
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -298,7 +299,7 @@ def load_molmo_checkpoint(directory: str | Path, config: ModelConfig | str = "mo
         )
     has_temporal = any(k.startswith("temporal.") for k in state)
     init = []
-    if cfg.temporal in ("cross_attention", "add") and not has_temporal:
+    if _temporal_has_weights(cfg) and not has_temporal:
         if not init_missing_temporal:
             raise CheckpointError(
                 f"{directory}: no temporal-module weights (model.vision_backbone.adapter.*): a single-frame "
@@ -309,6 +310,11 @@ def load_molmo_checkpoint(directory: str | Path, config: ModelConfig | str = "mo
     allow = [k for k in model.state_dict() if k.startswith("temporal.")] if init else []
     _load_into(model, state, str(directory), allow_missing=allow)
     return _finish(model, device, dtype, directory)
+
+
+def _temporal_has_weights(cfg: ModelConfig) -> bool:
+    with torch.device("meta"):
+        return any(True for _ in build_temporal(cfg).parameters())
 
 
 def _check_hf_config(directory: Path, cfg: ModelConfig) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 from videomolmo.errors import ConfigError
 
-TEMPORAL_VARIANTS = ("none", "add", "concat", "cross_attention")
 CROP_MODES = ("overlap-and-resize-c2", "resize")
 POOL_MODES = ("attention_meanq", "none")
 PROMPT_ORDERS = ("image_first", "query_first")
@@ -93,11 +92,13 @@ class ModelConfig:
     projector_hidden: int = 18944  # SwiGLU hidden width (Molmo: mlp_hidden_size // 2)
     projector_norm: bool = False  # LayerNorm before the projector
     # Temporal module.
-    temporal: str = "cross_attention"
+    temporal: str = "cross_attention"  # a name in videomolmo.model.temporal.TEMPORAL_MODULES
     context_frames: int = 4
     temporal_heads: int = 16
     temporal_head_dim: int = 64
-    temporal_init: str = "xavier"  # "zero": output projection zeroed, module = identity at init
+    # "xavier": the variant's from-scratch init; "zero": the identity at init, for variants that
+    # support it (`supports_identity_init`), ignored by the others.
+    temporal_init: str = "xavier"
     # Text.
     prompt_order: str = "image_first"  # "query_first": query text before the image tokens
     tokenizer: str = "hf"  # "bytes": byte-level tokenizer that needs no files
@@ -118,8 +119,10 @@ class ModelConfig:
     # -- checks -----------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise `ConfigError` naming the first field whose value is outside its allowed set."""
+        from videomolmo.model.temporal import temporal_class
+
+        temporal_class(self.temporal)
         choices = {
-            "temporal": TEMPORAL_VARIANTS,
             "crop_mode": CROP_MODES,
             "pool": POOL_MODES,
             "prompt_order": PROMPT_ORDERS,

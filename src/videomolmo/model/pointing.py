@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from videomolmo.errors import ConfigError
+from videomolmo.model.temporal import temporal_class
 
 
 @dataclass
@@ -96,7 +97,7 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     cfg = model.config
-    use_ctx = temporal and cfg.temporal != "none" and cfg.context_frames > 0
+    use_ctx = temporal and temporal_class(cfg.temporal).uses_context and cfg.context_frames > 0
     l = (cfg.context_frames if l is None else int(l)) if use_ctx else 0
     if use_ctx and l < 1:
         raise ConfigError(f"l (context frames) must be >= 1 for a temporal model, got {l}")

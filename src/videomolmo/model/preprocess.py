@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from videomolmo.errors import ConfigError, VideoError
+from videomolmo.model.temporal import temporal_class
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -292,7 +293,8 @@ class Processor:
                  answer: str | None = None, image: ImageInputs | None = None) -> dict[str, np.ndarray]:
         cfg = self.config
         img = image if image is not None else self.encode_image(frame)
-        concat = cfg.temporal == "concat" and cfg.context_frames > 0
+        mod = temporal_class(cfg.temporal)
+        concat = mod.context_tokens and cfg.context_frames > 0
         ids, offsets = self.prompt_ids(query, img.tokens, img.tokens if concat else None)
         n_prompt = len(ids)
         labels = [IGNORE_INDEX] * n_prompt
@@ -312,7 +314,7 @@ class Processor:
             "image_masks": img.image_masks,
             "image_input_idx": place(offsets[-1]),
         }
-        if cfg.temporal != "none" and cfg.context_frames > 0:
+        if mod.uses_context and cfg.context_frames > 0:
             if frame is not None:
                 ctx = self.context_frames(frame, context)
                 out["context_images"] = np.stack([self.encode_image(c).crops for c in ctx])

@@ -2,22 +2,73 @@
 
 Features of the previous frames are averaged (upstream VideoMolmo's running mean); current and
 context features are grouped into 2x2 patch windows (`b n (h 2) (w 2) c -> (b n h w) 4 c`) and
-fused per window. Variants (paper Table 6):
-- `none`: single frame;
-- `add`: x + g * context, g a per-channel gate (ones, or zeros with `temporal_init="zero"`);
+fused per window by the variant named in `ModelConfig.temporal`.
+
+Variants live in `TEMPORAL_MODULES`; paper Table 6's are registered here:
+- `none`: single frame (the context is never computed);
+- `add`: x + g * context, g a per-channel gate;
 - `concat`: token-space concatenation; the context gets its own block of image tokens in the
-  prompt (see `Processor`), so this module adds nothing here;
+  prompt (see `Processor`), so the module itself adds nothing;
 - `cross_attention` (default): multi-head attention, query from the current window and key/value
   from the context window (no bias, fp32 attention), projected back and added residually.
+
+Adding a variant is one class in any module this one imports:
+
+    @register_temporal("gated")
+    class Gated(TemporalBase):
+        def __init__(self, config):
+            super().__init__(config)
+            self.proj = nn.Linear(config.vision.feature_dim, config.vision.feature_dim)
+
+        def forward(self, x, ctx):          # (M, 4, C) current and context windows
+            return x + torch.sigmoid(self.proj(ctx)) * ctx
+
+The class attributes of `TemporalBase` tell the model, the processor and the checkpoint loader
+what the variant needs; their defaults fit a module that fuses the context windows.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from videomolmo.errors import ConfigError
+
+__all__ = ["TEMPORAL_MODULES", "TemporalBase", "register_temporal", "temporal_class", "build_temporal",
+           "to_windows", "from_windows"]
+
+TEMPORAL_MODULES: dict[str, type["TemporalBase"]] = {}
+
+
+def register_temporal(name: str) -> Callable[[type["TemporalBase"]], type["TemporalBase"]]:
+    """Class decorator: make a `TemporalBase` subclass selectable as `ModelConfig.temporal = name`."""
+
+    def deco(cls: type[TemporalBase]) -> type[TemporalBase]:
+        if not (isinstance(cls, type) and issubclass(cls, TemporalBase)):
+            raise TypeError(f"temporal module {name!r} must subclass TemporalBase")
+        cls.name = name
+        TEMPORAL_MODULES[name] = cls
+        return cls
+
+    return deco
+
+
+def temporal_class(name: str) -> type["TemporalBase"]:
+    """The registered class for `name`; `ConfigError` listing the registered names otherwise."""
+    try:
+        return TEMPORAL_MODULES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown temporal module {name!r}; registered: {', '.join(sorted(TEMPORAL_MODULES))}"
+        ) from None
+
+
+def build_temporal(config: Any) -> "TemporalBase":
+    return temporal_class(config.temporal)(config)
 
 
 def to_windows(x: torch.Tensor) -> torch.Tensor:
@@ -40,44 +91,103 @@ def from_windows(w: torch.Tensor, B: int, n: int, G: int) -> torch.Tensor:
     return x[:, :, :G, :G]
 
 
-class TemporalModule(nn.Module):
-    """Per-window fusion of current (M, 4, C) and context (M, 4, C) features."""
+class TemporalBase(nn.Module):
+    """Per-window fusion of current (M, 4, C) and context (M, 4, C) features.
 
-    def __init__(self, variant: str, dim: int, heads: int, head_dim: int, init: str = "xavier") -> None:
+    Class attributes a variant may override:
+    - `uses_context`: the model needs the previous frames (False: they are never encoded);
+    - `context_tokens`: the context also gets its own block of image tokens in the prompt
+      (token-space fusion; `forward` is then not called);
+    - `supports_identity_init`: `temporal_init="zero"` makes the module the identity at init
+      (fine-tuning from single-frame weights starts where the single-frame model was); a
+      variant that sets it implements that in `reset_parameters`.
+    """
+
+    name: str = ""
+    uses_context: bool = True
+    context_tokens: bool = False
+    supports_identity_init: bool = False
+
+    def __init__(self, config: Any) -> None:
         super().__init__()
-        self.variant = variant
-        self.heads, self.head_dim = heads, head_dim
-        self.init_mode = init
-        if variant == "cross_attention":
-            inner = heads * head_dim
-            self.wq = nn.Linear(dim, inner, bias=False)
-            self.wk = nn.Linear(dim, inner, bias=False)
-            self.wv = nn.Linear(dim, inner, bias=False)
-            self.wo = nn.Linear(inner, dim, bias=False)
-        elif variant == "add":
-            self.gate = nn.Parameter(torch.ones(dim))
+        self.identity_init = getattr(config, "temporal_init", "xavier") == "zero"
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """From-scratch initialisation; by default each submodule's own (`nn.Linear`'s, ...)."""
+        for m in self.children():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _on_meta(*params: torch.Tensor) -> bool:
+    return any(p.is_meta for p in params)
+
+
+@register_temporal("none")
+class NoTemporal(TemporalBase):
+    """Single frame: no context, no weights."""
+
+    uses_context = False
+
+
+@register_temporal("concat")
+class ConcatTemporal(TemporalBase):
+    """Token-space concatenation: the context frames' mean gets its own image tokens."""
+
+    context_tokens = True
+
+
+@register_temporal("add")
+class AddTemporal(TemporalBase):
+    """x + g * context with a per-channel gate g (ones from scratch, zeros for identity init)."""
+
+    supports_identity_init = True
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.gate = nn.Parameter(torch.ones(config.vision.feature_dim))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        if self.variant == "cross_attention":
-            if self.wq.weight.is_meta:
-                return
-            for lin in (self.wq, self.wk, self.wv, self.wo):
-                nn.init.xavier_normal_(lin.weight)
-            if self.init_mode == "zero":
-                # Output zeroed: the module is the identity at init, so fine-tuning from
-                # single-frame weights starts exactly where the single-frame model was.
-                self.wo.weight.zero_()
-        elif self.variant == "add":
-            if not self.gate.is_meta:
-                self.gate.fill_(0.0 if self.init_mode == "zero" else 1.0)
+        if not _on_meta(self.gate):
+            self.gate.fill_(0.0 if self.identity_init else 1.0)
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        if self.variant == "add":
-            return x + self.gate.to(x.dtype) * ctx
-        if self.variant != "cross_attention":
-            return x
+        return x + self.gate.to(x.dtype) * ctx
+
+
+@register_temporal("cross_attention")
+class CrossAttentionTemporal(TemporalBase):
+    """The paper's module: attention from the current window to the context window."""
+
+    supports_identity_init = True
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        dim = config.vision.feature_dim
+        self.heads, self.head_dim = config.temporal_heads, config.temporal_head_dim
+        inner = self.heads * self.head_dim
+        self.wq = nn.Linear(dim, inner, bias=False)
+        self.wk = nn.Linear(dim, inner, bias=False)
+        self.wv = nn.Linear(dim, inner, bias=False)
+        self.wo = nn.Linear(inner, dim, bias=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        if _on_meta(self.wq.weight):
+            return
+        for lin in (self.wq, self.wk, self.wv, self.wo):
+            nn.init.xavier_normal_(lin.weight)
+        if self.identity_init:
+            self.wo.weight.zero_()
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         M, T, _ = x.shape
         q = self.wq(x).view(M, T, self.heads, self.head_dim).transpose(1, 2)
         k = self.wk(ctx).view(M, ctx.shape[1], self.heads, self.head_dim).transpose(1, 2)

@@ -19,7 +19,7 @@ from videomolmo.errors import ConfigError
 from videomolmo.model.config import ModelConfig
 from videomolmo.model.connector import AttentionPool, Projector
 from videomolmo.model.preprocess import IGNORE_INDEX
-from videomolmo.model.temporal import TemporalModule, from_windows, to_windows
+from videomolmo.model.temporal import build_temporal, from_windows, to_windows
 from videomolmo.model.vision import VisionEncoder
 
 
@@ -76,8 +76,7 @@ class VideoMolmo(nn.Module):
             self.pad_embed = nn.Parameter(torch.zeros(2, C))
         else:
             self.register_parameter("pad_embed", None)
-        self.temporal = TemporalModule(config.temporal, C, config.temporal_heads, config.temporal_head_dim,
-                                       config.temporal_init)
+        self.temporal = build_temporal(config)
         if config.pool == "attention_meanq":
             self.pool = AttentionPool(C, config.pool_heads, config.pool_head_dim, config.pool_dim)
         else:
@@ -131,7 +130,7 @@ class VideoMolmo(nn.Module):
                        context_feats: torch.Tensor | None = None, use_temporal: bool = True):
         """ViT features -> LLM-width features per crop: (B, n, tokens_per_crop, hidden).
 
-        Returns `(features, context_features)`; the second is only computed for `concat`.
+        Returns `(features, context_features)`; the second only for token-space variants (`concat`).
         `use_temporal=False` runs without the temporal module (single-frame ablation).
         """
         cfg = self.config
@@ -148,8 +147,9 @@ class VideoMolmo(nn.Module):
             if ctx is not None:
                 ctx = ctx + pe[0] * all_pad
                 ctx = ctx + pe[1] * partial
-        fuse = cfg.temporal in ("add", "cross_attention") and ctx is not None
-        if use_temporal and cfg.temporal in ("add", "cross_attention") and ctx is None and cfg.context_frames > 0:
+        mod = self.temporal
+        fuse = mod.uses_context and not mod.context_tokens and ctx is not None
+        if use_temporal and mod.uses_context and ctx is None and cfg.context_frames > 0:
             raise ConfigError(
                 f"model {cfg.name!r} has a temporal module: pass context_images or context features"
             )
@@ -159,14 +159,14 @@ class VideoMolmo(nn.Module):
             if fuse:
                 xw = self.temporal(xw, to_windows(ctx.reshape(B, n, G, G, C)))
             pooled = self.pool(xw).reshape(B, n, -1, cfg.pool_dim)
-            if cfg.temporal == "concat" and ctx is not None:
+            if mod.context_tokens and ctx is not None:
                 ctx_out = self.pool(to_windows(ctx.reshape(B, n, G, G, C))).reshape(B, n, -1, cfg.pool_dim)
         else:
             pooled = x
             if fuse:
                 xw = self.temporal(to_windows(x.reshape(B, n, G, G, C)), to_windows(ctx.reshape(B, n, G, G, C)))
                 pooled = from_windows(xw, B, n, G).reshape(B, n, G * G, C)
-            if cfg.temporal == "concat" and ctx is not None:
+            if mod.context_tokens and ctx is not None:
                 ctx_out = ctx
         feats = self.projector(pooled)
         return feats, (self.projector(ctx_out) if ctx_out is not None else None)
@@ -203,7 +203,7 @@ class VideoMolmo(nn.Module):
         embeds = self._scatter_add(embeds, feats, image_input_idx)
         if ctx_feats is not None:
             if context_input_idx is None:
-                raise ConfigError("temporal='concat' needs context_input_idx from the processor")
+                raise ConfigError(f"temporal={self.config.temporal!r} needs context_input_idx from the processor")
             embeds = self._scatter_add(embeds, ctx_feats, context_input_idx)
         return embeds
 
