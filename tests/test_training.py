@@ -198,3 +198,25 @@ def test_examples_from_any_reader_and_training_on_a_folder(tmp_path):
             assert np.allclose(back, e.points[np.lexsort((e.points[:, 1], e.points[:, 0]))], atol=0.1)
     res = train(TrainConfig.from_name("test", steps=1, data=str(root)), tmp_path / "run", progress=False)
     assert res.step == 1
+
+
+def test_shape_regime_targets_and_heldout_measure(tmp_path):
+    """The big-batch shape regime: colour-free per-patch masks, coverage, per-sprite targets."""
+    from videomolmo.synth import SHAPES
+    from videomolmo.training.pretrain_vision import VisionPretrainConfig, dense_targets, run_pretraining
+
+    clip = generate_clip(clip_rng(0, "train", 3), SynthConfig(frames=2))
+    tg = dense_targets(clip, 14, 0.1)
+    fgpix = clip.masks.any(0)
+    # A patch's geometry target is exactly its own 14x14 block of the foreground (any colour).
+    assert np.array_equal(tg["geometry"][1, 2, 5].reshape(14, 14), fgpix[1, 28:42, 70:84])
+    assert np.allclose(tg["cover"], tg["sprite_cover"].max(0))
+    K = len(clip.sprites)
+    assert [SHAPES[i] for i in tg["sprite_shape"][:K]] == [s.shape for s in clip.sprites]
+    assert (tg["sprite_shape"][K:] == -1).all()
+    cfg = VisionPretrainConfig.from_name("test-shape")
+    run_pretraining(cfg, tmp_path / "pv", progress=False)
+    log = [json.loads(x) for x in (tmp_path / "pv" / "pretrain_log.jsonl").read_text().splitlines()]
+    held = [r["heldout"] for r in log if "heldout" in r]
+    assert held and 0 <= held[-1]["shape_acc_covered"] <= 1 and held[-1]["covered_patches"] > 0
+    assert any("big_loss_geometry" in r for r in log)

@@ -96,15 +96,19 @@ def train_cmd(
 @command("pretrain-vision")
 def pretrain_vision_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder."),
-    preset: str = typer.Option("tiny", "--preset", help="tiny | test"),
+    preset: str = typer.Option("tiny", "--preset", help="tiny | tiny-shape | test"),
     steps: Optional[int] = typer.Option(None, "--steps"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     export_only: bool = typer.Option(False, "--export", help="Only write vision.safetensors from the latest checkpoint."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start the ViT from an earlier vision.safetensors."),
-    sincos: bool = typer.Option(True, "--sincos/--no-sincos",
-                                help="Reset position embeddings to 2-D sin-cos at the start."),
-    absolute: bool = typer.Option(True, "--absolute/--no-absolute",
-                                  help="Train the absolute-centroid head too."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Start the ViT from an earlier vision.safetensors or a model file (its ViT)."),
+    sincos: Optional[bool] = typer.Option(None, "--sincos/--no-sincos",
+                                          help="Reset position embeddings to 2-D sin-cos at the start "
+                                               "(default: the preset's)."),
+    absolute: Optional[bool] = typer.Option(None, "--absolute/--no-absolute",
+                                            help="Train the absolute-centroid head too (default: the preset's)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch default)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at",
                                           help="Stop after this step, keeping the --steps LR schedule."),
 ) -> None:
@@ -119,6 +123,13 @@ def pretrain_vision_cmd(
         cfg.steps = steps
     if init is not None:
         cfg.init = str(init)
-    cfg.sincos_positions = sincos
-    cfg.absolute_target = absolute
+    if sincos is not None:
+        cfg.sincos_positions = sincos
+    if absolute is not None:
+        cfg.absolute_target = absolute
+    if seed is not None:
+        cfg.seed = seed
+    if threads > 0:
+        import torch
+        torch.set_num_threads(threads)
     console.print(f"wrote {run_pretraining(cfg, out, resume=resume, stop_at=stop_at)}")

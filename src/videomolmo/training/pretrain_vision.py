@@ -15,6 +15,13 @@ the tiny ViT is first trained with dense targets on every patch token of the 8x8
   so the features carry what it needs to tell look-alikes apart.
 
 The heads are thrown away; the ViT weights initialise the model's vision tower.
+
+Shape (issue 11). With 8 clips x 8 frames per step the shape head stayed at chance for every
+run we tried: a batch holds only ~60 sprites, and frames of one clip are near-copies. The
+`tiny-shape` preset adds a second batch of many independent clips x 1 frame per step with
+colour-free geometry targets: each patch token predicts its own 14x14 foreground mask, shape is
+supervised only on patches mostly covered by one sprite, and a mask-pooled sprite feature
+(patch features weighted by the sprite's coverage) is classified by shape.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,19 +71,39 @@ class VisionPretrainConfig:
     # the chance error (~33 px at 112 px) -- yet the LLM needs to read positions out.
     sincos_positions: bool = True
     absolute_target: bool = True  # the absolute-centroid head (False reproduces stage 1)
+    # The big-batch regime (0 = off, the earlier stages): `static_clips` extra independent clips
+    # of `static_frames` frames per step, trained on the static targets only.
+    static_clips: int = 0
+    static_frames: int = 1
+    # Shape is supervised only on patches whose owner covers at least this fraction (None: on
+    # every patch, background as class 0 -- the earlier stages).
+    shape_min_cover: float | None = None
+    geometry_weight: float = 0.0  # per-patch 14x14 foreground-mask BCE
+    pooled_shape_weight: float = 0.0  # shape of the coverage-weighted mean feature of a sprite
+    eval_every: int = 0  # held-out shape accuracy every N steps (0 = only at the end)
+    eval_clips: int = 64
 
     @classmethod
     def from_name(cls, name: str) -> "VisionPretrainConfig":
-        """`tiny` (the bundled model's ViT) or `test` (seconds, for tests)."""
+        """`tiny` (the bundled model's ViT), `tiny-shape` (the big-batch shape regime, meant
+        to start from an earlier ViT with `--init`), `test` (seconds, for tests)."""
         if name == "tiny":
             return cls()
+        if name == "tiny-shape":
+            return cls(steps=1200, clips_per_step=2, frames=8, static_clips=128, static_frames=1,
+                       shape_min_cover=0.5, geometry_weight=1.0, pooled_shape_weight=1.0,
+                       sincos_positions=False, warmup=100, checkpoint_every_s=120.0,
+                       eval_every=100, log_every=5)
         if name == "test":
             return cls(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=2, image_size=112, patch_size=14,
                                    num_channels=3, hidden_act="quick_gelu"),
                        feature_layers=(-1, -2), steps=3, clips_per_step=2, frames=6)
+        if name == "test-shape":
+            return replace(cls.from_name("test"), static_clips=4, shape_min_cover=0.5,
+                           geometry_weight=1.0, pooled_shape_weight=1.0, eval_clips=4)
         from videomolmo.errors import ConfigError
-        raise ConfigError(f"pretrain-vision: unknown preset {name!r}; choose tiny or test")
+        raise ConfigError(f"pretrain-vision: unknown preset {name!r}; choose tiny, tiny-shape or test")
 
 
 def normalize_frames(frames: np.ndarray) -> torch.Tensor:
@@ -87,11 +114,23 @@ def normalize_frames(frames: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+MAX_SPRITES = 8  # SynthConfig's bound; per-sprite targets are padded to it
+
+
 def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.ndarray]:
     """Per-frame, per-patch targets: colour / shape class (0 = background), centroid offset in
-    patches, motion class (-1 = background)."""
+    patches, motion class (-1 = background), the owner's coverage fraction (`cover`), the
+    patch's own foreground mask (`geometry`, (T, g, g, patch*patch), any sprite, no colour),
+    and per sprite its coverage of every patch (`sprite_cover`, (8, T, g, g)) and shape index
+    (`sprite_shape`, -1 = padding)."""
     K, T, H, W = clip.masks.shape
     g = H // patch
+    fgpix = clip.masks.any(0) if K else np.zeros((T, H, W), bool)
+    geometry = (fgpix[:, : g * patch, : g * patch].reshape(T, g, patch, g, patch)
+                .transpose(0, 1, 3, 2, 4).reshape(T, g, g, patch * patch).astype(np.float32))
+    cover = np.zeros((T, g, g), np.float32)
+    sprite_cover = np.zeros((MAX_SPRITES, T, g, g), np.float32)
+    sprite_shape = np.full((MAX_SPRITES,), -1, np.int64)
     colour_ids = {c: i + 1 for i, c in enumerate(COLOURS)}
     shape_ids = {s: i + 1 for i, s in enumerate(SHAPES)}
     colour = np.zeros((T, g, g), np.int64)
@@ -100,11 +139,16 @@ def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.n
     offset = np.zeros((T, g, g, 2), np.float32)
     absolute = np.zeros((T, g, g, 2), np.float32)
     fg = np.zeros((T, g, g), bool)
+    extra = dict(cover=cover, geometry=geometry, sprite_cover=sprite_cover, sprite_shape=sprite_shape)
     if K == 0:
-        return dict(colour=colour, shape=shape, motion=motion, offset=offset, absolute=absolute, fg=fg)
+        return dict(colour=colour, shape=shape, motion=motion, offset=offset, absolute=absolute, fg=fg,
+                    **extra)
     counts = clip.masks[:, :, : g * patch, : g * patch].reshape(K, T, g, patch, g, patch).sum((3, 5))
     owner = counts.argmax(0)  # (T, g, g)
     own = counts.max(0) >= min_fraction * patch * patch
+    cover[:] = counts.max(0) / float(patch * patch)
+    sprite_cover[:K] = counts / float(patch * patch)
+    sprite_shape[:K] = [SHAPES.index(sp.shape) for sp in clip.sprites]
     centres = (np.arange(g) + 0.5) * patch
     for t in range(T):
         for k, sp in enumerate(clip.sprites):
@@ -120,13 +164,15 @@ def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.n
             offset[t, ys, xs, 1] = (p[1] - centres[ys]) / patch
             absolute[t, ys, xs] = (p[0] / W, p[1] / H)
             fg[t, ys, xs] = True
-    return dict(colour=colour, shape=shape, motion=motion, offset=offset, absolute=absolute, fg=fg)
+    return dict(colour=colour, shape=shape, motion=motion, offset=offset, absolute=absolute, fg=fg,
+                **extra)
 
 
 class DenseHeads(nn.Module):
     """Static per-patch heads plus a motion head over (context + 1) frames."""
 
-    def __init__(self, dim: int, context: int, absolute: bool = True):
+    def __init__(self, dim: int, context: int, absolute: bool = True, geometry: int = 0,
+                 pooled_shape: bool = False):
         super().__init__()
         self.context = context
         self.norm = nn.LayerNorm(dim)
@@ -134,13 +180,20 @@ class DenseHeads(nn.Module):
         self.motion = nn.Sequential(
             nn.Conv2d(dim * 2, 128, kernel_size=5, padding=2), nn.GELU(),
             nn.Conv2d(128, len(MOTIONS), kernel_size=1))
+        # Only created when used, so that checkpoints of the earlier stages still load.
+        self.geometry = nn.Linear(dim, geometry) if geometry else None
+        self.pooled = nn.Linear(dim, len(SHAPES)) if pooled_shape else None
+
+    def static_logits(self, feats: torch.Tensor, grid: int) -> torch.Tensor:
+        """feats (B, T, g*g, D) -> (B, T, g, g, C) logits of the per-patch linear head."""
+        B, T = feats.shape[:2]
+        return self.static(self.norm(feats)).view(B, T, grid, grid, -1)
 
     def forward(self, feats: torch.Tensor, grid: int):
-        """feats (B, T, g*g, D) -> static logits (B, T, g, g, C) and motion logits
-        (B, T - context, g, g, 5) for every window ending at t >= context."""
+        """feats (B, T, g*g, D) -> motion logits (B, T - context, g, g, 5) for every window
+        ending at t >= context."""
         B, T, N, D = feats.shape
         h = self.norm(feats)
-        static = self.static(h).view(B, T, grid, grid, -1)
         maps = h.view(B, T, grid, grid, D).permute(0, 1, 4, 2, 3)  # B,T,D,g,g
         # The model's temporal module sees the current frame and the MEAN of the l previous
         # frames' features (upstream VideoMolmo), so the motion head gets exactly that.
@@ -148,7 +201,7 @@ class DenseHeads(nn.Module):
                    for t in range(self.context, T)]
         w = torch.stack(windows, 1)  # B, T', (c+1)D, g, g
         m = self.motion(w.flatten(0, 1)).view(B, len(windows), len(MOTIONS), grid, grid)
-        return static, m.permute(0, 1, 3, 4, 2)
+        return m.permute(0, 1, 3, 4, 2)
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
@@ -179,45 +232,132 @@ def patch_features(vit, pixels: torch.Tensor, layers: tuple[int, ...] = (-1,)) -
     return torch.cat([hs[i][:, 1:] for i in layers], dim=-1)
 
 
-def _batch(rng: np.random.Generator, cfg: VisionPretrainConfig, synth: SynthConfig):
-    clips = [generate_clip(rng, synth) for _ in range(cfg.clips_per_step)]
+def _batch(rng: np.random.Generator, cfg: VisionPretrainConfig, synth: SynthConfig, n: int | None = None):
+    clips = [generate_clip(rng, synth) for _ in range(cfg.clips_per_step if n is None else n)]
     tg = [dense_targets(c, cfg.vision["patch_size"], cfg.owner_min_fraction) for c in clips]
     frames = np.stack([c.frames for c in clips])  # B,T,H,W,3
     out = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
     return frames, out
 
 
-def _losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int, context: int):
-    static, motion = heads(feats, grid)
+def _static_losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int,
+                   cfg: VisionPretrainConfig) -> tuple[torch.Tensor, dict, dict]:
+    """Losses of the per-patch targets (no motion): (total, loss parts, accuracies)."""
+    static = heads.static_logits(feats, grid)
     nc, ns = len(COLOURS) + 1, len(SHAPES) + 1
+    zero = static.sum() * 0
     lc = F.cross_entropy(static[..., :nc].reshape(-1, nc), tgt["colour"].reshape(-1))
-    ls = F.cross_entropy(static[..., nc:nc + ns].reshape(-1, ns), tgt["shape"].reshape(-1))
     fg = tgt["fg"]
+    shape_logits = static[..., nc:nc + ns]
+    if cfg.shape_min_cover is None:
+        ls = F.cross_entropy(shape_logits.reshape(-1, ns), tgt["shape"].reshape(-1))
+        shape_sel = fg
+    else:
+        # A patch only partly covered shows an edge or a corner of its sprite, which several
+        # shapes share: supervising those taught the earlier stages to guess.
+        shape_sel = fg & (tgt["cover"] >= cfg.shape_min_cover)
+        ls = F.cross_entropy(shape_logits[shape_sel], tgt["shape"][shape_sel]) if shape_sel.any() else zero
     off = static[..., nc + ns:nc + ns + 2]
     ab = static[..., nc + ns + 2:]
-    lo = (F.smooth_l1_loss(off[fg], tgt["offset"][fg], beta=0.25) if fg.any()
-          else off.sum() * 0)
+    lo = F.smooth_l1_loss(off[fg], tgt["offset"][fg], beta=0.25) if fg.any() else zero
     # Absolute position in units of patches (x grid) so its scale matches the offset's.
-    if ab.shape[-1] == 0:
-        la = off.sum() * 0
+    if ab.shape[-1] == 0 or not fg.any():
+        la = zero
     else:
-        la = (F.smooth_l1_loss(ab[fg] * grid, tgt["absolute"][fg] * grid, beta=0.25) if fg.any()
-              else ab.sum() * 0)
+        la = F.smooth_l1_loss(ab[fg] * grid, tgt["absolute"][fg] * grid, beta=0.25)
+    total = lc + ls + 2.0 * lo + 2.0 * la
+    parts = {"loss_colour": lc.item(), "loss_shape": ls.item(), "loss_offset": lo.item(),
+             "loss_absolute": la.item()}
+    acc: dict[str, float] = {}
+    h = heads.norm(feats) if (heads.geometry is not None or heads.pooled is not None) else None
+    if heads.geometry is not None and cfg.geometry_weight > 0:
+        lg = F.binary_cross_entropy_with_logits(heads.geometry(h), tgt["geometry"].flatten(2, 3))
+        total = total + cfg.geometry_weight * lg
+        parts["loss_geometry"] = lg.item()
+    if heads.pooled is not None and cfg.pooled_shape_weight > 0:
+        logits, labels = _pooled_shape_logits(heads, h, tgt)
+        if labels.numel():
+            lp = F.cross_entropy(logits, labels)
+            total = total + cfg.pooled_shape_weight * lp
+            parts["loss_pooled_shape"] = lp.item()
+            acc["pooled_shape_acc"] = (logits.argmax(-1) == labels).float().mean().item()
+    with torch.no_grad():
+        acc.update({
+            "colour_acc_fg": (static[..., :nc].argmax(-1) == tgt["colour"])[fg].float().mean().item(),
+            "shape_acc_fg": (shape_logits.argmax(-1) == tgt["shape"])[shape_sel].float().mean().item(),
+            "offset_err_px": ((off[fg] - tgt["offset"][fg]).norm(dim=-1).mean().item() * 14) if fg.any() else float("nan"),
+            "absolute_err_px": ((ab[fg] - tgt["absolute"][fg]).norm(dim=-1).mean().item() * grid * 14)
+            if fg.any() and ab.shape[-1] else float("nan"),
+        })
+    return total, parts, acc
+
+
+def _pooled_shape_logits(heads: DenseHeads, h: torch.Tensor, tgt: dict, min_patches: float = 0.5):
+    """Shape logits of every visible sprite's coverage-weighted mean patch feature.
+    h (B, T, g*g, D); returns (logits (S, 5), labels (S,))."""
+    B, T, N, D = h.shape
+    w = tgt["sprite_cover"].permute(0, 2, 1, 3, 4).reshape(B, T, -1, N)  # B, T, K, N
+    mass = w.sum(-1)  # B, T, K
+    pooled = torch.einsum("btkn,btnd->btkd", w, h) / mass.clamp_min(1e-6)[..., None]
+    labels = tgt["sprite_shape"][:, None, :].expand(B, T, -1)
+    keep = (mass >= min_patches) & (labels >= 0)
+    return heads.pooled(pooled[keep]), labels[keep]
+
+
+def _losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int, context: int,
+            cfg: VisionPretrainConfig | None = None):
+    cfg = cfg or VisionPretrainConfig()
+    static_loss, parts, acc = _static_losses(heads, feats, tgt, grid, cfg)
+    motion = heads(feats, grid)
     mt = tgt["motion"][:, context:]
     mfg = mt >= 0
     lm = (F.cross_entropy(motion[mfg], mt[mfg]) if mfg.any() else motion.sum() * 0)
     with torch.no_grad():
-        acc = {
-            "colour_acc_fg": (static[..., :nc].argmax(-1) == tgt["colour"])[fg].float().mean().item(),
-            "shape_acc_fg": (static[..., nc:nc + ns].argmax(-1) == tgt["shape"])[fg].float().mean().item(),
-            "motion_acc_fg": (motion.argmax(-1) == mt)[mfg].float().mean().item() if mfg.any() else float("nan"),
-            "offset_err_px": ((off[fg] - tgt["offset"][fg]).norm(dim=-1).mean().item() * 14) if fg.any() else float("nan"),
-            "absolute_err_px": ((ab[fg] - tgt["absolute"][fg]).norm(dim=-1).mean().item() * grid * 14)
-            if fg.any() and ab.shape[-1] else float("nan"),
-        }
-    return lc + ls + 2.0 * lo + 2.0 * la + lm, {
-        "loss_colour": lc.item(), "loss_shape": ls.item(), "loss_offset": lo.item(),
-        "loss_absolute": la.item(), "loss_motion": lm.item(), **acc}
+        acc["motion_acc_fg"] = (motion.argmax(-1) == mt)[mfg].float().mean().item() if mfg.any() else float("nan")
+    return static_loss + lm, {**parts, "loss_motion": lm.item(), **acc}
+
+
+@torch.no_grad()
+def evaluate_shape(vit, heads: DenseHeads, cfg: VisionPretrainConfig, clips: int, split: str = "val",
+                   seed: int = 0, min_cover: float = 0.5, batch: int = 32) -> dict[str, float]:
+    """Per-patch shape accuracy on held-out clips (one frame each, `synth.clip_rng(seed, split, i)`):
+    over patches whose owning sprite covers >= `min_cover` of them; plus colour accuracy on
+    sprite patches and, when the heads have one, the mask-pooled sprite shape accuracy."""
+    from videomolmo.synth import clip_rng
+
+    synth = SynthConfig(frames=1, size=cfg.vision["image_size"], kind_weights=(1, 0, 0, 0, 0))
+    grid = cfg.vision["image_size"] // cfg.vision["patch_size"]
+    nc, ns = len(COLOURS) + 1, len(SHAPES) + 1
+    hit = tot = chit = ctot = phit = ptot = 0
+    was = vit.training
+    vit.eval()
+    try:
+        for start in range(0, clips, batch):
+            cl = [generate_clip(clip_rng(seed, split, i), synth) for i in range(start, min(clips, start + batch))]
+            tg = [dense_targets(c, cfg.vision["patch_size"], cfg.owner_min_fraction) for c in cl]
+            tgt = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
+            frames = np.stack([c.frames[0] for c in cl])
+            feats = patch_features(vit, normalize_frames(frames), tuple(cfg.feature_layers))
+            feats = feats.view(len(cl), 1, grid * grid, -1)
+            static = heads.static_logits(feats, grid)
+            sel = tgt["fg"] & (tgt["cover"] >= min_cover)
+            pred = static[..., nc:nc + ns].argmax(-1)
+            hit += int((pred == tgt["shape"])[sel].sum())
+            tot += int(sel.sum())
+            cpred = static[..., :nc].argmax(-1)
+            chit += int((cpred == tgt["colour"])[tgt["fg"]].sum())
+            ctot += int(tgt["fg"].sum())
+            if heads.pooled is not None:
+                logits, labels = _pooled_shape_logits(heads, heads.norm(feats), tgt)
+                phit += int((logits.argmax(-1) == labels).sum())
+                ptot += int(labels.numel())
+    finally:
+        vit.train(was)
+    out = {"shape_acc_covered": hit / max(1, tot), "covered_patches": tot,
+           "colour_acc_fg": chit / max(1, ctot)}
+    if ptot:
+        out["pooled_shape_acc"] = phit / ptot
+    return out
 
 
 def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = True,
@@ -238,8 +378,11 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     rng = np.random.default_rng(cfg.seed)
     vit = build_vision(cfg.vision)
     if cfg.init:
-        from safetensors.torch import load_file
-        vit.load_state_dict(load_file(cfg.init))
+        missing, unexpected = vit.load_state_dict(_load_vit_state(cfg.init), strict=False)
+        if [m for m in missing if "post_layernorm" not in m] or unexpected:
+            from videomolmo.errors import CheckpointError
+            raise CheckpointError(f"{cfg.init}: does not match the ViT (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]})")
     if cfg.sincos_positions:
         grid_side = cfg.vision["image_size"] // cfg.vision["patch_size"]
         with torch.no_grad():
@@ -247,7 +390,9 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
             pe.zero_()
             pe[1:] = sincos_2d(grid_side, pe.shape[1])
     heads = DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context,
-                       absolute=cfg.absolute_target)
+                       absolute=cfg.absolute_target,
+                       geometry=cfg.vision["patch_size"] ** 2 if cfg.geometry_weight > 0 else 0,
+                       pooled_shape=cfg.pooled_shape_weight > 0)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-6,
                             weight_decay=cfg.weight_decay)
@@ -261,6 +406,8 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     synth = SynthConfig(frames=cfg.frames, size=cfg.vision["image_size"],
                         kind_weights=(1, 0, 0, 0, 0))
+    static_synth = SynthConfig(frames=cfg.static_frames, size=cfg.vision["image_size"],
+                               kind_weights=(1, 0, 0, 0, 0))
     grid = cfg.vision["image_size"] // cfg.vision["patch_size"]
     log = JsonlLogger(out / "pretrain_log.jsonl", resume_step=step)
 
@@ -282,7 +429,15 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
         B, T = frames.shape[:2]
         feats = patch_features(vit, normalize_frames(frames.reshape(B * T, *frames.shape[2:])),
                                tuple(cfg.feature_layers))
-        loss, parts = _losses(heads, feats.view(B, T, grid * grid, -1), tgt, grid, cfg.context)
+        loss, parts = _losses(heads, feats.view(B, T, grid * grid, -1), tgt, grid, cfg.context, cfg)
+        if cfg.static_clips:
+            sframes, stgt = _batch(rng, cfg, static_synth, cfg.static_clips)
+            sB, sT = sframes.shape[:2]
+            sfeats = patch_features(vit, normalize_frames(sframes.reshape(sB * sT, *sframes.shape[2:])),
+                                    tuple(cfg.feature_layers))
+            sloss, sparts, sacc = _static_losses(heads, sfeats.view(sB, sT, grid * grid, -1), stgt, grid, cfg)
+            loss = loss + sloss
+            parts.update({f"big_{k}": v for k, v in {**sparts, **sacc}.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -294,6 +449,13 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
             if progress:
                 print(f"[pretrain-vision] step {step}/{cfg.steps} loss {loss.item():.3f} "
                       + " ".join(f"{k} {v:.3f}" for k, v in parts.items()), flush=True)
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == end:
+            # Held-out clips from the val stream, never drawn by the training stream.
+            res = evaluate_shape(vit, heads, cfg, cfg.eval_clips, split="val", seed=cfg.seed)
+            log.write({"step": step, "heldout": res})
+            if progress:
+                print(f"[pretrain-vision] step {step} held-out " + " ".join(
+                    f"{k} {v:.3f}" for k, v in res.items()), flush=True)
         if time.monotonic() - last_ck > cfg.checkpoint_every_s or step == end:
             save_checkpoint(out, step, state(), optimizer=opt, np_rng=rng,
                             extra={"cpu_s": cpu_before + time.process_time() - t0})
@@ -304,6 +466,22 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     os.replace(tmp, final)
     (out / "vision_config.json").write_text(json.dumps(cfg.vision, indent=1))
     return final
+
+
+def _load_vit_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A `vision.safetensors`, or a whole model file (the bundled one): its ViT weights."""
+    from safetensors.torch import load_file
+
+    from videomolmo.errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: vision weights not found")
+    state = load_file(str(path))
+    prefix = "vision.clip."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
 
 
 def export_vision(out: str | Path) -> Path:
