@@ -128,3 +128,45 @@ def test_several_queries_share_the_vision_pass(setup):
         single = point_video(model, proc, video, q, batch_size=3, max_new_tokens=6)
         assert [f.text for f in multi[q]] == [f.text for f in single]
         assert [f.frame_idx for f in multi[q]] == list(range(len(video)))
+
+
+def test_context_ablation_modes_match_the_processor_path(setup):
+    """`--context repeat|shuffle|none` feed exactly the intended context to the model."""
+    model, tok, proc, video = setup
+    donor = np.ascontiguousarray(video[::-1])
+    with torch.no_grad():
+        for lin in (model.temporal.wo,) if hasattr(model.temporal, "wo") else ():
+            torch.nn.init.normal_(lin.weight, std=0.5)  # not the identity, so the context matters
+    q = "the red square"
+    frames = [1, 5, 8]
+    out = {m: point_video(model, proc, video, q, frames=frames, batch_size=2, max_new_tokens=8, context=m,
+                          context_video=donor if m == "shuffle" else None)
+           for m in ("repeat", "shuffle", "none")}
+    black = np.zeros_like(video[0])
+    for j, t in enumerate(frames):
+        ctx = {"repeat": [video[t]] * 4,
+               "shuffle": [black] * max(0, 4 - t) + list(donor[max(0, t - 4):t]),
+               "none": None}
+        for m, c in ctx.items():
+            if m == "none":
+                want = point_video(model, proc, video, q, frames=[t], temporal=False, max_new_tokens=8)[0].text
+            else:
+                ex = proc(video[t], c, q)
+                gen = model.generate(collate([ex], tok.pad_token_id), max_new_tokens=8, eos_token_id=tok.eos_token_id)
+                want = tok.decode(gen[0])
+            assert out[m][j].text == want, (m, t)
+    with pytest.raises(ConfigError, match="context"):
+        point_video(model, proc, video, q, context="sideways")
+    with pytest.raises(ConfigError, match="another clip"):
+        point_video(model, proc, video, q, context="shuffle")
+
+
+def test_apply_context_mode():
+    from videomolmo.model.pointing import apply_context_mode
+
+    ctx, cur, don = torch.zeros(2, 4, 3), torch.ones(2, 4, 3), torch.full((2, 4, 3), 2.0)
+    assert apply_context_mode("normal", ctx, cur) is ctx
+    assert torch.equal(apply_context_mode("repeat", ctx, cur), cur)
+    assert torch.equal(apply_context_mode("shuffle", ctx, cur, don), don)
+    with pytest.raises(ConfigError):
+        apply_context_mode("shuffle", ctx, cur, torch.zeros(1, 4, 3))

@@ -165,6 +165,35 @@ def test_eval_synthetic_oracle_writes_layout_rows_summary_and_resumes(synth_root
     assert r.exit_code == 2 and "other settings" in r.output
 
 
+def test_eval_compare_and_context_ablation_options(synth_root: Path, tmp_path: Path):
+    import torch
+
+    from videomolmo.model import ModelConfig, VideoMolmo, save_pretrained
+
+    torch.manual_seed(0)
+    save_pretrained(VideoMolmo(ModelConfig.from_name("test-tiny")), tmp_path / "m")
+    base = ["synthetic", "--data", str(synth_root), "--points-only", "--model", str(tmp_path / "m"), "--k", "3"]
+    r = _eval(base + ["--out", str(tmp_path / "normal")])
+    assert r.exit_code == 0, r.output
+    r = _eval(base + ["--out", str(tmp_path / "shuffle"), "--context", "shuffle"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "shuffle" / "config.json").read_text())["extra"]["context"] == "shuffle"
+    summ = json.loads((tmp_path / "shuffle" / "summary.json").read_text())
+    assert "F1_ci" in summ["overall"]["points"]
+    r = runner.invoke(app, ["eval-compare", str(tmp_path / "normal"), str(tmp_path / "shuffle"),
+                            "--json", str(tmp_path / "cmp.json")])
+    assert r.exit_code == 0, r.output
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert cmp["paired"] == 3 and cmp["rows"][0]["metric"] == "F1" and cmp["rows"][0]["n"] == 3
+    r = runner.invoke(app, ["eval", *base, "--out", str(tmp_path / "x"), "--context", "sideways"])
+    assert r.exit_code == 2 and "context" in r.output
+    r = runner.invoke(app, ["eval", "synthetic", "--data", str(synth_root), "--out", str(tmp_path / "y"),
+                            "--pointer", "oracle", "--context", "repeat"])
+    assert r.exit_code == 2 and "--pointer model" in r.output
+    r = runner.invoke(app, ["eval-compare", str(tmp_path / "normal"), str(tmp_path / "nope")])
+    assert r.exit_code == 2
+
+
 def test_eval_shards_merge_into_one_summary(synth_root: Path, tmp_path: Path):
     run = tmp_path / "run"
     base = ["synthetic", "--data", str(synth_root), "--out", str(run), "--pointer", "oracle", "--points-only"]

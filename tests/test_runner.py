@@ -189,7 +189,10 @@ def test_summary_tables():
     m = s["overall"]["masks"]
     assert m["J"] == pytest.approx(60.0) and m["JF"] == pytest.approx(70.0)
     assert s["overall"]["points"]["micro_F1"] == pytest.approx(100 * 2 / 5)
-    assert s["overall"]["counting"] == {"MAE": 1.0, "EMA": 50.0, "n": 2}
+    c = s["overall"]["counting"]
+    assert (c["MAE"], c["EMA"], c["n"]) == (1.0, 50.0, 2)
+    assert c["EMA_ci"][0] <= 50.0 <= c["EMA_ci"][1] and c["MAE_ci"][0] <= 1.0 <= c["MAE_ci"][1]
+    assert s["overall"]["points"]["F1_ci"][0] <= s["overall"]["points"]["F1"] <= s["overall"]["points"]["F1_ci"][1]
     assert set(s["categories"]) == {"reasoning", "referring"}
     md = summary.to_markdown(s)
     assert "| overall | 60.0 | 80.0 | 70.0 | 2 |" in md and "MAE" in md
@@ -299,3 +302,35 @@ def test_refdavis_matches_objects_like_the_davis_toolkit(tmp_path: Path):
     rows = read_all_rows(run)
     assert all(r["J"] == pytest.approx(1.0) for r in rows.values())
     assert rows["v/0"]["matched_to"] == "4" and rows["v/4"]["matched_to"] == "0"
+
+
+def test_bootstrap_ci_is_seeded_and_about_the_normal_interval():
+    rng = np.random.default_rng(1)
+    x = rng.random(1000) < 0.3
+    ci = summary.bootstrap_ci(x.astype(float))
+    assert ci == summary.bootstrap_ci(x.astype(float))  # reproducible
+    half = 1.96 * np.sqrt(x.mean() * (1 - x.mean()) / x.size)
+    assert ci[0] == pytest.approx(x.mean() - half, abs=0.01) and ci[1] == pytest.approx(x.mean() + half, abs=0.01)
+    assert summary.bootstrap_ci([0.5] * 10) == [0.5, 0.5]
+    assert summary.bootstrap_ci([1.0]) is None
+
+
+def test_paired_difference_pairs_by_key_and_refuses_other_queries():
+    from videomolmo.errors import DatasetError
+    from videomolmo.evaluation.paired import paired_difference
+
+    rng = np.random.default_rng(0)
+    a = [{"key": f"v{i}/0", "expression": "q", "category": "motion", "F1": float(rng.random() < 0.3)} for i in range(400)]
+    # B = A plus 80 more hits: a +0.2 difference that two unpaired CIs would blur.
+    b = [dict(r) for r in a]
+    flips = [i for i, r in enumerate(a) if r["F1"] == 0.0][:80]
+    for i in flips:
+        b[i]["F1"] = 1.0
+    d = paired_difference(a, b, "F1", "motion")
+    assert d["n"] == 400 and d["diff"] == pytest.approx(0.2)
+    assert 0.15 < d["ci"][0] < 0.2 < d["ci"][1] < 0.25
+    assert paired_difference(a, b[:10], "F1")["n"] == 10  # only the shared expressions
+    assert paired_difference(a, b, "F1", "count")["n"] == 0
+    b[0]["expression"] = "another query"
+    with pytest.raises(DatasetError, match="different queries"):
+        paired_difference(a, b, "F1")

@@ -261,11 +261,18 @@ class ModelPointer(Pointer):
 
     name = "model"
 
-    def __init__(self, model, processor, batch_size: int = 4, temporal: bool = True):
+    def __init__(self, model, processor, batch_size: int = 4, temporal: bool = True,
+                 context: str = "normal"):
+        from videomolmo.model.pointing import check_context_mode
+
         self.model = model
         self.processor = processor
         self.batch_size = batch_size
         self.temporal = temporal
+        # Inference-time context ablation (`point_video`'s `context`); for "shuffle" the caller
+        # sets `context_video` to another clip before each video.
+        self.context = check_context_mode(context)
+        self.context_video = None
 
     def point(self, video, query, frames, l=4, progress=None):
         from videomolmo import model as vm
@@ -273,6 +280,8 @@ class ModelPointer(Pointer):
         kwargs: dict[str, Any] = {"frames": list(frames), "l": l, "batch_size": self.batch_size}
         if not self.temporal:
             kwargs["temporal"] = False
+        if self.context != "normal":
+            kwargs.update(context=self.context, context_video=self.context_video)
         if progress is not None:
             kwargs["progress"] = lambda done, total: progress("pointing", done, total)
         out = _call_tolerant(vm.point_video, self.model, self.processor, video, query, **kwargs)
@@ -527,17 +536,20 @@ class Pipeline:
         device: str = "cpu",
         sam2: str | os.PathLike | None = None,
         preset: str | None = None,
+        context: str = "normal",
         **config: Any,
     ) -> "Pipeline":
         """Load stage 1 from a preset name, a checkpoint folder, or (None) the bundled default.
 
         `baseline=True` is the paper's Molmo+SAM2 comparison: the same weights with the temporal
-        module off, pointing on the first frame only (override with `first_frame_only=False`)."""
+        module off, pointing on the first frame only (override with `first_frame_only=False`).
+        `context` is the inference-time context ablation (`ModelPointer`)."""
         mdl, processor = load_model(model, device=device, preset=preset)
         if baseline:
             config.setdefault("first_frame_only", True)
         cfg = PipelineConfig(**config)
-        pointer = ModelPointer(mdl, processor, batch_size=cfg.batch_size, temporal=not baseline)
+        pointer = ModelPointer(mdl, processor, batch_size=cfg.batch_size, temporal=not baseline,
+                               context=context)
         return cls(pointer, cfg, sam2=sam2, device=device)
 
     def with_pointer(self, pointer: Pointer) -> "Pipeline":

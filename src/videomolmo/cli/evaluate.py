@@ -33,12 +33,21 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N expressions (smoke runs)."),
     render_worst: int = typer.Option(0, "--render-worst", help="Render the N worst expressions to RUN_DIR/worst/."),
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)."),
+    context: str = typer.Option(
+        "normal", "--context",
+        help="Temporal-context ablation: normal | repeat (the current frame as its own context) | "
+             "shuffle (another clip's context) | none (temporal module off)."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
     from videomolmo.evaluation import runner, summary
     from videomolmo.pipeline import OraclePointer, Pipeline, PipelineConfig
 
+    from videomolmo.model.pointing import check_context_mode
+
     bench = runner.check_bench(bench)
+    check_context_mode(context)
+    if context != "normal" and pointer != "model":
+        raise ConfigError("--context applies to --pointer model only")
     if pointer not in ("model", "oracle"):
         raise ConfigError(f"--pointer must be 'model' or 'oracle', got {pointer!r}")
     if limit is not None and limit < 1:
@@ -60,7 +69,8 @@ def eval_cmd(
     run_cfg = runner.RunConfig(
         bench=bench, data=str(Path(data).resolve()), split=dataset.split, model=model, pointer=pointer,
         k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion, baseline=baseline, limit=limit,
-        extra={"points_only": points_only},
+        # `context` only when ablating, so run folders from before the option still resume.
+        extra={"points_only": points_only, **({"context": context} if context != "normal" else {})},
     )
     run_dir = runner.prepare_run_dir(out, run_cfg)
     units = runner.make_units(bench, samples)
@@ -75,9 +85,13 @@ def eval_cmd(
                 return base.with_pointer(OraclePointer.from_sample(sample))
         else:
             pipe = Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2,
-                                            k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion)
+                                            k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion,
+                                            context=context)
+            donors = runner.shuffle_donors(samples) if context == "shuffle" else {}
 
             def make_pipeline(sample):
+                if donors:
+                    pipe.pointer.context_video = donors[sample.video_id].video()
                 return pipe
 
         ev = runner.Evaluator(bench, run_dir, make_pipeline, k=k, tau=tau, l=l, fusion=fusion,
@@ -130,3 +144,25 @@ def _run_with_progress(run_dir: Path, units, ev, shard) -> None:
     if failures:
         runner.atomic_write_text(run_dir / f"failures.shard-{shard.index}-of-{shard.count}.txt",
                                  "\n".join(failures) + "\n")
+
+
+@command("eval-compare")
+def eval_compare_cmd(
+    run_a: Path = typer.Argument(..., help="Run folder A (the reference)."),
+    run_b: Path = typer.Argument(..., help="Run folder B, evaluated on the same benchmark folder."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric",
+                                               help="F1 | count_exact | count_abs_err | JF (repeatable; default F1 and count_exact)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result here."),
+) -> None:
+    """Paired differences (B - A) with bootstrap 95% CIs, per expression kind, of two eval runs."""
+    from videomolmo.evaluation import paired
+
+    for p in (run_a, run_b):
+        if not p.is_dir():
+            raise ConfigError(f"{p}: not a run folder")
+    res = paired.compare_runs(run_a, run_b, metrics=tuple(metric) if metric else ("F1", "count_exact"))
+    if json_out is not None:
+        from videomolmo.evaluation.runner import atomic_write_text
+
+        atomic_write_text(json_out, paired.dumps(res))
+    console.print(paired.to_markdown(res), markup=False, highlight=False)

@@ -405,6 +405,19 @@ def load_benchmark(bench: str, data: str | os.PathLike, split: str | None = None
     return load_dataset(data, split=split, fmt=BENCHMARKS[bench])
 
 
+def shuffle_donors(samples: Sequence) -> dict[str, Any]:
+    """For the `--context shuffle` ablation: video id -> a sample of the next other video in
+    sorted order (cyclic), so each clip gets another clip's context and a resumed or sharded run
+    picks the same donor."""
+    first: dict[str, Any] = {}
+    for s in samples:
+        first.setdefault(s.video_id, s)
+    vids = sorted(first)
+    if len(vids) < 2:
+        raise ConfigError("--context shuffle needs at least two videos (it takes another clip's context)")
+    return {v: first[vids[(i + 1) % len(vids)]] for i, v in enumerate(vids)}
+
+
 def sample_category(sample) -> str | None:
     """ReVOS referring / reasoning, synthetic expression kind, or None."""
     meta = getattr(sample, "meta", None) or {}

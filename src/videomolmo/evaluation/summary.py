@@ -9,6 +9,8 @@ Pure functions over the per-expression rows the runner writes:
 - counting (Table 4): MAE and exact-match accuracy (EMA) of the video-level count.
 
 Rows may carry a `category` (e.g. ReVOS referring / reasoning); each category gets its own line.
+Point and counting metrics carry bootstrap 95% confidence intervals (`F1_ci`, `EMA_ci`, ...:
+[low, high], percentile bootstrap over expressions, fixed seed) beside the point estimates.
 """
 
 from __future__ import annotations
@@ -20,6 +22,30 @@ from typing import Iterable, Sequence
 
 MASK_METRICS = ("J", "F", "JF")
 POINT_METRICS = ("P", "R", "F1")
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> list[float] | None:
+    """Percentile bootstrap interval of the mean of `values` (None for fewer than 2 values).
+
+    Seeded, so a summary is reproducible; resampling expressions treats them as independent,
+    which they are across clips (a clip's few expressions share a scene, so it is a little
+    optimistic there)."""
+    import numpy as np
+
+    x = np.asarray([float(v) for v in values], dtype=np.float64)
+    if x.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    for s in range(0, samples, 256):  # chunks keep memory flat for large n
+        k = min(256, samples - s)
+        means[s:s + k] = x[rng.integers(0, x.size, size=(k, x.size))].mean(axis=1)
+    a = (1.0 - level) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return [float(lo), float(hi)]
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -52,7 +78,9 @@ def davis_scores(rows: Sequence[dict]) -> dict[str, object]:
 def point_scores(rows: Sequence[dict]) -> dict[str, float | None]:
     """Precision, recall, F1 in percent (mean over expressions), plus micro F1 from tp/fp/fn."""
     scored = [r for r in rows if r.get("P") is not None]
-    out: dict[str, float | None] = {m: _mean(100.0 * r[m] for r in scored) for m in POINT_METRICS}
+    out: dict[str, object] = {m: _mean(100.0 * r[m] for r in scored) for m in POINT_METRICS}
+    for m in POINT_METRICS:
+        out[f"{m}_ci"] = bootstrap_ci([100.0 * r[m] for r in scored])
     tp = sum(r.get("tp", 0) for r in scored)
     fp = sum(r.get("fp", 0) for r in scored)
     fn = sum(r.get("fn", 0) for r in scored)
@@ -70,6 +98,8 @@ def count_scores(rows: Sequence[dict]) -> dict[str, float | None]:
     return {
         "MAE": sum(err) / len(err),
         "EMA": 100.0 * sum(e == 0 for e in err) / len(err),
+        "MAE_ci": bootstrap_ci(err),
+        "EMA_ci": bootstrap_ci([100.0 * (e == 0) for e in err]),
         "n": len(scored),
     }
 
@@ -103,6 +133,10 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _fmt_ci(ci) -> str:
+    return "-" if not ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
 def to_markdown(summary: dict) -> str:
     """The summary as markdown tables (columns as in the paper)."""
     lines = [f"# {summary['bench']}: {summary['expressions']} expressions", ""]
@@ -121,16 +155,17 @@ def to_markdown(summary: dict) -> str:
         if "points" in block:
             p = block["points"]
             tables["points"].append(
-                f"| {name} | {_fmt(p['P'])} | {_fmt(p['R'])} | {_fmt(p['F1'])} | {_fmt(p['micro_F1'])} | {p['n']} |"
+                f"| {name} | {_fmt(p['P'])} | {_fmt(p['R'])} | {_fmt(p['F1'])} | {_fmt_ci(p.get('F1_ci'))} "
+                f"| {_fmt(p['micro_F1'])} | {p['n']} |"
             )
         if "counting" in block:
             c = block["counting"]
             mae = "-" if c["MAE"] is None else f"{c['MAE']:.2f}"
-            tables["counting"].append(f"| {name} | {mae} | {_fmt(c['EMA'])} | {c['n']} |")
+            tables["counting"].append(f"| {name} | {mae} | {_fmt(c['EMA'])} | {_fmt_ci(c.get('EMA_ci'))} | {c['n']} |")
     heads = {
         "masks": "| split | J | F | J&F | n |\n|---|---|---|---|---|",
-        "points": "| split | Precision | Recall | F1 | micro F1 | n |\n|---|---|---|---|---|---|",
-        "counting": "| split | MAE | EMA | n |\n|---|---|---|---|",
+        "points": "| split | Precision | Recall | F1 | F1 95% CI | micro F1 | n |\n|---|---|---|---|---|---|---|",
+        "counting": "| split | MAE | EMA | EMA 95% CI | n |\n|---|---|---|---|---|",
     }
     for kind in ("masks", "points", "counting"):
         if tables[kind]:

@@ -22,6 +22,35 @@ from videomolmo.errors import ConfigError
 from videomolmo.model.temporal import temporal_class
 
 
+CONTEXT_MODES = ("normal", "repeat", "shuffle", "none")
+
+
+def check_context_mode(mode: str) -> str:
+    if mode not in CONTEXT_MODES:
+        raise ConfigError(f"context must be one of {', '.join(CONTEXT_MODES)}, got {mode!r}")
+    return mode
+
+
+def apply_context_mode(mode: str, context: torch.Tensor, current: torch.Tensor,
+                       donor: torch.Tensor | None = None) -> torch.Tensor:
+    """The context features the temporal module gets under an inference-time ablation.
+
+    `normal`: the real mean of the l previous frames; `repeat`: the current frame as its own
+    context (a still scene: the mean of l copies of it); `shuffle`: `donor`, the context of the
+    same frame positions in another clip. (`none` switches the module off, so no context is
+    computed at all.) All tensors (B, patches, dim)."""
+    check_context_mode(mode)
+    if mode == "normal":
+        return context
+    if mode == "repeat":
+        return current.clone()
+    if mode == "shuffle":
+        if donor is None or donor.shape != context.shape:
+            raise ConfigError("context 'shuffle' needs another clip's context of the same shape")
+        return donor
+    raise ConfigError("context 'none' switches the temporal module off; there is no context to build")
+
+
 @dataclass
 class FramePoints:
     """The model's answer for one frame: generated text and its points in pixels (N, 2) (x, y)."""
@@ -53,7 +82,8 @@ def _open(video):
 def point_video(model, processor, video, query: str, k: int = 1, l: int | None = None,
                 batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                 feature_cache: bool = True, max_new_tokens: int | None = None,
-                progress: Callable[[int, int], None] | None = None, bf16: bool | None = None) -> VideoPoints:
+                progress: Callable[[int, int], None] | None = None, bf16: bool | None = None,
+                context: str = "normal", context_video=None) -> VideoPoints:
     """Point at `query` in every k-th frame of `video` (or at the given `frames`).
 
     Args:
@@ -66,20 +96,23 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
         feature_cache: False re-encodes every context frame for every sampled frame, as
             upstream does (for benchmarks).
         bf16: bfloat16 autocast; default on when the model sits on a CUDA device.
+        context: inference-time context ablation (`apply_context_mode`): normal | repeat |
+            shuffle (needs `context_video`, another clip) | none (module off, as temporal=False).
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
     if not isinstance(query, str) or not query.strip():
         raise ConfigError("the query is empty: give a referring expression or question")
     return point_video_queries(model, processor, video, [query], k=k, l=l, batch_size=batch_size, frames=frames,
                                temporal=temporal, feature_cache=feature_cache, max_new_tokens=max_new_tokens,
-                               progress=progress, bf16=bf16)[query]
+                               progress=progress, bf16=bf16, context=context, context_video=context_video)[query]
 
 
 def point_video_queries(model, processor, video, queries: Sequence[str], k: int = 1, l: int | None = None,
                         batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                         feature_cache: bool = True, max_new_tokens: int | None = None,
                         progress: Callable[[int, int], None] | None = None,
-                        bf16: bool | None = None) -> dict[str, VideoPoints]:
+                        bf16: bool | None = None, context: str = "normal",
+                        context_video=None) -> dict[str, VideoPoints]:
     """`point_video` for several queries on one video: each frame's features are computed once
     and shared by all queries (e.g. every expression of a Ref-DAVIS video). Returns
     `{query: VideoPoints}`; arguments as in `point_video`."""
@@ -96,13 +129,18 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
         raise ConfigError(f"k (frame stride) must be >= 1, got {k}")
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    check_context_mode(context)
+    if context == "shuffle" and context_video is None:
+        raise ConfigError("context 'shuffle' needs context_video: another clip to take the context from")
     cfg = model.config
-    use_ctx = temporal and temporal_class(cfg.temporal).uses_context and cfg.context_frames > 0
+    use_ctx = (temporal and context != "none" and temporal_class(cfg.temporal).uses_context
+               and cfg.context_frames > 0)
     l = (cfg.context_frames if l is None else int(l)) if use_ctx else 0
     if use_ctx and l < 1:
         raise ConfigError(f"l (context frames) must be >= 1 for a temporal model, got {l}")
     vid = _open(video)
     n = len(vid)
+    donor = _open(context_video) if use_ctx and context == "shuffle" else None
     targets = sorted({int(i) for i in frames}) if frames is not None else list(range(0, n, int(k)))
     for t in targets:
         if not 0 <= t < n:
@@ -152,6 +190,10 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
                             stack = [black[0]] * (l - len(real)) + enc
                         ctx_feats.append(torch.stack(stack).mean(0))
                     ctx_feats = torch.stack(ctx_feats)
+                    donor_ctx = None
+                    if donor is not None:
+                        donor_ctx = _donor_context(model, processor, donor, chunk, l, black[0] if black else None)
+                    ctx_feats = apply_context_mode(context, ctx_feats, feats, donor_ctx)
                 pairs = [(j, q) for q in queries for j in range(len(chunk))]
                 for s in range(0, len(pairs), batch_size):
                     sub = pairs[s:s + batch_size]
@@ -178,6 +220,22 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     finally:
         model.train(was_training)
     return results
+
+
+def _donor_context(model, processor, donor, chunk: Sequence[int], l: int,
+                   black: torch.Tensor | None) -> torch.Tensor:
+    """Mean features of `donor`'s frames at the same l positions before each frame of `chunk`
+    (clamped to the donor's length; black frames before its start, as for the real context)."""
+    m = len(donor)
+    idx = sorted({min(i, m - 1) for t in chunk for i in range(t - l, t) if i >= 0})
+    frames = dict(donor.iter_frames(idx)) if idx else {}
+    enc = dict(zip(idx, _encode_list(model, [processor.encode_image(frames[i]).crops for i in idx]))) if idx else {}
+    if black is None and any(i < 0 for t in chunk for i in range(t - l, t)):
+        first = next(iter(donor.iter_frames([0])))[1]
+        black = _encode_list(model, [processor.encode_image(np.zeros_like(first)).crops])[0]
+    out = [torch.stack([enc[min(i, m - 1)] if i >= 0 else black for i in range(t - l, t)]).mean(0)
+           for t in chunk]
+    return torch.stack(out)
 
 
 def _encode_list(model, crops_list: Sequence[np.ndarray]) -> torch.Tensor:
