@@ -50,12 +50,16 @@ def test_expression_semantics():
                 assert e.obj_ids == []
                 colour, shape = e.text.split()[1:3]
                 assert not any(s.colour == colour and s.shape == shape for s in sp)
-            elif e.kind == "motion":
+            elif e.kind in ("motion", "still"):
                 (k,) = e.obj_ids
+                assert (sp[k].motion == "still") == (e.kind == "still")
                 twins = [s for s in sp if (s.colour, s.shape, s.radius) == (sp[k].colour, sp[k].shape, sp[k].radius)]
                 # identical look, so only the motion tells them apart
                 assert len(twins) >= 2
                 assert [s.motion for s in twins].count(sp[k].motion) == 1
+                # the sprite and a look-alike are both in the target (last) frame
+                assert clip.points[k][-1] is not None
+                assert sum(clip.points[s.obj_id][-1] is not None for s in twins) >= 2
             elif e.kind == "appearance":
                 (k,) = e.obj_ids
                 assert sum(s.colour == sp[k].colour and s.shape == sp[k].shape for s in sp) == 1
@@ -113,3 +117,20 @@ def test_cli_synth_and_bad_input(tmp_path):
     assert r.exit_code == 2 and "holdout" in r.output
     with pytest.raises(ConfigError):
         SynthConfig(size=8)
+
+
+def test_motion_queries_are_clean_on_the_motion_preset():
+    """Issue 11: no motion-only query about a sprite that has left the frame, and none about
+    the still sprite (its own kind)."""
+    cfg = SynthConfig.from_name("motion", frames=5)
+    kinds = {}
+    for i in range(150):
+        clip = generate_clip(clip_rng(0, "test", i), cfg)
+        for e in clip.expressions:
+            kinds[e.kind] = kinds.get(e.kind, 0) + 1
+            if e.kind == "motion":
+                assert clip.sprites[e.obj_ids[0]].motion != "still"
+                assert clip.target_points(e.obj_ids, 4).shape == (1, 2)
+    assert kinds["motion"] > 80 and kinds.get("still", 0) > 5
+    # Legacy 5-weight configs still work (no still queries).
+    assert SynthConfig(kind_weights=(1, 0, 0, 0, 0)).kind_weights[-1] == 0.0

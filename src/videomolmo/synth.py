@@ -3,11 +3,13 @@
 Each clip shows 2-8 sprites (shape x colour x size) over a textured, noisy background. Sprites move
 left / right / up / down or stand still at a few speeds chosen so that, at the default 112 px, an
 object crosses about one 2x2 window of 14 px patches over the l=4 context frames. Later sprites
-occlude earlier ones; moving sprites may enter or leave the frame. Expressions come in five kinds:
+occlude earlier ones; moving sprites may enter or leave the frame. Expressions come in six kinds:
 
 - ``appearance``: "the red triangle" (a sprite unique by colour and shape),
 - ``motion``: "the red square moving left" (two or more identical sprites that differ only in
-  motion -- unanswerable from one frame),
+  motion -- unanswerable from one frame); the referred sprite and at least one look-alike are
+  visible at the target frame (the clip's last: the one pointed at with its full context),
+- ``still``: "the red square that is not moving" (the same, for the look-alike standing still),
 - ``multi``: "all blue shapes",
 - ``count``: "how many circles are there?",
 - ``absent``: "the green star" when there is none (answer "There are none.").
@@ -53,7 +55,7 @@ MOTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0),
                   "down": (0.0, 1.0), "still": (0.0, 0.0)}
 MOTION_PHRASES = {"left": "moving left", "right": "moving right", "up": "moving up",
                   "down": "moving down", "still": "that is not moving"}
-KINDS: tuple[str, ...] = ("appearance", "motion", "multi", "count", "absent")
+KINDS: tuple[str, ...] = ("appearance", "motion", "multi", "count", "absent", "still")
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 ABSENT_ANSWER = "There are none."
 
@@ -71,9 +73,12 @@ class SynthConfig:
     enter_leave_prob: float = 0.25
     motion_group_prob: float = 0.6  # chance a clip contains a group of identical sprites
     noise_std: float = 6.0
-    kind_weights: tuple[float, ...] = (0.35, 0.25, 0.15, 0.15, 0.10)  # order of KINDS
+    # Order of KINDS; a 5-tuple (before `still` was its own kind) gets a still weight of 0.
+    kind_weights: tuple[float, ...] = (0.35, 0.25, 0.15, 0.15, 0.10, 0.10)
 
     def __post_init__(self) -> None:
+        if len(self.kind_weights) == len(KINDS) - 1:
+            object.__setattr__(self, "kind_weights", tuple(self.kind_weights) + (0.0,))
         if self.size < 32:
             raise ConfigError(f"synth: --size must be >= 32, got {self.size}")
         if self.frames < 1:
@@ -100,7 +105,7 @@ class SynthConfig:
                           kind_weights=(1.0, 0.0, 0.0, 0.0, 0.0)),
             "few": cls(min_sprites=2, max_sprites=4),
             "motion": cls(min_sprites=2, max_sprites=5, motion_group_prob=1.0,
-                          kind_weights=(0.2, 0.8, 0.0, 0.0, 0.0)),
+                          kind_weights=(0.2, 0.8, 0.0, 0.0, 0.0, 0.2)),
         }
         if name not in presets:
             raise ConfigError(f"synth: unknown preset {name!r}; choose from {sorted(presets)}")
@@ -293,10 +298,13 @@ def _render(rng: np.random.Generator, cfg: SynthConfig, sprites: list[Sprite]
     return frames, masks
 
 
-def _expressions(rng: np.random.Generator, cfg: SynthConfig, sprites: list[Sprite]
-                 ) -> list[Expression]:
+def _expressions(rng: np.random.Generator, cfg: SynthConfig, sprites: list[Sprite],
+                 visible: set[int] | None = None) -> list[Expression]:
     """One expression per available kind, drawn in proportion to `kind_weights`; every clip
-    gets at least one expression."""
+    gets at least one expression. `visible`: ids of the sprites visible at the target frame
+    (None: all) -- a motion / still query needs its sprite and a look-alike there, else it
+    would ask for a sprite that has left (answer "none") or be answerable from one frame."""
+    visible = {sp.obj_id for sp in sprites} if visible is None else visible
     by_look: dict[tuple[str, str], list[Sprite]] = {}
     for sp in sprites:
         by_look.setdefault((sp.colour, sp.shape), []).append(sp)
@@ -307,10 +315,12 @@ def _expressions(rng: np.random.Generator, cfg: SynthConfig, sprites: list[Sprit
                                                        [group[0].obj_id]))
         else:
             motions = [sp.motion for sp in group]
-            for sp in group:
-                if motions.count(sp.motion) == 1:
-                    candidates["motion"].append(Expression(
-                        f"the {colour} {shape} {MOTION_PHRASES[sp.motion]}", "motion", [sp.obj_id]))
+            seen = [sp for sp in group if sp.obj_id in visible]
+            for sp in seen:
+                if motions.count(sp.motion) == 1 and len(seen) >= 2:
+                    kind = "still" if sp.motion == "still" else "motion"
+                    candidates[kind].append(Expression(
+                        f"the {colour} {shape} {MOTION_PHRASES[sp.motion]}", kind, [sp.obj_id]))
     for colour in COLOURS:
         ids = [sp.obj_id for sp in sprites if sp.colour == colour]
         if len(ids) >= 2:
@@ -348,7 +358,8 @@ def generate_clip(rng: np.random.Generator, config: SynthConfig | None = None) -
     frames, masks = _render(rng, cfg, sprites)
     points = [[_visible_point(masks[k, t]) for t in range(cfg.frames)] for k in range(len(sprites))]
     clip = Clip(frames=frames, masks=masks, points=points, sprites=sprites)
-    clip.expressions = _expressions(rng, cfg, sprites)
+    visible = {k for k in range(len(sprites)) if points[k][-1] is not None}
+    clip.expressions = _expressions(rng, cfg, sprites, visible)
     return clip
 
 
