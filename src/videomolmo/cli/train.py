@@ -14,7 +14,7 @@ from videomolmo.cli.app import command, console
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, log.jsonl, final/."),
     preset: str = typer.Option("tiny-synth", "--preset",
-                               help="tiny-synth | tiny-ablation | test | molmo-7b"),
+                               help="tiny-synth | tiny-ablation | tiny-motion | test | molmo-7b"),
     data: str = typer.Option("synth", "--data",
                              help="'synth' (in-memory synthetic stream) or a dataset folder."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split (for --data DIR)."),
@@ -41,6 +41,10 @@ def train_cmd(
         None, "--grounding-weight", help="Auxiliary per-patch grounding loss weight (0 = off; tiny presets only)."),
     grounding_layer: Optional[int] = typer.Option(
         None, "--grounding-layer", help="Decoder layer the grounding head reads (0 = middle)."),
+    motion_weight: Optional[float] = typer.Option(
+        None, "--motion-weight", help="Auxiliary per-token motion loss on the temporal module's output (0 = off)."),
+    freeze: Optional[str] = typer.Option(
+        None, "--freeze", help="Comma-separated parts kept frozen: vision, connector, temporal, llm."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch default)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="FSDP instead of DDP (under torchrun)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at",
@@ -61,7 +65,9 @@ def train_cmd(
         lr_vision=lr_vision, lr_connector=lr_connector, lr_temporal=lr_temporal,
         precision=precision, curriculum=curriculum, seed=seed, checkpoint_every=checkpoint_every,
         eval_every=eval_every, grounding_weight=grounding_weight,
-        grounding_layer=grounding_layer).items() if v is not None}
+        grounding_layer=grounding_layer, motion_weight=motion_weight).items() if v is not None}
+    if freeze is not None:
+        overrides["freeze"] = tuple(p.strip() for p in freeze.split(",") if p.strip())
     overrides["data"] = data
     overrides["data_split"] = split
     if init is not None:

@@ -38,6 +38,9 @@ class Example:
     kind: str = ""
     source: str = ""
     target_mask: np.ndarray | None = None  # (H, W) bool: the referred objects in frames[-1]
+    # (len(MOTIONS), H, W) bool: every visible sprite in frames[-1] by its motion (synthetic
+    # only; the motion loss's targets)
+    motion_masks: np.ndarray | None = None
 
     @property
     def frame(self) -> np.ndarray:
@@ -64,8 +67,11 @@ def example_from_clip(clip: Clip, expression_index: int, t: int, context: int = 
     h, w = clip.frames.shape[1:3]
     pts = clip.target_points(e.obj_ids, t)
     frames = [clip.frames[i] for i in range(max(0, t - context), t + 1)]
+    from videomolmo.training.motion import motion_masks
+
     return Example(frames=frames, query=e.text, answer=answer_text(pts, w, h, decimals, label),
-                   points=pts, kind=e.kind, source="synth", target_mask=clip.union_mask(e.obj_ids, t))
+                   points=pts, kind=e.kind, source="synth", target_mask=clip.union_mask(e.obj_ids, t),
+                   motion_masks=motion_masks(clip, t))
 
 
 @dataclass

@@ -24,6 +24,9 @@ from torch import nn
 from videomolmo.errors import ConfigError
 
 HEAD_PREFIX = "_grounding_head."
+MOTION_HEAD_PREFIX = "_motion_head."  # `motion.py`'s head
+# Every training-only head's prefix: `split_head_state` keeps them out of exported weights.
+TRAINING_ONLY_PREFIXES = (HEAD_PREFIX, MOTION_HEAD_PREFIX)
 
 
 def resolve_layer(layer: int, n_layers: int) -> int:
@@ -55,14 +58,25 @@ class GroundingHead(nn.Module):
 
 
 class TrainModule(nn.Module):
-    """The model plus, optionally, the grounding head: one module for DDP and the optimizer.
+    """The model plus, optionally, the grounding head and the motion head (`motion.py`): one
+    module for DDP and the optimizer.
 
-    `forward(batch)` returns (total loss, answer loss, grounding loss or None)."""
+    `forward(batch)` returns (total loss, answer loss, grounding loss or None); the motion
+    loss and accuracy of the last call are in `last_motion`."""
 
-    def __init__(self, model: nn.Module, weight: float = 0.0, layer: int = 0) -> None:
+    def __init__(self, model: nn.Module, weight: float = 0.0, layer: int = 0,
+                 motion_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.weight = float(weight)
+        self.motion_weight = float(motion_weight)
+        self.motion_head, self._tap = None, None
+        self.last_motion: tuple[float, float] | None = None
+        if self.motion_weight > 0:
+            from videomolmo.training.motion import MotionHead, TemporalTap
+
+            self._tap = TemporalTap(model)
+            self.motion_head = MotionHead(model.config.vision.feature_dim)
         if self.weight > 0:
             cfg = model.config
             if cfg.crop_mode != "resize" or cfg.pool != "none":
@@ -75,20 +89,37 @@ class TrainModule(nn.Module):
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         targets = batch.pop("patch_targets", None)
+        motion = batch.pop("motion_targets", None)
         out = self.model(**batch, hidden_layer=self.layer)
+        total = out.loss
+        if self.motion_head is not None:
+            if motion is None:
+                raise ConfigError("train: the motion loss needs motion targets for every example")
+            B, n = batch["image_input_idx"].shape[:2]
+            ml, acc = self.motion_head.loss(self._tap.take(B, n), motion)
+            self.last_motion = (float(ml.detach()), acc)
+            total = total + self.motion_weight * ml
         if self.head is None:
-            return out.loss, out.loss, None
+            return total, out.loss, None
         if targets is None:
             raise ConfigError("train: the grounding loss needs patch targets for every example")
         aux = self.head.loss(out.hidden, batch["image_input_idx"], targets)
-        return out.loss + self.weight * aux, out.loss, aux
+        return total + self.weight * aux, out.loss, aux
 
     def head_state(self) -> dict[str, torch.Tensor]:
-        if self.head is None:
-            return {}
-        return {HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()}
+        out = {}
+        if self.head is not None:
+            out.update({HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()})
+        if self.motion_head is not None:
+            out.update({MOTION_HEAD_PREFIX + k: v for k, v in self.motion_head.state_dict().items()})
+        return out
 
     def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.motion_head is not None:
+            own = {k[len(MOTION_HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(MOTION_HEAD_PREFIX)}
+            if not own:
+                raise ConfigError("train: the checkpoint has no motion head to resume")
+            self.motion_head.load_state_dict(own)
         if self.head is None:
             return
         own = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
@@ -98,9 +129,9 @@ class TrainModule(nn.Module):
 
 
 def split_head_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-    """(model state, head state) from a checkpoint's tensors."""
-    model = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
-    head = {k: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+    """(model state, training-only heads' state) from a checkpoint's tensors."""
+    model = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+    head = {k: v for k, v in state.items() if k.startswith(TRAINING_ONLY_PREFIXES)}
     return model, head
 
 
