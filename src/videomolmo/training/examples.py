@@ -87,13 +87,15 @@ class Curriculum:
     def from_name(cls, name: str) -> "Curriculum":
         """`probe2` (one sprite for 30% of steps, then the mix), `short` (one sprite for 10%),
         `mix` (the mix from step 0),
-        `motion` (motion-heavy, for the temporal ablation), `single`."""
+        `motion` (motion-heavy, for the temporal ablation), `motion-stage` (half motion-heavy,
+        the rest the usual mix: the motion stage, without forgetting the other kinds), `single`."""
         presets = {
             "probe2": cls(),
             "short": cls([(0.1, {"single": 1.0}),
                           (1.0, {"few": 0.45, "default": 0.2, "motion": 0.35})]),
             "mix": cls([(1.0, {"few": 0.45, "default": 0.2, "motion": 0.35})]),
             "motion": cls([(1.0, {"motion": 0.7, "few": 0.3})]),
+            "motion-stage": cls([(1.0, {"motion": 0.5, "few": 0.3, "default": 0.2})]),
             "single": cls([(1.0, {"single": 1.0})]),
         }
         if name not in presets:

@@ -99,9 +99,11 @@ class TrainConfig:
           motion-only queries, auxiliary grounding loss weight 1 on the middle decoder layer);
         - `tiny-ablation`: the Table-6 budget, the same recipe as `tiny-synth`
           (`model_overrides` / `--temporal` picks the temporal variant);
-        - `tiny-motion`: the motion stage -- from a trained model (`--init`), only the temporal
-          module (LR 1e-3, its own) and the connector (2e-4) train, on motion-heavy clips, with
-          the per-token motion loss (weight 1) and the grounding loss; 1,500 steps;
+        - `tiny-motion`: the motion stage -- from a trained model (`--init`), the ViT frozen,
+          the temporal module at its own LR 1e-3, connector 2e-4, LLM 5e-4, half the clips
+          motion-heavy (`motion-stage` curriculum), per-token motion loss (weight 1) plus the
+          grounding loss; 2,000 steps. (`--freeze vision,llm` trains only the temporal module
+          and the connector.)
         - `test`: the `test-tiny` model for a few steps (tests, CI);
         - `molmo-7b`: the paper's fine-tuning recipe (LLM 1e-5, vision/connector/temporal 5e-6,
           bf16, FSDP)."""
@@ -112,8 +114,11 @@ class TrainConfig:
         tiny_synth = cls(steps=5000, batch_size=8, lr_connector=2e-4, lr_temporal=2e-4, grounding_weight=1.0)
         presets = {
             "tiny-synth": tiny_synth,
-            "tiny-motion": replace(tiny_synth, steps=1500, lr_temporal=1e-3, motion_weight=1.0,
-                                   freeze=("vision", "llm"), curriculum="motion", warmup=50),
+            # The LLM trains too: frozen, it has no way to match "moving left" to the new
+            # motion features of the image tokens.
+            "tiny-motion": replace(tiny_synth, steps=2000, lr_temporal=1e-3, lr_llm=5e-4, motion_weight=1.0,
+                                   freeze=("vision",), curriculum="motion-stage", warmup=50,
+                                   eval_every=500),
             # Table 6 at small scale: the bundled recipe, the variant picked by --temporal.
             "tiny-ablation": tiny_synth,
             "test": cls(model="test-tiny", steps=4, batch_size=2, checkpoint_every=2, log_every=1,
