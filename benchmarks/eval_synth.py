@@ -9,6 +9,10 @@ point precision / recall / F1 per expression kind (Molmo protocol, `metrics.poin
 counting MAE and exact match. Stage 2 on `--mask-clips` longer clips: every frame pointed,
 CPU mask backend, bidirectional fusion, J / F / J&F against the synthetic GT masks.
 `--no-temporal` also scores each model with its temporal module switched off.
+`--context repeat|shuffle|none` is the inference-time context ablation (`heldout.item_frames`).
+`--out DIR` writes, per model (and context), a run folder `DIR/<name>/` with `rows.jsonl` and
+`summary.json` (bootstrap CIs) in `videomolmo eval`'s layout, so two of them compare paired:
+`videomolmo eval-compare DIR/a DIR/b`.
 Prints a JSON object per model and a markdown table.
 """
 
@@ -64,6 +68,21 @@ def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, t
     return out
 
 
+def write_run(folder: Path, rows: list, info: dict) -> None:
+    """A run folder in `videomolmo eval`'s layout: rows.jsonl, summary.json / .md, info.json."""
+    from videomolmo.evaluation import summary
+    from videomolmo.evaluation.runner import RowLog, atomic_write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in folder.glob("rows*.jsonl"):
+        p.unlink()
+    RowLog(folder / "rows.jsonl").append(rows)
+    summ = summary.summarize("synthetic", rows)
+    atomic_write_text(folder / "summary.json", summary.dumps(summ))
+    atomic_write_text(folder / "summary.md", summary.to_markdown(summ))
+    atomic_write_text(folder / "info.json", json.dumps(info, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model folder, or 'bundled' (default)")
@@ -77,6 +96,10 @@ def main() -> None:
     ap.add_argument("--no-temporal", action="store_true", help="also score with the temporal module off")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--context", action="append", choices=["normal", "repeat", "shuffle", "none"],
+                    help="context ablation(s) to score (repeatable; default normal)")
+    ap.add_argument("--out", type=Path, help="write per-model run folders (rows.jsonl, summary.json) here")
+    ap.add_argument("--name", action="append", help="run-folder name per --model (default: derived)")
     a = ap.parse_args()
 
     import torch
@@ -85,21 +108,27 @@ def main() -> None:
     from videomolmo.training.heldout import evaluate_model, heldout_items
 
     results = {}
-    for m in a.model or ["bundled"]:
+    models = a.model or ["bundled"]
+    names = a.name or [Path(m).name if m != "bundled" else "bundled" for m in models]
+    if len(names) != len(models):
+        raise SystemExit("give one --name per --model")
+    for m, name in zip(models, names):
         model, proc = load(m)
         items = heldout_items(a.clips, seed=a.seed, split="test", preset=a.preset,
                               context=model.config.context_frames, size=model.config.vision.image_size)
         t0 = time.perf_counter()
-        res = {"pointing": evaluate_model(model, proc, proc.tokenizer, items)}
+        res = {}
+        for ctx in a.context or ["normal"]:
+            rows: list = []
+            key = "pointing" if ctx == "normal" else f"pointing_context_{ctx}"
+            res[key] = evaluate_model(model, proc, proc.tokenizer, items, context=ctx, rows=rows)
+            if a.out:
+                write_run(a.out / (name if ctx == "normal" else f"{name}-{ctx}"), rows,
+                          {"model": m, "context": ctx, "preset": a.preset, "clips": a.clips, "seed": a.seed})
         res["pointing_s"] = round(time.perf_counter() - t0, 1)
         if a.no_temporal and model.config.temporal != "none":
             # Same weights, temporal module off: the paper's single-frame comparison.
-            saved = model.config.temporal
-            model.config.temporal = "none"
-            try:
-                res["pointing_no_temporal"] = evaluate_model(model, proc, proc.tokenizer, items)
-            finally:
-                model.config.temporal = saved
+            res["pointing_no_temporal"] = evaluate_model(model, proc, proc.tokenizer, items, context="none")
         if a.mask_clips > 0:
             t0 = time.perf_counter()
             res["masks"] = mask_stage(model, proc, a.mask_clips, a.seed, a.mask_frames, a.k, a.tau)
@@ -112,10 +141,11 @@ def main() -> None:
     print("| model | kind | n | P | R | F1 |")
     print("|---|---|---|---|---|---|")
     for m, res in results.items():
-        for kind, v in res["pointing"].items():
+        main_key = "pointing" if "pointing" in res else next(k for k in res if k.startswith("pointing_context"))
+        for kind, v in res[main_key].items():
             if isinstance(v, dict):
                 print(f"| {m} | {kind} | {v['n']} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |")
-        c = res["pointing"].get("count")
+        c = res[main_key].get("count")
         if c and "mae" in c:
             print(f"| {m} | counting | {c['n']} | MAE {c['mae']:.2f} | exact {c['exact']:.3f} | |")
         if "masks" in res:

@@ -92,3 +92,28 @@ def test_wider_window_attends_to_the_3x3_neighbourhood():
     # zero init of the output projection: the identity, as cross_attention
     z = build_temporal(ModelConfig.from_name("tiny", temporal="cross_attention_3x3", temporal_init="zero"))
     assert torch.equal(z(to_windows(x), to_windows(c)), to_windows(x))
+
+
+def test_heldout_context_ablation_frames_and_rows():
+    from videomolmo.evaluation import summary
+    from videomolmo.training.heldout import heldout_items, item_frames, item_rows
+
+    items = heldout_items(4, split="test", preset="motion")
+    normal, repeat, shuffle = (item_frames(items, 4, m) for m in ("normal", "repeat", "shuffle"))
+    for it, n, r, s in zip(items, normal, repeat, shuffle):
+        cur = it.clip.frames[4]
+        assert all(np.array_equal(f, cur) for f in (n[-1], r[-1], s[-1])) and len(n) == len(r) == len(s) == 5
+        assert all(np.array_equal(a, b) for a, b in zip(n[:-1], it.clip.frames[:4]))
+        assert all(np.array_equal(f, cur) for f in r[:-1])
+        donor = next(o for o in items if o.clip_index == (it.clip_index + 1) % 4).clip
+        assert all(np.array_equal(a, b) for a, b in zip(s[:-1], donor.frames[:4]))
+    # Perfect predictions: F1 1 everywhere, exact counts; rows summarise like `videomolmo eval`'s.
+    preds = []
+    for it in items:
+        e = it.clip.expressions[it.expression]
+        preds.append(it.clip.target_points([k for k in e.obj_ids if it.clip.points[k][4] is not None], 4))
+    rows = item_rows(items, preds)
+    assert len({r["key"] for r in rows}) == len(rows)
+    s = summary.summarize("synthetic", rows)
+    assert s["overall"]["points"]["F1"] == 100.0
+    assert s["categories"]["motion"]["points"]["F1_ci"] == [100.0, 100.0]
