@@ -117,3 +117,14 @@ def test_heldout_context_ablation_frames_and_rows():
     s = summary.summarize("synthetic", rows)
     assert s["overall"]["points"]["F1"] == 100.0
     assert s["categories"]["motion"]["points"]["F1_ci"] == [100.0, 100.0]
+
+
+def test_single_frame_control_starts_from_a_temporal_checkpoint(tmp_path):
+    from videomolmo.model import save_pretrained
+    from videomolmo.training.trainer import load_model_weights
+
+    src = VideoMolmo(ModelConfig.from_name("test-tiny", **FLAT))
+    save_pretrained(src, tmp_path / "m")
+    single = VideoMolmo(ModelConfig.from_name("test-tiny", temporal="none", **FLAT))
+    load_model_weights(single, tmp_path / "m")
+    assert torch.equal(single.state_dict()["llm.lm_head.weight"], src.state_dict()["llm.lm_head.weight"])

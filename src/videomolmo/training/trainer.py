@@ -196,6 +196,10 @@ def load_model_weights(model, path: str | Path) -> None:
     if not f.is_file():
         raise CheckpointError(f"{path}: no model.safetensors to initialise from")
     state = load_file(str(f))
+    if not any(k.startswith("temporal.") for k, _ in model.named_parameters()):
+        # A single-frame (or weightless-module) model started from a temporal checkpoint: the
+        # module's weights have nowhere to go (the single-frame control of the motion stage).
+        state = {k: v for k, v in state.items() if not k.startswith("temporal.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{f}: does not match the model (missing {missing[:3]}, "
