@@ -270,9 +270,9 @@ def test_resume_refuses_other_settings_and_foreign_files(tmp_path):
     ds = _fake_dataset(n_videos=1)
     out = tmp_path / "p.jsonl"
     annotate_dataset(ds, DiskPredictor(), out, k=3, seed=0)
-    with pytest.raises(ConfigError, match="seed=0"):
+    with pytest.raises(ConfigError, match="seed: 0 -> 1"):
         annotate_dataset(ds, DiskPredictor(), out, k=3, seed=1)
-    with pytest.raises(ConfigError, match="k=3"):
+    with pytest.raises(ConfigError, match="k: 3 -> 4"):
         annotate_dataset(ds, DiskPredictor(), out, k=4, seed=0)
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text('{"hello": 1}\n')

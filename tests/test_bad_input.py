@@ -103,7 +103,7 @@ def test_unwritable_output_dir(files):
     _assert_one_line_error(_run(["track", files / "ok.mp4", "--query", "the dog", "--out", files / "a_file" / "out"]),
                            "not writable")
     _assert_one_line_error(_run(["point", files / "ok.mp4", "--query", "the dog", "--out", files / "a_file"]),
-                           "not writable")
+                           "is not a folder")
 
 
 @pytest.mark.parametrize("cmd", ["track", "point", "count"])

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError, VideoError, VideoMolmoError
+from videomolmo.files import atomic_write_text, ensure_writable_dir
 
 #: Longest query accepted: Molmo's prompts are one sentence; 10k characters is a pasted file,
 #: not a referring expression, and would silently be cut by the model's context window.
@@ -387,8 +388,6 @@ class PipelineResult:
         Returns {name: path}."""
         import shutil
 
-        from videomolmo.evaluation.runner import atomic_write_text
-
         out = ensure_writable_dir(out_dir)
         files: dict[str, str] = {}
         if masks or overlay:
@@ -443,19 +442,6 @@ class PipelineResult:
             "sampled_frames": self.sampled_frames,
             "rule": "max over sampled frames of distinct points",
         }
-
-
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and check we can write there; `ConfigError` otherwise."""
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"{p}: output directory is not writable ({exc.strerror or exc})") from None
-    return p
 
 
 def write_mask_png(path: Path, mask: np.ndarray) -> None:

@@ -386,7 +386,6 @@ class _Decoder:
     """One open container decoding forward from a position; seeks when that skips work."""
 
     def __init__(self, video: "FileVideo", threads: bool) -> None:
-        import av
         from av.video.reformatter import VideoReformatter
 
         self.video = video

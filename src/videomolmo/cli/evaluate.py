@@ -10,6 +10,7 @@ import typer
 
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.errors import ConfigError
+from videomolmo.files import atomic_write_text
 
 
 @command("eval")
@@ -93,9 +94,9 @@ def eval_cmd(
         return
     rows = runner.collect_rows(run_dir, units)
     summ = summary.summarize(bench, rows, expected=sum(len(u.samples) for u in units))
-    runner.atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
+    atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
     md = summary.to_markdown(summ)
-    runner.atomic_write_text(run_dir / "summary.md", md)
+    atomic_write_text(run_dir / "summary.md", md)
     console.print(md, markup=False, highlight=False)
     if render_worst:
         from videomolmo.evaluation.summary import worst
@@ -128,5 +129,5 @@ def _run_with_progress(run_dir: Path, units, ev, shard) -> None:
         f"{status.done_before} already done, {len(status.failed)} skipped for bad input"
     )
     if failures:
-        runner.atomic_write_text(run_dir / f"failures.shard-{shard.index}-of-{shard.count}.txt",
+        atomic_write_text(run_dir / f"failures.shard-{shard.index}-of-{shard.count}.txt",
                                  "\n".join(failures) + "\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +14,7 @@ import typer
 
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.files import RunSettings
 
 
 class PointsFileError(VideoMolmoError):
@@ -110,24 +110,12 @@ SETTINGS_FILE = ".videomolmo-segment.json"
 def _resume(out: Path, settings: dict, names: list[str]):
     """`skip(start, end)` for segments already written by an interrupted run with the same settings.
 
-    The settings go to `out/.videomolmo-segment.json` (atomically) before any mask is written; a
-    folder holding masks made with other settings is refused rather than mixed.
+    The settings go to `out/.videomolmo-segment.json` before any mask is written; a folder
+    holding masks made with other settings is refused rather than mixed. A folder with no mask
+    yet (a run that failed before writing one) starts afresh whatever its settings file says.
     """
-    path = out / SETTINGS_FILE
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old != settings:
-            raise ConfigError(
-                f"{out}: holds masks from a run with other settings ({path.name}); "
-                "use another --out folder or delete that one"
-            )
-    else:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(settings, indent=1))
-        os.replace(tmp, path)
+    has_masks = any((out / f"{n}.png").is_file() for n in names)
+    RunSettings(out / SETTINGS_FILE).check_or_write(settings, what=str(out), fresh=not has_masks)
 
     def skip(start: int, end: int) -> bool:
         # Each PNG is written atomically, so an existing file is a complete mask.

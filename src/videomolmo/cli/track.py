@@ -37,7 +37,7 @@ class _Stages:
 
 
 def _check_out(out: Path) -> Path:
-    from videomolmo.pipeline import ensure_writable_dir
+    from videomolmo.files import ensure_writable_dir
 
     return ensure_writable_dir(out)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
