@@ -336,15 +336,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     data = str(_tiny_refdavis(tmp_path / "data"))
     r = _cli([data, "--out", out, "--shard", "3/2"])
     assert r.exit_code == 2 and "--shard" in r.output
-    r = _cli([data, "--out", out, "--k", "0"])
-    assert r.exit_code == 2 and "--k" in r.output
+    r = _cli([data, "--out", out, "--candidates", "0"])
+    assert r.exit_code == 2 and "--candidates" in r.output
     r = _cli([data, "--out", out, "--frame-step", "-1"])
     assert r.exit_code == 2 and "--frame-step" in r.output
-    r = _cli([data, "--out", out, "--backend", "gpu"])
-    assert r.exit_code == 2 and "--backend" in r.output
-    r = _cli([data, "--out", out, "--backend", "sam2"])
-    assert r.exit_code == 2 and "--sam2" in r.output
-    r = _cli([data, "--out", out, "--backend", "sam2", "--sam2", str(tmp_path / "nope")])
+    r = _cli([data, "--out", out, "--mask-backend", "gpu"])
+    assert r.exit_code == 2 and "unknown mask backend 'gpu'" in r.output
+    r = _cli([data, "--out", out, "--mask-backend", "sam2"])
+    assert r.exit_code == 2 and "--mask-checkpoint" in r.output
+    r = _cli([data, "--out", out, "--mask-backend", "sam2", "--mask-checkpoint", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "does not exist" in r.output
 
 

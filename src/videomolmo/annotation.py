@@ -59,7 +59,7 @@ class AnnotationConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, (int, np.integer)) or self.k <= 0:
-            raise ConfigError(f"--k must be a positive number of candidates, got {self.k}")
+            raise ConfigError(f"--candidates must be a positive number of candidate clicks, got {self.k}")
         if not isinstance(self.frame_step, (int, np.integer)) or self.frame_step <= 0:
             raise ConfigError(f"--frame-step must be a positive integer, got {self.frame_step}")
 

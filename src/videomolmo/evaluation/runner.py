@@ -32,6 +32,7 @@ import numpy as np
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 from videomolmo.files import JsonlLog, RunSettings, ensure_writable_dir
+from videomolmo.settings import DEFAULTS, PipelineConfig
 
 ROWS_GLOB = "rows*.jsonl"
 
@@ -113,11 +114,11 @@ class RunConfig:
     split: str | None = None
     model: str | None = None
     pointer: str = "model"
-    k: int = 5
-    tau: float = 0.7
-    l: int = 4
-    mask_backend: str = "cpu"
-    fusion: str = "bidirectional"
+    k: int = DEFAULTS.k
+    tau: float = DEFAULTS.tau
+    l: int | None = DEFAULTS.l
+    mask_backend: str = DEFAULTS.mask_backend
+    fusion: str = DEFAULTS.fusion
     baseline: bool = False
     limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -381,10 +382,7 @@ class Evaluator:
     bench: str
     run_dir: Path
     make_pipeline: Callable[[Any], Any]
-    k: int = 5
-    tau: float = 0.7
-    l: int = 4
-    fusion: str = "bidirectional"
+    config: PipelineConfig = DEFAULTS
     masks: bool = True  # False: points only (no mask stage, no J/F)
 
     @property
@@ -395,10 +393,11 @@ class Evaluator:
         pipe = self.make_pipeline(sample)
         video = sample.video()
         if self.masks:
-            res = pipe(video, sample.expression, k=self.k, tau=self.tau, l=self.l, fusion=self.fusion)
+            c = self.config
+            res = pipe(video, sample.expression, k=c.k, tau=c.tau, l=c.l, fusion=c.fusion)
             stream = res.masks()
         else:
-            res = pipe.point(video, sample.expression, k=self.k, l=self.l)
+            res = pipe.point(video, sample.expression, k=self.config.k, l=self.config.l)
             stream = None
         info = {
             "points": {str(i): np.round(p, 2).tolist() for i, p in sorted(res.points.items())},

@@ -27,6 +27,7 @@ import numpy as np
 from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.fusion import FusionContext, get_strategy, needs_backward
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
+from videomolmo.settings import anchor_frames
 
 __all__ = ["Segment", "anchor_frames", "iter_segments", "segment_video"]
 
@@ -51,13 +52,6 @@ class Segment:
     @property
     def is_tail(self) -> bool:
         return self.backward is None
-
-
-def anchor_frames(n_frames: int, k: int) -> list[int]:
-    """Anchor indices 0, k, 2k, ... below `n_frames`."""
-    if int(k) != k or k <= 0:
-        raise ConfigError(f"k must be a positive integer, got {k}")
-    return list(range(0, n_frames, int(k)))
 
 
 def _prompt_points(points: Prompt, size: tuple[int, int], where: str = "") -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +163,7 @@ def iter_segments(
     video: Any,
     points_by_frame: Mapping[int, Prompt],
     predictor: MaskPredictor,
-    k: int = 5,
+    k: int,
     backward: bool = True,
     skip: Callable[[int, int], bool] | None = None,
 ) -> Iterator[Segment]:
@@ -238,7 +232,7 @@ def iter_segments(
 
 
 def fuse_segment(
-    seg: Segment, strategy: str = "bidirectional", tau: float = 0.7
+    seg: Segment, strategy: str, tau: float
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(frame_idx, mask)` for the anchor and every frame of one segment."""
     fn = get_strategy(strategy)
@@ -259,9 +253,9 @@ def segment_video(
     video: Any,
     points_by_frame: Mapping[int, Prompt],
     predictor: MaskPredictor,
-    k: int = 5,
-    tau: float = 0.7,
-    strategy: str = "bidirectional",
+    k: int,
+    tau: float,
+    strategy: str,
     skip: Callable[[int, int], bool] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream `(frame_idx, bool mask)` for every frame of `video`, in frame order.
