@@ -119,7 +119,7 @@ def main() -> None:
         import cv2
 
         from videomolmo.pipeline import Pipeline, PipelineConfig
-from videomolmo.pointers.oracle import OraclePointer
+        from videomolmo.pointers.oracle import OraclePointer
         from videomolmo.video import open_video
 
         gt = lambda i: cv2.imread(str(g2 / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE) > 0  # noqa: E731
