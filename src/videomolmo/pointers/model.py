@@ -15,7 +15,9 @@ from videomolmo.settings import check_device
 
 @register_pointer("model")
 class ModelPointer(Pointer):
-    """`temporal=False` runs the model without its temporal module (the Molmo+SAM2 baseline)."""
+    """A VideoMolmo checkpoint (default: the bundled CPU model) points on the anchor frames.
+
+    `temporal=False` runs the model without its temporal module (the Molmo+SAM2 baseline)."""
 
     def __init__(self, model, processor, batch_size: int = 4, temporal: bool = True):
         self.model = model
