@@ -59,7 +59,7 @@ def main() -> None:
         print(f"{name}: {1 / wall:.2f} examples/s wall, {cpu * 1000:.0f} ms CPU/example", flush=True)
     base_wall, base_cpu = rows[0][1], rows[0][2]
     print()
-    print(f"| variant | examples/s (wall) | CPU ms / example | speed vs baseline (CPU) |")
+    print("| variant | examples/s (wall) | CPU ms / example | speed vs baseline (CPU) |")
     print("|---|---|---|---|")
     for name, wall, cpu in rows:
         print(f"| {name} | {1 / wall:.2f} | {cpu * 1000:.0f} | {base_cpu / cpu:.2f}x |")

@@ -44,7 +44,8 @@ def load(model_arg: str | None):
 def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, tau: float) -> dict:
     """J / F / J&F after bidirectional fusion on every expression of `n_clips` test clips."""
     from videomolmo.metrics import j_and_f
-    from videomolmo.pipeline import ModelPointer, Pipeline, PipelineConfig
+    from videomolmo.pipeline import Pipeline, PipelineConfig
+    from videomolmo.pointers.model import ModelPointer
     from videomolmo.synth import SynthConfig, clip_rng, generate_clip
 
     pipe = Pipeline(ModelPointer(model, processor, batch_size=8), PipelineConfig(k=k, tau=tau))
@@ -71,12 +72,12 @@ def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, t
 def write_run(folder: Path, rows: list, info: dict) -> None:
     """A run folder in `videomolmo eval`'s layout: rows.jsonl, summary.json / .md, info.json."""
     from videomolmo.evaluation import summary
-    from videomolmo.evaluation.runner import RowLog, atomic_write_text
+    from videomolmo.files import JsonlLog, atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
     for p in folder.glob("rows*.jsonl"):
         p.unlink()
-    RowLog(folder / "rows.jsonl").append(rows)
+    JsonlLog(folder / "rows.jsonl").append(rows)
     summ = summary.summarize("synthetic", rows)
     atomic_write_text(folder / "summary.json", summary.dumps(summ))
     atomic_write_text(folder / "summary.md", summary.to_markdown(summ))

@@ -21,16 +21,11 @@ from typer.testing import CliRunner
 
 from videomolmo.cli import app
 from videomolmo.errors import ConfigError
-from videomolmo.pipeline import (
-    OraclePointer,
-    Pipeline,
-    PipelineConfig,
-    StaticPointer,
-    anchor_frames,
-    check_query,
-    distinct_points,
-    interior_points,
-)
+from videomolmo.counting import distinct_points
+from videomolmo.pipeline import Pipeline, PipelineConfig
+from videomolmo.pointers.oracle import OraclePointer, interior_points
+from videomolmo.pointers.static import StaticPointer
+from videomolmo.settings import anchor_frames, check_query
 
 DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
 runner = CliRunner()

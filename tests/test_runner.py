@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import pytest
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 from videomolmo.evaluation import summary
+from videomolmo.files import JsonlLog
 from videomolmo.evaluation.runner import (
-    RowLog,
     RunConfig,
     Shard,
-    Unit,
     complete_units,
     make_units,
     missing_units,
@@ -45,7 +43,7 @@ def _process(unit):
 
 
 def test_rowlog_repairs_torn_tail_and_appends_cleanly(tmp_path: Path):
-    log = RowLog(tmp_path / "rows.jsonl")
+    log = JsonlLog(tmp_path / "rows.jsonl")
     log.append([{"key": "a"}, {"key": "b"}])
     with open(log.path, "ab") as fh:
         fh.write(b'{"key": "c", "J": 0.')  # torn by a crash
@@ -57,7 +55,7 @@ def test_rowlog_repairs_torn_tail_and_appends_cleanly(tmp_path: Path):
 
 
 def test_rowlog_drops_garbage_complete_last_line(tmp_path: Path):
-    log = RowLog(tmp_path / "rows.jsonl")
+    log = JsonlLog(tmp_path / "rows.jsonl")
     log.append([{"key": "a"}])
     with open(log.path, "ab") as fh:
         fh.write(b"\x00\x00\x00\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -325,8 +324,8 @@ def test_annotate_cli_with_the_sam2_backend(ckpt_dir, tmp_path):
     from videomolmo.cli import app
 
     out = tmp_path / "points.jsonl"
-    args = ["annotate", str(DAVIS), "--out", str(out), "--backend", "sam2", "--sam2", str(ckpt_dir),
-            "--k", "2", "--frame-step", "25", "--shard", "1/6"]
+    args = ["annotate", str(DAVIS), "--out", str(out), "--mask-backend", "sam2", "--mask-checkpoint", str(ckpt_dir),
+            "--candidates", "2", "--frame-step", "25", "--shard", "1/6"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]

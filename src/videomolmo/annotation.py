@@ -22,8 +22,6 @@ lost and nothing is written twice.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -32,6 +30,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
+from videomolmo.files import JsonlLog, RunSettings
 
 __all__ = [
     "AnnotationConfig",
@@ -53,14 +52,14 @@ __all__ = [
 class AnnotationConfig:
     """The settings that decide which points come out; recorded next to the output file."""
 
-    k: int = 10
+    candidates: int = 10
     seed: int = 0
     frame_step: int = 1
     backend: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, (int, np.integer)) or self.k <= 0:
-            raise ConfigError(f"--k must be a positive number of candidates, got {self.k}")
+        if not isinstance(self.candidates, (int, np.integer)) or self.candidates <= 0:
+            raise ConfigError(f"--candidates must be a positive number of candidate clicks, got {self.candidates}")
         if not isinstance(self.frame_step, (int, np.integer)) or self.frame_step <= 0:
             raise ConfigError(f"--frame-step must be a positive integer, got {self.frame_step}")
 
@@ -191,51 +190,17 @@ def object_masks(sample: Any, i: int) -> list[tuple[str, np.ndarray]]:
     return [(keys[0], np.asarray(sample.gt_mask(i), dtype=bool))]
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a trailing partial line (the run was killed mid-write) so appends start clean."""
-    with open(path, "rb+") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        # Walk back to the last newline; everything after it is the torn line.
-        pos, chunk = size, 65536
-        while pos > 0:
-            start = max(0, pos - chunk)
-            fh.seek(start)
-            block = fh.read(pos - start)
-            nl = block.rfind(b"\n")
-            if nl >= 0:
-                fh.truncate(start + nl + 1)
-                return
-            pos = start
-        fh.truncate(0)
-
-
 def read_done(path: str | Path) -> dict[tuple[str, str, str, str], dict]:
     """Rows already in an output file, keyed by (video, exp_id, obj_id, frame).
 
-    A torn last line (no trailing newline) is ignored; a malformed complete line means the file
-    is not ours and raises rather than being silently overwritten.
+    A torn last line is ignored; a malformed complete line means the file is not ours and
+    raises rather than being silently appended to.
     """
-    path = Path(path)
     done: dict[tuple[str, str, str, str], dict] = {}
-    if not path.is_file():
-        return done
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    if lines and lines[-1] != b"":
-        lines = lines[:-1]  # torn tail
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, row in enumerate(JsonlLog(path).read(strict=True), 1):
         try:
-            row = json.loads(line)
             key = (str(row["video"]), str(row["exp_id"]), str(row["obj_id"]), str(row["frame"]))
-        except (ValueError, KeyError, TypeError):
+        except KeyError:
             raise VideoMolmoError(f"{path}:{n}: not an annotation row; refusing to append to it") from None
         done[key] = row
     return done
@@ -248,27 +213,13 @@ def _settings_path(out_path: Path) -> Path:
 # Settings that change the rows themselves. frame_step and shard only choose which rows are
 # made (every row's seed comes from its identity), so a file may be extended with other values,
 # e.g. a quick --frame-step 5 pass later completed with --frame-step 1.
-_ROW_SETTINGS = ("k", "seed", "backend")
+_ROW_SETTINGS = ("candidates", "seed", "backend")
 
 
 def _check_settings(out_path: Path, config: AnnotationConfig, shard: tuple[int, int], resuming: bool) -> None:
-    """Refuse to resume a file made with other k / seed / backend: its rows would not match."""
-    path = _settings_path(out_path)
-    wanted = {**asdict(config), "shard": list(shard)}
-    if resuming and path.is_file():
-        try:
-            have = json.loads(path.read_text())
-        except (OSError, ValueError):
-            have = None
-        if isinstance(have, dict):
-            diff = [f"{k}={have.get(k)!r}" for k in _ROW_SETTINGS if have.get(k) != wanted[k]]
-            if diff:
-                raise ConfigError(
-                    f"{out_path} was written with {', '.join(diff)}; rerun with those settings or choose another --out"
-                )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(wanted, indent=1) + "\n")
-    os.replace(tmp, path)
+    """Refuse to resume a file made with other candidates / seed / backend: its rows would not match."""
+    RunSettings(_settings_path(out_path), keys=_ROW_SETTINGS).check_or_write(
+        {**asdict(config), "shard": list(shard)}, what=str(out_path), fresh=not resuming)
 
 
 @dataclass
@@ -297,7 +248,7 @@ def annotate_dataset(
     dataset: Iterable[Any],
     predictor: Any,
     out_path: str | Path,
-    k: int = 10,
+    candidates: int = 10,
     seed: int = 0,
     shard: tuple[int, int] | str | None = (0, 1),
     frame_step: int = 1,
@@ -312,7 +263,7 @@ def annotate_dataset(
     """
     import time
 
-    config = AnnotationConfig(k=k, seed=seed, frame_step=frame_step,
+    config = AnnotationConfig(candidates=candidates, seed=seed, frame_step=frame_step,
                               backend=backend_name or getattr(predictor, "name", "custom"))
     shard = parse_shard(shard)
     out_path = Path(out_path)
@@ -329,15 +280,14 @@ def annotate_dataset(
 
     resuming = out_path.exists()
     _check_settings(out_path, config, shard, resuming)
-    if resuming:
-        _drop_torn_tail(out_path)
+    log = JsonlLog(out_path)
+    log.repair()
     done = read_done(out_path)
     # (video, obj, frame) -> computed result, so a second expression on the same object is free.
     results: dict[tuple[str, str, str], tuple[Any, Any, int]] = {
         (v, o, f): (row["point"], row["iou"], row["candidates"]) for (v, _, o, f), row in done.items()
     }
     report = AnnotationReport()
-    fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     video_cache: dict[Any, Any] = {}
     try:
         for n_unit, (sample, i) in enumerate(units, 1):
@@ -361,7 +311,7 @@ def annotate_dataset(
                         if frame is None:
                             frame = _frame(sample, i, video_cache)
                         t0 = time.perf_counter()
-                        pt, iou, ncand = best_point(frame, mask, predictor, config.k,
+                        pt, iou, ncand = best_point(frame, mask, predictor, config.candidates,
                                                     unit_rng(config.seed, sample.video_id, obj_id, frame_name))
                         report.seconds_predicting += time.perf_counter() - t0
                         if pt is not None:
@@ -375,23 +325,14 @@ def annotate_dataset(
                     row = {"video": sample.video_id, "exp_id": str(sample.exp_id), "obj_id": obj_id,
                            "frame": frame_name, "frame_index": i, "point": point, "iou": iou,
                            "candidates": int(ncand)}
-                    # One write per row, flushed to disk: a kill can tear at most this line.
-                    _write_all(fd, (json.dumps(row) + "\n").encode())
-                    os.fsync(fd)
+                    log.append([row])  # one write + fsync per row: a kill tears at most this line
                     done[key] = row
                     report.written += 1
             if progress is not None:
                 progress(n_unit, len(units))
     finally:
-        os.close(fd)
         _close_videos(video_cache)
     return report
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _unit_obj_keys(sample: Any) -> list[str]:

@@ -35,6 +35,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from videomolmo.files import atomic_path
 from videomolmo.errors import ConfigError, MaskError
 
 __all__ = [
@@ -206,15 +207,11 @@ def foreground(path: str | os.PathLike) -> np.ndarray:
 
 def _atomic_png(path: Path, image) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            image.save(tmp, format="PNG")
     except OSError as exc:
         raise MaskError(f"{path}: cannot write mask PNG ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _as_binary(mask: np.ndarray, where: str) -> np.ndarray:

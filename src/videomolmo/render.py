@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from videomolmo.files import atomic_path
 from videomolmo.errors import VideoMolmoError
 
 # Distinct, saturated colours (RGB) for object ids 1, 2, ...: tab10 without the greys, so that
@@ -228,10 +228,8 @@ def sample_indices(num_frames: int, count: int) -> list[int]:
 
 def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
     """Write an RGB image as PNG atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    Image.fromarray(np.asarray(img)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(np.asarray(img)).save(tmp, format="PNG")
 
 
 @dataclass

@@ -27,15 +27,14 @@ Splits draw from disjoint seed streams (`split_seed`), so train / val / test nev
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from videomolmo.files import atomic_write_json
 from videomolmo.errors import ConfigError
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond")
@@ -375,15 +374,6 @@ def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(split_seed(seed, split).spawn(index + 1)[index])
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_dataset(out: str | Path, videos: int, seed: int = 0, split: str = "train",
                   config: SynthConfig | None = None, progress=None) -> Path:
     """Write `videos` clips of a split in the MeViS layout under `out`; returns the folder.
@@ -444,7 +434,7 @@ def write_dataset(out: str | Path, videos: int, seed: int = 0, split: str = "tra
                                      for p in clip.points[k]] for k in range(len(clip.sprites))}
         if progress is not None:
             progress(i + 1, videos)
-    _atomic_write_json(root / "mask_dict.json", mask_dict)
-    _atomic_write_json(root / "points.json", points_json)
-    _atomic_write_json(root / "meta_expressions.json", meta)
+    atomic_write_json(root / "mask_dict.json", mask_dict)
+    atomic_write_json(root / "points.json", points_json)
+    atomic_write_json(root / "meta_expressions.json", meta)
     return root

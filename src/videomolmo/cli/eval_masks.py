@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from videomolmo.files import atomic_write_json
 from videomolmo.cli.app import command, console
 
 DATA_HELP = ("Benchmark root: Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or ReasonVOS layout "
@@ -93,13 +94,13 @@ def eval_masks(
 
     A missing expression folder or frame scores 0 and is listed; a prediction whose size differs from the ground truth is an error.
     """
-    from videomolmo.evaluation.masks import evaluate_predictions, write_json_atomic
+    from videomolmo.evaluation.masks import evaluate_predictions
 
     t0 = time.perf_counter()
     dataset, name = _load(data, split, fmt)
     result = evaluate_predictions(dataset, pred, workers=workers, progress=_progress())
     if json_out is not None:
-        write_json_atomic(json_out, result)
+        atomic_write_json(json_out, result)
     print_table(result, _title(name, dataset, str(pred), time.perf_counter() - t0), _kinds(dataset))
     if json_out is not None:
         console.print(f"scores written to {json_out}", highlight=False, markup=False)
@@ -119,7 +120,7 @@ def eval_baseline(
 
     Prints the J / F / J&F table; the interim main job on ../shared/data/davis16-mini.
     """
-    from videomolmo.evaluation.masks import evaluate_predictions, first_frame_baseline, write_json_atomic
+    from videomolmo.evaluation.masks import evaluate_predictions, first_frame_baseline
 
     t0 = time.perf_counter()
     dataset, name = _load(data, split, fmt)
@@ -136,7 +137,7 @@ def eval_baseline(
         result = run(out)
         where = f"first-frame GT copied to all frames, in {out}"
     if json_out is not None:
-        write_json_atomic(json_out, result)
+        atomic_write_json(json_out, result)
     print_table(result, _title(name, dataset, where, time.perf_counter() - t0), _kinds(dataset))
     if json_out is not None:
         console.print(f"scores written to {json_out}", highlight=False, markup=False)

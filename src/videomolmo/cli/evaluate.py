@@ -8,8 +8,14 @@ from typing import Optional
 
 import typer
 
+from videomolmo.cli import options
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.errors import ConfigError
+from videomolmo.files import atomic_write_text
+from videomolmo.fusion import get_strategy
+from videomolmo.pointers import build_pointer, pointer_class
+from videomolmo.segmentation.registry import check_backend
+from videomolmo.settings import PipelineConfig, check_device
 
 
 @command("eval")
@@ -18,15 +24,16 @@ def eval_cmd(
     data: Path = typer.Option(..., "--data", help="Benchmark root folder."),
     out: Path = typer.Option(..., "--out", help="Run directory (rerun the same command to resume)."),
     split: Optional[str] = typer.Option(None, help="Split (default: the benchmark's evaluation split)."),
-    model: Optional[str] = typer.Option(None, help="Checkpoint folder or preset (default: the bundled model)."),
-    pointer: str = typer.Option("model", help="model: points from the model; oracle: from ground-truth masks."),
-    baseline: bool = typer.Option(False, "--baseline", help="Molmo+SAM2 baseline: temporal module off, first-frame pointing."),
-    k: int = typer.Option(5, help="Point every k-th frame (anchor stride)."),
-    tau: float = typer.Option(0.7, help="Fusion IoU threshold in [0, 1]."),
-    l: int = typer.Option(4, help="Context frames of the temporal module."),
-    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu or sam2."),
-    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (with --mask-backend sam2)."),
-    fusion: str = typer.Option("bidirectional", help="Fusion strategy (see videomolmo.fusion)."),
+    pointer: str = options.pointer(),
+    model: Optional[str] = options.model(),
+    preset: Optional[str] = options.preset(),
+    baseline: bool = options.baseline(),
+    k: int = options.k(),
+    tau: float = options.tau(),
+    l: Optional[int] = options.l(),
+    mask_backend: str = options.mask_backend(),
+    mask_checkpoint: Optional[Path] = options.mask_checkpoint(),
+    fusion: str = options.fusion(),
     points_only: bool = typer.Option(False, "--points-only", help="Score points (and counts) only; no masks."),
     shard: Optional[str] = typer.Option(None, help="i/n: this process's share (default: RANK/WORLD_SIZE under torchrun)."),
     merge: bool = typer.Option(False, "--merge", help="Only merge the shards' rows into the summary."),
@@ -40,32 +47,34 @@ def eval_cmd(
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
     from videomolmo.evaluation import runner, summary
-    from videomolmo.pipeline import OraclePointer, Pipeline, PipelineConfig
-
     from videomolmo.model.pointing import check_context_mode
+    from videomolmo.pipeline import Pipeline
 
     bench = runner.check_bench(bench)
     check_context_mode(context)
     if context != "normal" and pointer != "model":
         raise ConfigError("--context applies to --pointer model only")
-    if pointer not in ("model", "oracle"):
-        raise ConfigError(f"--pointer must be 'model' or 'oracle', got {pointer!r}")
+    pointer_cls = pointer_class(pointer)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if render_worst < 0:
         raise ConfigError(f"--render-worst must be >= 0, got {render_worst}")
     cfg = PipelineConfig(k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion,
                          first_frame_only=baseline)
-    from videomolmo.fusion import get_strategy
-
     get_strategy(fusion)
+    if not merge:
+        if not points_only:
+            check_backend(mask_backend, mask_checkpoint)
+        if device is None:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if "LOCAL_RANK" in os.environ else "cpu"
+        check_device(device)
     shard_ = runner.Shard.parse(shard)
     dataset = runner.load_benchmark(bench, data, split)
     samples = list(dataset)[:limit] if limit else list(dataset)
     if not samples:
         raise ConfigError(f"{data}: the benchmark has no expressions")
-    if pointer == "oracle" and not dataset.has_masks:
-        raise ConfigError(f"{data}: --pointer oracle needs ground-truth masks, and this split has none")
+    if pointer_cls.needs_sample and not dataset.has_masks:
+        raise ConfigError(f"{data}: --pointer {pointer} needs ground-truth masks, and this split has none")
     run_cfg = runner.RunConfig(
         bench=bench, data=str(Path(data).resolve()), split=dataset.split, model=model, pointer=pointer,
         k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion, baseline=baseline, limit=limit,
@@ -76,26 +85,17 @@ def eval_cmd(
     units = runner.make_units(bench, samples)
 
     if not merge:
-        if device is None:
-            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if "LOCAL_RANK" in os.environ else "cpu"
-        if pointer == "oracle":
-            base = Pipeline(OraclePointer(lambda i: None), cfg, sam2=sam2, device=device)
+        ptr = build_pointer(pointer, model=model, preset=preset, device=device, batch_size=cfg.batch_size,
+                            baseline=baseline, **({"context": context} if context != "normal" else {}))
+        pipe = Pipeline(ptr, cfg, mask_checkpoint=mask_checkpoint, device=device)
+        donors = runner.shuffle_donors(samples) if context == "shuffle" else {}
 
-            def make_pipeline(sample):
-                return base.with_pointer(OraclePointer.from_sample(sample))
-        else:
-            pipe = Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2,
-                                            k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion,
-                                            context=context)
-            donors = runner.shuffle_donors(samples) if context == "shuffle" else {}
+        def make_pipeline(sample):
+            if donors:
+                ptr.context_video = donors[sample.video_id].video()
+            return pipe.for_sample(sample)
 
-            def make_pipeline(sample):
-                if donors:
-                    pipe.pointer.context_video = donors[sample.video_id].video()
-                return pipe
-
-        ev = runner.Evaluator(bench, run_dir, make_pipeline, k=k, tau=tau, l=l, fusion=fusion,
-                              masks=not points_only)
+        ev = runner.Evaluator(bench, run_dir, make_pipeline, config=cfg, masks=not points_only)
         _run_with_progress(run_dir, units, ev, shard_)
 
     missing = runner.missing_units(run_dir, units)
@@ -107,9 +107,9 @@ def eval_cmd(
         return
     rows = runner.collect_rows(run_dir, units)
     summ = summary.summarize(bench, rows, expected=sum(len(u.samples) for u in units))
-    runner.atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
+    atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
     md = summary.to_markdown(summ)
-    runner.atomic_write_text(run_dir / "summary.md", md)
+    atomic_write_text(run_dir / "summary.md", md)
     console.print(md, markup=False, highlight=False)
     if render_worst:
         from videomolmo.evaluation.summary import worst
@@ -142,7 +142,7 @@ def _run_with_progress(run_dir: Path, units, ev, shard) -> None:
         f"{status.done_before} already done, {len(status.failed)} skipped for bad input"
     )
     if failures:
-        runner.atomic_write_text(run_dir / f"failures.shard-{shard.index}-of-{shard.count}.txt",
+        atomic_write_text(run_dir / f"failures.shard-{shard.index}-of-{shard.count}.txt",
                                  "\n".join(failures) + "\n")
 
 
@@ -162,7 +162,5 @@ def eval_compare_cmd(
             raise ConfigError(f"{p}: not a run folder")
     res = paired.compare_runs(run_a, run_b, metrics=tuple(metric) if metric else ("F1", "count_exact"))
     if json_out is not None:
-        from videomolmo.evaluation.runner import atomic_write_text
-
         atomic_write_text(json_out, paired.dumps(res))
     console.print(paired.to_markdown(res), markup=False, highlight=False)

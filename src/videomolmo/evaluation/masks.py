@@ -20,9 +20,6 @@ mask of its first listed frame, copied to every frame.
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from videomolmo.files import atomic_write_bytes
 from videomolmo.data.sample import Dataset, PngMaskSource, Sample
 from videomolmo.errors import DatasetError
 from videomolmo.masks import check_same_size, foreground, submission_path
@@ -43,7 +41,6 @@ __all__ = [
     "per_video",
     "per_group",
     "first_frame_baseline",
-    "write_json_atomic",
 ]
 
 
@@ -227,37 +224,12 @@ def per_group(result: dict[str, Any], groups: dict[tuple[str, str], str]) -> lis
 # --------------------------------------------------------------------------- output
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON via a temp file in the same folder + `os.replace`: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _png_bytes(mask: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _baseline_one(sample: Sample, out_dir: Path) -> int:
@@ -267,7 +239,7 @@ def _baseline_one(sample: Sample, out_dir: Path) -> int:
     for name in sample.frame_names:
         path = submission_path(out_dir, sample.video_id, sample.exp_id, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes_atomic(path, data)
+        atomic_write_bytes(path, data)
     return len(sample.frame_names)
 
 

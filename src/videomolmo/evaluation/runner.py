@@ -22,7 +22,6 @@ unit list and write their own rows file, so no two processes ever append to the 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
+from videomolmo.files import JsonlLog, RunSettings, ensure_writable_dir
+from videomolmo.settings import DEFAULTS, PipelineConfig
 
 ROWS_GLOB = "rows*.jsonl"
 
@@ -39,79 +40,11 @@ ROWS_GLOB = "rows*.jsonl"
 # --------------------------------------------------------------------------- append-only rows
 
 
-class RowLog:
-    """An append-only JSONL file whose rows are written atomically.
-
-    Each `append` is one `os.write` of complete lines followed by `fsync`, so a crash leaves at
-    worst a torn *last* line; `open` cuts that off before anything new is appended.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def repair(self) -> int:
-        """Truncate a torn last line (no trailing newline, or not JSON); return bytes removed."""
-        if not self.path.exists():
-            return 0
-        data = self.path.read_bytes()
-        keep = len(data)
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-        else:
-            # A complete-looking last line can still be garbage (e.g. zero-filled blocks after
-            # a power cut on some filesystems): drop trailing lines that do not parse.
-            while keep:
-                start = data.rfind(b"\n", 0, keep - 1) + 1
-                try:
-                    json.loads(data[start:keep])
-                    break
-                except ValueError:
-                    keep = start
-        if keep != len(data):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return len(data) - keep
-
-    def read(self) -> list[dict]:
-        """Every parsable row, in file order; unparsable lines (a torn tail) are skipped."""
-        if not self.path.exists():
-            return []
-        rows = []
-        with open(self.path, "rb") as fh:
-            for line in fh:
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-        return rows
-
-    def append(self, rows: Sequence[dict]) -> None:
-        """Append rows in one write + fsync (all lines of a unit land together or not at all)."""
-        if not rows:
-            return
-        payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            data = payload.encode("utf-8")
-            written = os.write(fd, data)
-            if written != len(data):  # a short write on a full disk: do not leave it as a row
-                raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes)")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def read_all_rows(run_dir: str | os.PathLike) -> dict[str, dict]:
     """All rows of every shard's file, deduplicated by `key` (the last written wins)."""
     out: dict[str, dict] = {}
     for path in sorted(Path(run_dir).glob(ROWS_GLOB)):
-        for row in RowLog(path).read():
+        for row in JsonlLog(path).read():
             if "key" in row:
                 out[row["key"]] = row
     return out
@@ -181,11 +114,11 @@ class RunConfig:
     split: str | None = None
     model: str | None = None
     pointer: str = "model"
-    k: int = 5
-    tau: float = 0.7
-    l: int = 4
-    mask_backend: str = "cpu"
-    fusion: str = "bidirectional"
+    k: int = DEFAULTS.k
+    tau: float = DEFAULTS.tau
+    l: int | None = DEFAULTS.l
+    mask_backend: str = DEFAULTS.mask_backend
+    fusion: str = DEFAULTS.fusion
     baseline: bool = False
     limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -194,37 +127,10 @@ class RunConfig:
         return asdict(self)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder, fsync, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def prepare_run_dir(run_dir: str | os.PathLike, config: RunConfig) -> Path:
     """Create the run dir (or reopen it), checking it is writable and its settings match."""
-    from videomolmo.pipeline import ensure_writable_dir
-
     run_dir = ensure_writable_dir(run_dir)
-    cfg_path = run_dir / "config.json"
-    want = config.to_json()
-    if cfg_path.exists():
-        try:
-            have = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DatasetError(f"{cfg_path}: not valid JSON; is this a videomolmo eval run directory?") from None
-        diff = [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
-        if diff:
-            raise ConfigError(
-                f"{run_dir} was started with other settings ({'; '.join(diff)}); "
-                "rerun with the same options to resume, or use a new --out"
-            )
-    else:
-        atomic_write_text(cfg_path, json.dumps(want, indent=2, sort_keys=True) + "\n")
+    RunSettings(run_dir / "config.json").check_or_write(config.to_json(), what=str(run_dir))
     return run_dir
 
 
@@ -308,7 +214,7 @@ def run_units(
     after fixing the data retries it. Anything else propagates (our bug: stop the run).
     """
     run_dir = Path(run_dir)
-    log = RowLog(run_dir / shard.rows_name)
+    log = JsonlLog(run_dir / shard.rows_name)
     log.repair()
     done = complete_units(read_all_rows(run_dir))
     mine = shard.take(units)
@@ -489,10 +395,7 @@ class Evaluator:
     bench: str
     run_dir: Path
     make_pipeline: Callable[[Any], Any]
-    k: int = 5
-    tau: float = 0.7
-    l: int = 4
-    fusion: str = "bidirectional"
+    config: PipelineConfig = DEFAULTS
     masks: bool = True  # False: points only (no mask stage, no J/F)
 
     @property
@@ -503,10 +406,11 @@ class Evaluator:
         pipe = self.make_pipeline(sample)
         video = sample.video()
         if self.masks:
-            res = pipe(video, sample.expression, k=self.k, tau=self.tau, l=self.l, fusion=self.fusion)
+            c = self.config
+            res = pipe(video, sample.expression, k=c.k, tau=c.tau, l=c.l, fusion=c.fusion)
             stream = res.masks()
         else:
-            res = pipe.point(video, sample.expression, k=self.k, l=self.l)
+            res = pipe.point(video, sample.expression, k=self.config.k, l=self.config.l)
             stream = None
         info = {
             "points": {str(i): np.round(p, 2).tolist() for i, p in sorted(res.points.items())},

@@ -25,14 +25,13 @@ Never unpickles: only safetensors (and JSON for configs and shard indexes).
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from videomolmo.files import atomic_path, atomic_write_text
 from videomolmo.errors import CheckpointError, ConfigError
 from videomolmo.model.config import ModelConfig
 from videomolmo.model.temporal import build_temporal
@@ -349,16 +348,9 @@ def save_pretrained(model, directory: str | Path, metadata: dict[str, str] | Non
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
              if k not in _non_persistent(model)}
     config = {"format": FORMAT_TAG, "model": model.config.to_dict()}
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp, metadata={"format": "pt", **(metadata or {})})
-    os.replace(tmp, out / WEIGHTS_NAME)
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(config, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out / CONFIG_NAME)
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
+    atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True))
     return out
 
 

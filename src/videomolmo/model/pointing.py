@@ -20,6 +20,8 @@ import torch
 
 from videomolmo.errors import ConfigError
 from videomolmo.model.temporal import temporal_class
+from videomolmo.settings import anchor_frames
+from videomolmo.video import open_video
 
 
 CONTEXT_MODES = ("normal", "repeat", "shuffle", "none")
@@ -73,13 +75,7 @@ class VideoPoints(list):
         return {fp.frame_idx: fp for fp in self}
 
 
-def _open(video):
-    from videomolmo.video import Video, open_video
-
-    return video if isinstance(video, Video) else open_video(video)
-
-
-def point_video(model, processor, video, query: str, k: int = 1, l: int | None = None,
+def point_video(model, processor, video, query: str, k: int | None = None, l: int | None = None,
                 batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                 feature_cache: bool = True, max_new_tokens: int | None = None,
                 progress: Callable[[int, int], None] | None = None, bf16: bool | None = None,
@@ -88,7 +84,7 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
 
     Args:
         video: a `videomolmo.video.Video`, a path, or a (T, H, W, 3) uint8 array / frame list.
-        k: sampling stride; `frames` overrides it with explicit indices.
+        k: sampling stride (None: every frame); `frames` overrides it with explicit indices.
         l: context frames (default: the model's `context_frames`); the raw frames before each
             sampled frame, black frames padding the start.
         batch_size: prompts encoded and generated together (left padding).
@@ -107,7 +103,7 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
                                progress=progress, bf16=bf16, context=context, context_video=context_video)[query]
 
 
-def point_video_queries(model, processor, video, queries: Sequence[str], k: int = 1, l: int | None = None,
+def point_video_queries(model, processor, video, queries: Sequence[str], k: int | None = None, l: int | None = None,
                         batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                         feature_cache: bool = True, max_new_tokens: int | None = None,
                         progress: Callable[[int, int], None] | None = None,
@@ -125,8 +121,6 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     for q in queries:
         if not isinstance(q, str) or not q.strip():
             raise ConfigError("the query is empty: give a referring expression or question")
-    if int(k) < 1:
-        raise ConfigError(f"k (frame stride) must be >= 1, got {k}")
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     check_context_mode(context)
@@ -138,10 +132,10 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     l = (cfg.context_frames if l is None else int(l)) if use_ctx else 0
     if use_ctx and l < 1:
         raise ConfigError(f"l (context frames) must be >= 1 for a temporal model, got {l}")
-    vid = _open(video)
+    vid = open_video(video)
     n = len(vid)
-    donor = _open(context_video) if use_ctx and context == "shuffle" else None
-    targets = sorted({int(i) for i in frames}) if frames is not None else list(range(0, n, int(k)))
+    donor = open_video(context_video) if use_ctx and context == "shuffle" else None
+    targets = sorted({int(i) for i in frames}) if frames is not None else anchor_frames(n, 1 if k is None else k)
     for t in targets:
         if not 0 <= t < n:
             raise ConfigError(f"frame index {t} outside a {n}-frame video")

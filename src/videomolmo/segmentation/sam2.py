@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError, VideoMolmoError
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
+from videomolmo.segmentation.registry import register_backend
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -447,3 +447,13 @@ def tiny_sam2_config(image_size: int = 128) -> Any:
         memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
         memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=256,
     )
+
+
+register_backend(
+    "sam2",
+    lambda checkpoint=None, device="cpu", dtype=None: Sam2Predictor.from_pretrained(checkpoint, device=device,
+                                                                                     dtype=dtype),
+    description="SAM2 video predictor (transformers Sam2VideoModel); --mask-checkpoint: an HF-format SAM2 folder",
+    needs_checkpoint=True,
+    check_checkpoint=validate_checkpoint_dir,
+)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from videomolmo.files import atomic_write_json, atomic_write_text
 from videomolmo.errors import CheckpointError
 
 
@@ -81,22 +82,14 @@ def save_checkpoint(run_dir: str | Path, step: int, model_state: dict[str, torch
         save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
         if np_rng is not None:
             state["numpy_rng"] = np_rng.bit_generator.state
-        with open(tmp / "state.json", "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        atomic_write_json(tmp / "state.json", state, indent=None)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fd, ltmp = tempfile.mkstemp(dir=ckdir, prefix=".latest.")
-    with os.fdopen(fd, "w") as f:
-        f.write(final.name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(ltmp, ckdir / "latest")
+    atomic_write_text(ckdir / "latest", final.name + "\n")
     old = sorted(p for p in ckdir.glob("step-*") if p.is_dir())
     for p in old[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)

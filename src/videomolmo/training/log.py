@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
+
+from videomolmo.files import JsonlLog, atomic_write_text
 
 
 class JsonlLogger:
-    """One JSON object per line, each flushed and fsynced.
+    """One JSON object per line, each written with one write + fsync (`videomolmo.files.JsonlLog`).
 
     On resume from checkpoint step `resume_step`, rows logged after that step (work that was
     lost with the crash and will be redone) are dropped first, so the log never holds a step
@@ -21,33 +21,12 @@ class JsonlLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = JsonlLog(self.path)
         if self.path.exists():
-            keep = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash
-                if int(row.get("step", 0)) <= resume_step:
-                    keep.append(line)
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            tmp.write_text("".join(k + "\n" for k in keep))
-            os.replace(tmp, self.path)
+            keep = [r for r in self._log.read() if int(r.get("step", 0)) <= resume_step]
+            atomic_write_text(self.path, "")
+            self._log.append(keep)
 
     def write(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+        if self.enabled:
+            self._log.append([row])

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videomolmo.files import atomic_path, atomic_write_json
 from videomolmo.synth import COLOURS, MOTIONS, SHAPES, Clip, SynthConfig, generate_clip
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -461,10 +461,9 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
                             extra={"cpu_s": cpu_before + time.process_time() - t0})
             last_ck = time.monotonic()
     final = out / "vision.safetensors"
-    tmp = out / ".vision.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp))
-    os.replace(tmp, final)
-    (out / "vision_config.json").write_text(json.dumps(cfg.vision, indent=1))
+    with atomic_path(final) as tmp:
+        save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp))
+    atomic_write_json(out / "vision_config.json", cfg.vision, indent=1)
     return final
 
 
@@ -499,10 +498,9 @@ def export_vision(out: str | Path) -> Path:
     cfg = json.loads((out / "pretrain_config.json").read_text())
     _, state, _ = load_checkpoint(ck, restore_rng=False)
     vit = {k[4:]: v.contiguous() for k, v in state.items() if k.startswith("vit.")}
-    tmp = out / ".vision.safetensors.tmp"
-    save_file(vit, str(tmp))
-    os.replace(tmp, out / "vision.safetensors")
-    (out / "vision_config.json").write_text(json.dumps(cfg["vision"], indent=1))
+    with atomic_path(out / "vision.safetensors") as tmp:
+        save_file(vit, str(tmp))
+    atomic_write_json(out / "vision_config.json", cfg["vision"], indent=1)
     return out / "vision.safetensors"
 
 
