@@ -220,3 +220,7 @@ def test_shape_regime_targets_and_heldout_measure(tmp_path):
     held = [r["heldout"] for r in log if "heldout" in r]
     assert held and 0 <= held[-1]["shape_acc_covered"] <= 1 and held[-1]["covered_patches"] > 0
     assert any("big_loss_geometry" in r for r in log)
+    from videomolmo.training.pretrain_vision import evaluate_run
+
+    res = evaluate_run(tmp_path / "pv", clips=3)
+    assert res["step"] == cfg.steps and 0 <= res["shape_acc_covered"] <= 1

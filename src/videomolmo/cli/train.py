@@ -106,6 +106,8 @@ def pretrain_vision_cmd(
     steps: Optional[int] = typer.Option(None, "--steps"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     export_only: bool = typer.Option(False, "--export", help="Only write vision.safetensors from the latest checkpoint."),
+    evaluate: Optional[int] = typer.Option(
+        None, "--evaluate", help="Only measure the latest checkpoint's per-patch shape accuracy on N test clips."),
     init: Optional[Path] = typer.Option(
         None, "--init", help="Start the ViT from an earlier vision.safetensors or a model file (its ViT)."),
     sincos: Optional[bool] = typer.Option(None, "--sincos/--no-sincos",
@@ -123,6 +125,16 @@ def pretrain_vision_cmd(
 
     if export_only:
         console.print(f"wrote {export_vision(out)}")
+        return
+    if evaluate is not None:
+        import json
+
+        from videomolmo.training.pretrain_vision import evaluate_run
+
+        if threads > 0:
+            import torch
+            torch.set_num_threads(threads)
+        console.print(json.dumps(evaluate_run(out, clips=evaluate)))
         return
     cfg = VisionPretrainConfig.from_name(preset)
     if steps is not None:

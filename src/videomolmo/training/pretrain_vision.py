@@ -360,6 +360,13 @@ def evaluate_shape(vit, heads: DenseHeads, cfg: VisionPretrainConfig, clips: int
     return out
 
 
+def _heads(cfg: VisionPretrainConfig) -> DenseHeads:
+    return DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context,
+                      absolute=cfg.absolute_target,
+                      geometry=cfg.vision["patch_size"] ** 2 if cfg.geometry_weight > 0 else 0,
+                      pooled_shape=cfg.pooled_shape_weight > 0)
+
+
 def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = True,
                     progress: bool = True, stop_at: int | None = None) -> Path:
     """Train (or resume) the dense pretraining stage; writes `<out>/vision.safetensors` and
@@ -389,10 +396,7 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
             pe = vit.embeddings.position_embedding.weight
             pe.zero_()
             pe[1:] = sincos_2d(grid_side, pe.shape[1])
-    heads = DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context,
-                       absolute=cfg.absolute_target,
-                       geometry=cfg.vision["patch_size"] ** 2 if cfg.geometry_weight > 0 else 0,
-                       pooled_shape=cfg.pooled_shape_weight > 0)
+    heads = _heads(cfg)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-6,
                             weight_decay=cfg.weight_decay)
@@ -465,6 +469,27 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
         save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp))
     atomic_write_json(out / "vision_config.json", cfg.vision, indent=1)
     return final
+
+
+def evaluate_run(out: str | Path, clips: int = 500, split: str = "test") -> dict[str, float]:
+    """Held-out shape accuracy of a run's latest checkpoint (ViT + heads) on `clips` clips of
+    `split` (the test stream: never drawn by training, nor by the in-run `val` checks)."""
+    from videomolmo.errors import CheckpointError
+    from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    out = Path(out)
+    ck = latest_checkpoint(out)
+    if ck is None or not (out / "pretrain_config.json").is_file():
+        raise CheckpointError(f"{out}: no pretraining checkpoint to evaluate")
+    raw = json.loads((out / "pretrain_config.json").read_text())
+    raw["feature_layers"] = tuple(raw["feature_layers"])
+    cfg = VisionPretrainConfig(**raw)
+    step, state, _ = load_checkpoint(ck, restore_rng=False)
+    vit = build_vision(cfg.vision)
+    vit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("vit.")})
+    heads = _heads(cfg)
+    heads.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("heads.")})
+    return {"step": step, **evaluate_shape(vit, heads, cfg, clips, split=split, seed=cfg.seed)}
 
 
 def _load_vit_state(path: str | Path) -> dict[str, torch.Tensor]:
