@@ -101,6 +101,7 @@ def main() -> None:
                     help="context ablation(s) to score (repeatable; default normal)")
     ap.add_argument("--out", type=Path, help="write per-model run folders (rows.jsonl, summary.json) here")
     ap.add_argument("--name", action="append", help="run-folder name per --model (default: derived)")
+    ap.add_argument("--kinds", help="score only these expression kinds (comma-separated, e.g. motion)")
     a = ap.parse_args()
 
     import torch
@@ -117,6 +118,8 @@ def main() -> None:
         model, proc = load(m)
         items = heldout_items(a.clips, seed=a.seed, split="test", preset=a.preset,
                               context=model.config.context_frames, size=model.config.vision.image_size)
+        if a.kinds:
+            items = [it for it in items if it.kind in a.kinds.split(",")]
         t0 = time.perf_counter()
         res = {}
         for ctx in a.context or ["normal"]:
