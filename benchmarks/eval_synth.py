@@ -41,8 +41,10 @@ def load(model_arg: str | None):
     return model, Processor(model.config, build_tokenizer(model.config))
 
 
-def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, tau: float) -> dict:
-    """J / F / J&F after bidirectional fusion on every expression of `n_clips` test clips."""
+def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, tau: float,
+               rows: list | None = None) -> dict:
+    """J / F / J&F after bidirectional fusion on every expression of `n_clips` test clips;
+    per-expression rows (key, expression, category, JF) are appended to `rows` when given."""
     from videomolmo.metrics import j_and_f
     from videomolmo.pipeline import Pipeline, PipelineConfig
     from videomolmo.pointers.model import ModelPointer
@@ -53,12 +55,15 @@ def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, t
     per_kind: dict[str, list] = {}
     for i in range(n_clips):
         clip = generate_clip(clip_rng(seed, "test", 10_000 + i), cfg)
-        for e in clip.expressions:
+        for jx, e in enumerate(clip.expressions):
             res = pipe(clip.frames, e.text, mask_backend="cpu", fusion="bidirectional")
             pred = np.stack([m for _, m in res.masks()])
             gt = np.stack([clip.union_mask(e.obj_ids, t) for t in range(frames)])
             j, f, jf = j_and_f(gt, pred)
             per_kind.setdefault(e.kind, []).append((float(np.mean(j)), float(np.mean(f)), float(np.mean(jf))))
+            if rows is not None:
+                rows.append({"key": f"{i}/{jx}", "expression": e.text, "category": e.kind,
+                             "J": float(np.mean(j)), "F": float(np.mean(f)), "JF": float(np.mean(jf))})
     out = {}
     for kind, rows in sorted(per_kind.items()):
         a = np.asarray(rows)
@@ -135,7 +140,10 @@ def main() -> None:
             res["pointing_no_temporal"] = evaluate_model(model, proc, proc.tokenizer, items, context="none")
         if a.mask_clips > 0:
             t0 = time.perf_counter()
-            res["masks"] = mask_stage(model, proc, a.mask_clips, a.seed, a.mask_frames, a.k, a.tau)
+            mrows: list = []
+            res["masks"] = mask_stage(model, proc, a.mask_clips, a.seed, a.mask_frames, a.k, a.tau, mrows)
+            if a.out:
+                write_run(a.out / f"{name}-masks", mrows, {"model": m, "mask_clips": a.mask_clips, "seed": a.seed})
             res["masks_s"] = round(time.perf_counter() - t0, 1)
         results[m] = res
         print(json.dumps({m: res}), flush=True)
