@@ -455,13 +455,14 @@ def write_mask_png(path: Path, mask: np.ndarray) -> None:
 
 
 def get_predictor(backend: str, sam2: str | os.PathLike | None = None, device: str = "cpu"):
-    """A mask predictor by backend name (`cpu` needs nothing; `sam2` needs a checkpoint dir)."""
+    """A mask predictor by backend name (`cpu` needs nothing; `sam2` / `sam3` need a checkpoint
+    dir, passed as `sam2` for backward compatibility: it is the generic --mask-checkpoint)."""
     from videomolmo.segmentation import registry
 
-    if backend == "sam2" and sam2 is None:
-        raise ConfigError("--mask-backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder)")
     kwargs: dict[str, Any] = {}
-    if backend == "sam2":
+    if backend in registry.CHECKPOINT_BACKENDS:
+        if sam2 is None:
+            raise ConfigError(f"--mask-backend {backend} needs --mask-checkpoint DIR (a {backend} checkpoint folder)")
         kwargs["model_dir"] = str(sam2)
         kwargs["device"] = device
     return registry.get_predictor(backend, **kwargs)
@@ -495,10 +496,12 @@ class Pipeline:
         sam2: str | os.PathLike | None = None,
         device: str = "cpu",
         predictors: dict[str, Any] | None = None,
+        mask_checkpoint: str | os.PathLike | None = None,
     ):
         self.pointer = pointer
         self.config = config or PipelineConfig()
-        self.sam2 = sam2
+        # `sam2` predates the sam3 backend; either names the --mask-checkpoint folder.
+        self.sam2 = mask_checkpoint if mask_checkpoint is not None else sam2
         self.device = device
         # Shared between pipelines that differ only in the pointer (the oracle builds one per
         # sample), so a SAM2 checkpoint is loaded once per run.
@@ -513,18 +516,31 @@ class Pipeline:
         device: str = "cpu",
         sam2: str | os.PathLike | None = None,
         preset: str | None = None,
+        mask_checkpoint: str | os.PathLike | None = None,
+        pointer: str = "model",
         **config: Any,
     ) -> "Pipeline":
         """Load stage 1 from a preset name, a checkpoint folder, or (None) the bundled default.
 
         `baseline=True` is the paper's Molmo+SAM2 comparison: the same weights with the temporal
-        module off, pointing on the first frame only (override with `first_frame_only=False`)."""
-        mdl, processor = load_model(model, device=device, preset=preset)
+        module off, pointing on the first frame only (override with `first_frame_only=False`).
+        `pointer="molmo2"` loads `model` (a local Molmo2 folder) as `Molmo2Pointer` instead."""
         if baseline:
             config.setdefault("first_frame_only", True)
         cfg = PipelineConfig(**config)
-        pointer = ModelPointer(mdl, processor, batch_size=cfg.batch_size, temporal=not baseline)
-        return cls(pointer, cfg, sam2=sam2, device=device)
+        stage1: Pointer
+        if pointer == "molmo2":
+            from videomolmo.model.molmo2 import Molmo2Pointer
+
+            if model is None:
+                raise ConfigError("--pointer molmo2 needs --model DIR (a local Molmo2 checkpoint folder)")
+            stage1 = Molmo2Pointer.from_pretrained(model, device=device)
+        elif pointer == "model":
+            mdl, processor = load_model(model, device=device, preset=preset)
+            stage1 = ModelPointer(mdl, processor, batch_size=cfg.batch_size, temporal=not baseline)
+        else:
+            raise ConfigError(f"unknown pointer {pointer!r}; choose one of: model, molmo2")
+        return cls(stage1, cfg, sam2=sam2, device=device, mask_checkpoint=mask_checkpoint)
 
     def with_pointer(self, pointer: Pointer) -> "Pipeline":
         """The same settings and mask predictors with another stage-1 pointer."""

@@ -13,6 +13,8 @@ from videomolmo.errors import ConfigError
 
 _MODEL_HELP = "Checkpoint folder (default: the bundled CPU model)."
 _PRESET_HELP = "Architecture preset when --model is an upstream Molmo/VideoMolmo shard folder (e.g. videomolmo-7b)."
+_POINTER_HELP = "Stage 1: model (VideoMolmo / Molmo checkpoint) or molmo2 (a local Molmo2 folder as --model)."
+_CKPT_HELP = "Mask-backend checkpoint folder (--mask-backend sam2 or sam3)."
 _BASELINE_HELP = "Molmo+SAM2 baseline: same weights, temporal module off, pointing on the first frame only."
 
 
@@ -42,13 +44,29 @@ def _check_out(out: Path) -> Path:
     return ensure_writable_dir(out)
 
 
-def _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only):
+def _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only,
+              pointer="model"):
     from videomolmo.pipeline import Pipeline
 
     cfg = dict(k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion)
     if first_frame_only is not None:
         cfg["first_frame_only"] = first_frame_only
-    return Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2, preset=preset, **cfg)
+    return Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2, preset=preset,
+                                    pointer=pointer, **cfg)
+
+
+def _mask_checkpoint(mask_checkpoint: Path | None, sam2: Path | None) -> Path | None:
+    """--mask-checkpoint, or the older --sam2 spelling of it."""
+    if mask_checkpoint is not None and sam2 is not None and Path(mask_checkpoint) != Path(sam2):
+        raise ConfigError("give the mask checkpoint once: --mask-checkpoint DIR (--sam2 is its old name)")
+    return mask_checkpoint if mask_checkpoint is not None else sam2
+
+
+def _check_pointer(pointer: str, model: str | None) -> None:
+    if pointer not in ("model", "molmo2"):
+        raise ConfigError(f"--pointer must be 'model' or 'molmo2', got {pointer!r}")
+    if pointer == "molmo2" and model is None:
+        raise ConfigError("--pointer molmo2 needs --model DIR (a local Molmo2 checkpoint folder)")
 
 
 def _validate(query: str, k: int, tau: float, l: int, fusion: str = "bidirectional", mask_backend: str = "cpu",
@@ -61,12 +79,14 @@ def _validate(query: str, k: int, tau: float, l: int, fusion: str = "bidirection
     q = check_query(query)
     check_params(k, tau, l)
     get_strategy(fusion)
-    if mask_backend not in ("cpu", "sam2"):
-        raise ConfigError(f"unknown mask backend {mask_backend!r}; choose one of: cpu, sam2")
-    if mask_backend == "sam2" and sam2 is None:
-        raise ConfigError("--mask-backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder)")
+    from videomolmo.segmentation.registry import BACKENDS, CHECKPOINT_BACKENDS
+
+    if mask_backend not in BACKENDS:
+        raise ConfigError(f"unknown mask backend {mask_backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if mask_backend in CHECKPOINT_BACKENDS and sam2 is None:
+        raise ConfigError(f"--mask-backend {mask_backend} needs --mask-checkpoint DIR (a {mask_backend} checkpoint folder)")
     if sam2 is not None and not Path(sam2).is_dir():
-        raise ConfigError(f"{sam2}: SAM2 checkpoint directory does not exist")
+        raise ConfigError(f"{sam2}: mask checkpoint directory does not exist")
     return q
 
 
@@ -100,8 +120,10 @@ def track_cmd(
     baseline: bool = typer.Option(False, "--baseline", help=_BASELINE_HELP),
     first_frame_only: Optional[bool] = typer.Option(None, "--first-frame-only/--every-k",
                                                     help="Point on frame 0 only (baseline default) or every k frames."),
-    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu (no downloads) or sam2."),
-    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (with --mask-backend sam2)."),
+    pointer: str = typer.Option("model", "--pointer", help=_POINTER_HELP),
+    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu (no downloads), sam2 or sam3."),
+    mask_checkpoint: Optional[Path] = typer.Option(None, "--mask-checkpoint", help=_CKPT_HELP),
+    sam2: Optional[Path] = typer.Option(None, "--sam2", help="Old name of --mask-checkpoint."),
     k: int = typer.Option(5, help="Point every k-th frame."),
     tau: float = typer.Option(0.7, help="Fusion IoU threshold in [0, 1]."),
     l: int = typer.Option(4, help="Context frames of the temporal module."),
@@ -111,7 +133,10 @@ def track_cmd(
     device: str = typer.Option("cpu", help="torch device for the model."),
 ) -> None:
     """Point at QUERY every k frames, turn the points into masks for every frame, write them out."""
+    sam2 = _mask_checkpoint(mask_checkpoint, sam2)
     q = _validate(query, k, tau, l, fusion, mask_backend, sam2)
+    if points is None:
+        _check_pointer(pointer, model)
     given = _read_points(points, k) if points is not None else None
     vid = _open(video)
     out = _check_out(out)
@@ -124,7 +149,8 @@ def track_cmd(
         pipe = Pipeline(StaticPointer(given), PipelineConfig(k=k, tau=tau, l=l, mask_backend=mask_backend,
                                                              fusion=fusion), sam2=sam2, device=device)
     else:
-        pipe = _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only)
+        pipe = _pipeline(model, preset, baseline, device, mask_backend, sam2, k, tau, l, fusion, first_frame_only,
+                         pointer)
     with _progress_bar() as bar:
         res = pipe(vid, q, progress=_Stages(bar))
         files = res.save(out, masks=masks, overlay=overlay, progress=_Stages(bar))
@@ -139,6 +165,7 @@ def point_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder for points.jsonl (default: print)."),
     model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
     preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    pointer: str = typer.Option("model", "--pointer", help=_POINTER_HELP),
     baseline: bool = typer.Option(False, "--baseline", help=_BASELINE_HELP),
     first_frame_only: Optional[bool] = typer.Option(None, "--first-frame-only/--every-k"),
     k: int = typer.Option(5, help="Point every k-th frame."),
@@ -147,10 +174,12 @@ def point_cmd(
 ) -> None:
     """Points only (no masks): frame index -> list of (x, y) pixels, as upstream's points.jsonl."""
     q = _validate(query, k, 0.5, l)
+    _check_pointer(pointer, model)
     vid = _open(video)
     if out is not None:
         out = _check_out(out)
-    pipe = _pipeline(model, preset, baseline, device, "cpu", None, k, 0.7, l, "bidirectional", first_frame_only)
+    pipe = _pipeline(model, preset, baseline, device, "cpu", None, k, 0.7, l, "bidirectional", first_frame_only,
+                     pointer)
     with _progress_bar() as bar:
         res = pipe.point(vid, q, progress=_Stages(bar))
     if out is None:
@@ -166,6 +195,7 @@ def count_cmd(
     query: str = typer.Option(..., "--query", "-q", help="What to count, e.g. \"the cars\"."),
     model: Optional[str] = typer.Option(None, help=_MODEL_HELP),
     preset: Optional[str] = typer.Option(None, help=_PRESET_HELP),
+    pointer: str = typer.Option("model", "--pointer", help=_POINTER_HELP),
     k: int = typer.Option(5, help="Count on every k-th frame."),
     l: int = typer.Option(4, help="Context frames of the temporal module."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
@@ -173,8 +203,9 @@ def count_cmd(
 ) -> None:
     """Count = distinct points per sampled frame; the video-level answer is the maximum over them."""
     q = _validate(query, k, 0.5, l)
+    _check_pointer(pointer, model)
     vid = _open(video)
-    pipe = _pipeline(model, preset, False, device, "cpu", None, k, 0.7, l, "bidirectional", None)
+    pipe = _pipeline(model, preset, False, device, "cpu", None, k, 0.7, l, "bidirectional", None, pointer)
     with _progress_bar() as bar:
         res = pipe.point(vid, q, progress=_Stages(bar))
     report = res.count_report()
