@@ -20,13 +20,18 @@ def eval_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory (rerun the same command to resume)."),
     split: Optional[str] = typer.Option(None, help="Split (default: the benchmark's evaluation split)."),
     model: Optional[str] = typer.Option(None, help="Checkpoint folder or preset (default: the bundled model)."),
-    pointer: str = typer.Option("model", help="model: points from the model; oracle: from ground-truth masks."),
+    pointer: str = typer.Option("model", help="model: points from the model; oracle: from ground-truth masks; "
+                                "molmo2: a local Molmo2 folder given as --model."),
+    method: str = typer.Option("pipeline", "--method", help="pipeline: pointer + mask stage + fusion; "
+                               "sam3-text: the query straight to Sam3VideoModel (--mask-checkpoint DIR)."),
     baseline: bool = typer.Option(False, "--baseline", help="Molmo+SAM2 baseline: temporal module off, first-frame pointing."),
     k: int = typer.Option(5, help="Point every k-th frame (anchor stride)."),
     tau: float = typer.Option(0.7, help="Fusion IoU threshold in [0, 1]."),
     l: int = typer.Option(4, help="Context frames of the temporal module."),
-    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu or sam2."),
-    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (with --mask-backend sam2)."),
+    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu, sam2 or sam3."),
+    mask_checkpoint: Optional[Path] = typer.Option(None, "--mask-checkpoint",
+                                                   help="sam2 / sam3 checkpoint folder; with --method sam3-text a sam3_video folder."),
+    sam2: Optional[Path] = typer.Option(None, "--sam2", help="Old name of --mask-checkpoint."),
     fusion: str = typer.Option("bidirectional", help="Fusion strategy (see videomolmo.fusion)."),
     points_only: bool = typer.Option(False, "--points-only", help="Score points (and counts) only; no masks."),
     shard: Optional[str] = typer.Option(None, help="i/n: this process's share (default: RANK/WORLD_SIZE under torchrun)."),
@@ -39,9 +44,18 @@ def eval_cmd(
     from videomolmo.evaluation import runner, summary
     from videomolmo.pipeline import OraclePointer, Pipeline, PipelineConfig
 
+    from videomolmo.cli.track import _mask_checkpoint
+
     bench = runner.check_bench(bench)
-    if pointer not in ("model", "oracle"):
-        raise ConfigError(f"--pointer must be 'model' or 'oracle', got {pointer!r}")
+    sam2 = _mask_checkpoint(mask_checkpoint, sam2)
+    if pointer not in ("model", "oracle", "molmo2"):
+        raise ConfigError(f"--pointer must be 'model', 'oracle' or 'molmo2', got {pointer!r}")
+    if method not in ("pipeline", "sam3-text"):
+        raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")
+    if method == "sam3-text" and sam2 is None:
+        raise ConfigError("--method sam3-text needs --mask-checkpoint DIR (a sam3_video checkpoint folder)")
+    if pointer == "molmo2" and model is None and method == "pipeline":
+        raise ConfigError("--pointer molmo2 needs --model DIR (a local Molmo2 checkpoint folder)")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if render_worst < 0:
@@ -61,7 +75,8 @@ def eval_cmd(
     run_cfg = runner.RunConfig(
         bench=bench, data=str(Path(data).resolve()), split=dataset.split, model=model, pointer=pointer,
         k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion, baseline=baseline, limit=limit,
-        extra={"points_only": points_only},
+        extra={"points_only": points_only, **({"method": method, "mask_checkpoint": str(sam2)}
+                                                if method != "pipeline" else {})},
     )
     run_dir = runner.prepare_run_dir(out, run_cfg)
     units = runner.make_units(bench, samples)
@@ -69,13 +84,21 @@ def eval_cmd(
     if not merge:
         if device is None:
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if "LOCAL_RANK" in os.environ else "cpu"
-        if pointer == "oracle":
+        if method == "sam3-text":
+            from videomolmo.evaluation.sam3_text import Sam3TextPipeline
+
+            text_pipe = Sam3TextPipeline.from_pretrained(sam2, device=device, k=k, tau=tau, l=l,
+                                                         first_frame_only=baseline)
+
+            def make_pipeline(sample):
+                return text_pipe
+        elif pointer == "oracle":
             base = Pipeline(OraclePointer(lambda i: None), cfg, sam2=sam2, device=device)
 
             def make_pipeline(sample):
                 return base.with_pointer(OraclePointer.from_sample(sample))
         else:
-            pipe = Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2,
+            pipe = Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2, pointer=pointer,
                                             k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion)
 
             def make_pipeline(sample):

@@ -376,19 +376,14 @@ def save_tiny_molmo2(out_dir: str | Path, seed: int = 0, frame_size: int = 56) -
     Molmo2's special tokens, video processor config, chat template) for CPU tests; its answers
     are meaningless, its code paths are the real model's."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import Molmo2Config, Molmo2ForConditionalGeneration, PreTrainedTokenizerFast
+    from transformers import Molmo2Config, Molmo2ForConditionalGeneration
+
+    from videomolmo.hf_tiny import byte_level_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tk = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|image|>", "<|video|>", *_IMAGE_TOKENS]
-    tk.add_special_tokens(special)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  bos_token="<|endoftext|>")
+    tok = byte_level_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|endoftext|>")
     tok.chat_template = TINY_CHAT_TEMPLATE
     tok.save_pretrained(out)
     ids = {t: tok.convert_tokens_to_ids(t) for t in special}

@@ -163,6 +163,23 @@ def _check_frame(frame: np.ndarray, where: str = "frame") -> np.ndarray:
     return frame
 
 
+def square_model_input(frame: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
+                       device: Any, dtype: Any) -> Any:
+    """RGB uint8 (H, W, 3) -> (3, size, size) tensor: bilinear resize, [0, 1], (x - mean) / std.
+
+    The SAM family's processors all do this (only mean/std differ); done here in torch because
+    their processors need torchvision."""
+    import torch
+    import torch.nn.functional as F
+
+    frame = _check_frame(frame)
+    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x / 255.0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return ((x - m) / s)[0].to(dtype)
+
+
 class Sam2Predictor(MaskPredictor):
     """SAM2 (transformers `Sam2VideoModel`) as a `MaskPredictor`.
 
@@ -235,16 +252,7 @@ class Sam2Predictor(MaskPredictor):
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, frame: np.ndarray) -> Any:
         """RGB uint8 (H, W, 3) -> normalised float (3, S, S) tensor on the model's device."""
-        import torch
-        import torch.nn.functional as F
-
-        frame = _check_frame(frame)
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x / 255.0, size=(self.image_size, self.image_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-        mean = torch.tensor(self.image_mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std, device=self.device).view(1, 3, 1, 1)
-        return ((x - mean) / std)[0].to(self.dtype)
+        return square_model_input(frame, self.image_size, self.image_mean, self.image_std, self.device, self.dtype)
 
     def _point_inputs(self, pts: np.ndarray, labels: np.ndarray, width: int, height: int) -> dict:
         import torch
