@@ -267,3 +267,11 @@ def test_the_defaults_check_catches_a_literal():
 def test_importing_the_cli_does_not_import_torch():
     code = "import sys, videomolmo.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_inference_never_imports_training():
+    code = ("import sys, numpy as np; from videomolmo.pipeline import Pipeline; "
+            "p = Pipeline.from_pretrained(); r = p.point(np.zeros((3, 32, 32, 3), np.uint8), 'x', k=2); "
+            "sys.exit(1 if any(m.startswith('videomolmo.training') for m in sys.modules) else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -42,9 +42,6 @@ class VideoPoints(list):
                 return fp.points_px
         return default
 
-    def by_frame(self) -> dict[int, FramePoints]:
-        return {fp.frame_idx: fp for fp in self}
-
 
 def point_video(model, processor, video, query: str, k: int | None = None, l: int | None = None,
                 batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
