@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,8 +35,8 @@ from videomolmo.metrics import (
     score_expression,
 )
 from videomolmo.parallel import parallel_map
+from conftest import DAVIS, needs_davis  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
 TOL = 1e-9
 
 
@@ -160,7 +159,7 @@ def _variants(gt: np.ndarray, later: np.ndarray, rng: np.random.Generator) -> di
     }
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 def test_matches_toolkit_definition_on_davis_masks():
     videos = sorted(p.name for p in (DAVIS / "Annotations").iterdir() if p.is_dir())
     assert videos
@@ -182,7 +181,7 @@ def test_matches_toolkit_definition_on_davis_masks():
     assert checked == 2 * 6 * len(videos)
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 def test_sequence_input_gives_per_frame_values():
     gt = np.stack([_davis_gt("dog", t) for t in (0, 10, 20)])
     pred = np.stack([_davis_gt("dog", t) for t in (3, 13, 23)])
