@@ -40,11 +40,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from videomolmo.annotation import boundary_distance, object_masks, sample_candidates, unit_rng
-    from videomolmo.cli.annotate import load_predictor
+    from videomolmo.segmentation.registry import get_predictor
     from videomolmo.data import load_dataset
     from videomolmo.metrics import jaccard
 
-    predictor = load_predictor(args.backend, args.sam2)
+    predictor = get_predictor(args.backend, checkpoint=args.sam2)
     dataset = load_dataset(args.data)
     seen: set[str] = set()
     rows = []

@@ -59,7 +59,8 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, cv2
 from pathlib import Path
-from videomolmo.pipeline import OraclePointer, Pipeline, PipelineConfig
+from videomolmo.pipeline import Pipeline, PipelineConfig
+from videomolmo.pointers.oracle import OraclePointer
 from videomolmo.video import open_video
 
 mode, clip, gt_dir, out, k = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5])
@@ -117,7 +118,8 @@ def main() -> None:
         # Time split, in this process, on the long clip.
         import cv2
 
-        from videomolmo.pipeline import OraclePointer, Pipeline, PipelineConfig
+        from videomolmo.pipeline import Pipeline, PipelineConfig
+        from videomolmo.pointers.oracle import OraclePointer
         from videomolmo.video import open_video
 
         gt = lambda i: cv2.imread(str(g2 / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE) > 0  # noqa: E731

@@ -40,7 +40,8 @@ def load(model_arg: str | None):
 def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, tau: float) -> dict:
     """J / F / J&F after bidirectional fusion on every expression of `n_clips` test clips."""
     from videomolmo.metrics import j_and_f
-    from videomolmo.pipeline import ModelPointer, Pipeline, PipelineConfig
+    from videomolmo.pipeline import Pipeline, PipelineConfig
+    from videomolmo.pointers.model import ModelPointer
     from videomolmo.synth import SynthConfig, clip_rng, generate_clip
 
     pipe = Pipeline(ModelPointer(model, processor, batch_size=8), PipelineConfig(k=k, tau=tau))

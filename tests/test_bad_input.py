@@ -189,7 +189,7 @@ def test_serve_bad_options(files):
 def test_sam2_backend_needs_a_checkpoint_dir(files, tmp_path):
     args = ["track", files / "ok.mp4", "--query", "the dog", "--out", tmp_path / "o", "--mask-backend", "sam2"]
     _assert_one_line_error(_run(args), "--mask-checkpoint")
-    _assert_one_line_error(_run(args + ["--sam2", tmp_path / "nope"]), "does not exist")
     _assert_one_line_error(_run(args + ["--mask-checkpoint", tmp_path / "nope"]), "does not exist")
+    _assert_one_line_error(_run(args + ["--sam2", tmp_path / "nope"]), "does not exist")  # the deprecated alias
     _assert_one_line_error(_run(args[:-2] + ["--mask-backend", "magic"]), "unknown mask backend")
 

@@ -31,7 +31,7 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     from transformers import Sam3TrackerVideoModel
 
     from videomolmo.evaluation.sam3_text import save_tiny_sam3_video
-    from videomolmo.model.molmo2 import save_tiny_molmo2
+    from videomolmo.pointers.molmo2 import save_tiny_molmo2
     from videomolmo.segmentation.sam3 import tiny_sam3_tracker_config
 
     torch.set_num_threads(1)

@@ -74,7 +74,7 @@ def test_fuse_one_sided(fwd, bwd, expected):
 
 
 def test_fuse_both_none_is_none():
-    assert fuse(None, None) is None
+    assert fuse(None, None, 0.7) is None
 
 
 def test_fuse_does_not_modify_inputs():
@@ -93,9 +93,9 @@ def test_fuse_accepts_uint8_masks():
 
 def test_fuse_bad_input():
     with pytest.raises(MaskError, match="does not match"):
-        fuse(F, np.zeros((5, 10), bool))
+        fuse(F, np.zeros((5, 10), bool), 0.7)
     with pytest.raises(MaskError, match="2-D"):
-        fuse(np.zeros((2, 2, 2), bool), None)
+        fuse(np.zeros((2, 2, 2), bool), None, 0.7)
     for tau in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="tau"):
             fuse(F, B, tau)
@@ -149,7 +149,7 @@ def test_every_strategy_handles_missing_sides(name):
     assert s(None, None, ctx()) is None
     out = s(EMPTY, EMPTY, ctx())
     assert out.shape == EMPTY.shape and not out.any()
-    np.testing.assert_array_equal(s(F, None, FusionContext(dist_forward=2)), F)
+    np.testing.assert_array_equal(s(F, None, FusionContext(tau=0.7, dist_forward=2)), F)
 
 
 def test_registry():

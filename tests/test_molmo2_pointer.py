@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from videomolmo.errors import CheckpointError, ConfigError  # noqa: E402
-from videomolmo.model.molmo2 import (  # noqa: E402
+from videomolmo.pointers.molmo2 import (  # noqa: E402
     Molmo2OutputError,
     Molmo2Point,
     Molmo2Pointer,
@@ -162,8 +162,8 @@ def test_loads_native_classes_and_one_forward(ckpt, video):
 
 
 def test_forced_answer_becomes_per_frame_points_with_ids(ckpt, video):
-    # fps defaults to 24 for a bare array: anchors 0, 5, 10 are printed 0.0, 0.2, 0.4.
-    answer = '<points coords="0.0 1 500 500 2 100 200;0.4 1 520 500">the dogs</points>'
+    # A bare array plays at 30 fps: anchors 0, 5, 10 are printed 0.0, 0.2, 0.3.
+    answer = '<points coords="0.0 1 500 500 2 100 200;0.3 1 520 500">the dogs</points>'
     p = _forced_pointer(ckpt, [answer])
     got = p.point(video, "the dogs", [0, 5, 10])
     np.testing.assert_allclose(got[0], [[25.0, 20.0], [5.0, 8.0]])
@@ -173,7 +173,7 @@ def test_forced_answer_becomes_per_frame_points_with_ids(ckpt, video):
 
 
 def test_frames_are_chunked_per_generate_call(ckpt, video):
-    answers = ['<points coords="0.0 1 500 500">a</points>', '<points coords="0.4 1 100 100">a</points>']
+    answers = ['<points coords="0.0 1 500 500">a</points>', '<points coords="0.3 1 100 100">a</points>']
     p = _forced_pointer(ckpt, answers, frames_per_call=2)
     got = p.point(video, "a", [0, 5, 10])
     assert len(p.last_answers) == 2
@@ -255,4 +255,4 @@ def test_cli_track_point_count_with_molmo2(ckpt, frames_dir, tmp_path):
     r = run(app, ["point", str(frames_dir), "-q", "x", "--pointer", "molmo2", "--model", str(tmp_path / "none")])
     assert r.exit_code == 2 and "does not exist" in r.output
     r = run(app, ["point", str(frames_dir), "-q", "x", "--pointer", "gpt"])
-    assert r.exit_code == 2 and "--pointer must be" in r.output
+    assert r.exit_code == 2 and "unknown pointer 'gpt'" in r.output and "molmo2" in r.output

@@ -12,6 +12,7 @@ from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.fusion import fuse
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
 from videomolmo.segmentation.propagation import iter_segments, segment_video
+from conftest import DAVIS  # noqa: E402
 
 H, W = 20, 40
 
@@ -63,6 +64,7 @@ def frames(n):
 
 def run(n, points, k, **kw):
     pred = FakePredictor()
+    kw = {"tau": 0.7, "strategy": "bidirectional", **kw}
     out = list(segment_video(frames(n), points, pred, k=k, **kw))
     return out, pred
 
@@ -86,7 +88,7 @@ def test_forward_and_backward_candidates_are_fused():
         t = 1 + j
         np.testing.assert_array_equal(s.forward[j], np.roll(pred._square([[5, 10]]), t, axis=1))
         np.testing.assert_array_equal(s.backward[j], np.roll(pred._square([[13, 10]]), -(4 - t), axis=1))
-    out = dict(segment_video(frames(5), pts, FakePredictor(), k=4, tau=0.7))
+    out = dict(segment_video(frames(5), pts, FakePredictor(), k=4, tau=0.7, strategy="bidirectional"))
     for j in range(3):
         np.testing.assert_array_equal(out[1 + j], fuse(s.forward[j], s.backward[j], 0.7))
     # frames 2: forward at x=7, backward at x=11 -> disjoint -> union of two squares
@@ -152,7 +154,7 @@ def test_anchor_without_points_is_an_empty_side():
 
 def test_several_points_are_separate_objects_unioned():
     pred = FakePredictor()
-    out = dict(segment_video(frames(3), {0: [[5, 5], [30, 15]]}, pred, k=5))
+    out = dict(segment_video(frames(3), {0: [[5, 5], [30, 15]]}, pred, k=5, tau=0.7, strategy="bidirectional"))
     assert set(pred.states[0].prompts.get(0, {1: 0, 2: 0})) == {1, 2} or pred.states[0].prompts == {}
     assert out[0].sum() == 18
     assert out[2].sum() == 18
@@ -169,7 +171,7 @@ def test_negative_points_go_to_every_object():
 
     pred.add_points = spy
     pts = np.array([[5, 5], [30, 15], [20, 10]], float)
-    list(segment_video(frames(2), {0: (pts, np.array([1, 1, 0]))}, pred, k=5))
+    list(segment_video(frames(2), {0: (pts, np.array([1, 1, 0]))}, pred, k=5, tau=0.7, strategy="bidirectional"))
     assert seen == [(1, [[5, 5], [20, 10]], [1, 0]), (2, [[30, 15], [20, 10]], [1, 0])]
 
 
@@ -211,7 +213,7 @@ def test_bad_input():
 def test_streaming_holds_one_segment():
     """The runner pulls frames lazily: when frame t is yielded no anchor beyond the next is open."""
     pred = FakePredictor()
-    gen = segment_video(frames(40), {i: [[5, 5]] for i in range(0, 40, 5)}, pred, k=5)
+    gen = segment_video(frames(40), {i: [[5, 5]] for i in range(0, 40, 5)}, pred, k=5, tau=0.7, strategy="bidirectional")
     for t, _ in gen:
         assert len(pred.states) <= t // 5 + 2
 
@@ -219,14 +221,13 @@ def test_streaming_holds_one_segment():
 # ----------------------------------------------------------------------------- CLI: videomolmo segment
 
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from videomolmo.cli import app  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+DATA = DAVIS
 
 
 @pytest.fixture(scope="module")
@@ -309,12 +310,12 @@ def test_cli_segment_writes_one_png_per_frame(short_video, tmp_path):
         ('{"0": 5}', [], "list of (x, y)"),
         ('{"0": [[1, 2]]}\n{"frame": 1}', [], "each line must be an object"),
         ('{"40": [[1, 2]]}', [], "frame index 40 is beyond the video"),
-        ('{"0": [[1, 2]]}', ["--k", "0"], "--k must be a positive"),
-        ('{"0": [[1, 2]]}', ["--tau", "1.5"], "--tau must be in [0, 1]"),
+        ('{"0": [[1, 2]]}', ["--k", "0"], "k must be a positive"),
+        ('{"0": [[1, 2]]}', ["--tau", "1.5"], "tau must be in [0, 1]"),
         ('{"0": [[1, 2]]}', ["--fusion", "avg"], "unknown fusion strategy"),
-        ('{"0": [[1, 2]]}', ["--backend", "sam3"], "--backend must be"),
-        ('{"0": [[1, 2]]}', ["--backend", "sam2"], "needs --sam2"),
-        ('{"0": [[1, 2]]}', ["--backend", "sam2", "--sam2", "/nonexistent/sam2"], "does not exist"),
+        ('{"0": [[1, 2]]}', ["--mask-backend", "nope"], "unknown mask backend 'nope'"),
+        ('{"0": [[1, 2]]}', ["--mask-backend", "sam2"], "--mask-checkpoint"),
+        ('{"0": [[1, 2]]}', ["--mask-backend", "sam2", "--mask-checkpoint", "/nonexistent/sam2"], "does not exist"),
     ],
 )
 def test_cli_segment_bad_input(short_video, tmp_path, content, extra, message):
@@ -337,7 +338,7 @@ def test_cli_segment_missing_inputs(short_video, tmp_path):
     assert res.exit_code == 2 and "no_video" in res.output
     empty = tmp_path / "sam2-empty"
     empty.mkdir()
-    res = invoke(frames, "--points", pts, "--out", tmp_path / "o", "--backend", "sam2", "--sam2", empty)
+    res = invoke(frames, "--points", pts, "--out", tmp_path / "o", "--mask-backend", "sam2", "--mask-checkpoint", empty)
     assert res.exit_code == 2 and "no config.json" in res.output
 
 
@@ -362,7 +363,7 @@ def test_each_frame_is_read_about_once():
                 yield fi, objs
 
     video = CountingFrames(23)
-    list(segment_video(video, {i: [[5, 5]] for i in range(0, 23, 5)}, ReadingPredictor(), k=5))
+    list(segment_video(video, {i: [[5, 5]] for i in range(0, 23, 5)}, ReadingPredictor(), k=5, tau=0.7, strategy="bidirectional"))
     assert sorted(set(video.reads)) == list(range(23))
     assert len(video.reads) <= 23 + 1
 
@@ -371,7 +372,7 @@ def test_skipped_segments_are_not_computed():
     pts = {0: [[5, 5]], 5: [[9, 5]], 10: [[20, 5]]}
     full = dict(run(13, pts, 5)[0])
     pred = FakePredictor()
-    part = dict(segment_video(frames(13), pts, pred, k=5, skip=lambda a, e: a == 5))
+    part = dict(segment_video(frames(13), pts, pred, k=5, skip=lambda a, e: a == 5, tau=0.7, strategy="bidirectional"))
     assert sorted(part) == [0, 1, 2, 3, 4, 10, 11, 12]
     for t, m in part.items():
         np.testing.assert_array_equal(m, full[t])
@@ -387,8 +388,8 @@ def test_runner_opens_paths(short_video):
     old = H, W
     H, W = 120, 214
     try:
-        out = list(segment_video(str(frames), {0: [[10, 10]]}, pred, k=5))
-        out2 = list(segment_video(frames, {0: [[10, 10]]}, FakePredictor(), k=5))
+        out = list(segment_video(str(frames), {0: [[10, 10]]}, pred, k=5, tau=0.7, strategy="bidirectional"))
+        out2 = list(segment_video(frames, {0: [[10, 10]]}, FakePredictor(), k=5, tau=0.7, strategy="bidirectional"))
     finally:
         H, W = old
     assert len(out) == len(out2) == 7
@@ -411,7 +412,7 @@ def test_runner_drives_the_sam2_backend(tmp_path):
     video = rng.integers(0, 60, (12, 48, 64, 3), dtype=np.uint8)
     for t in range(12):
         video[t, 10:30, 8 + 2 * t : 28 + 2 * t] = 230
-    out = list(segment_video(video, {0: [[18, 20], [50, 40]], 5: [[28, 20]], 10: []}, pred, k=5))
+    out = list(segment_video(video, {0: [[18, 20], [50, 40]], 5: [[28, 20]], 10: []}, pred, k=5, tau=0.7, strategy="bidirectional"))
     assert [i for i, _ in out] == list(range(12))
     assert all(m.dtype == bool and m.shape == (48, 64) for _, m in out)
     assert not out[10][1].any() and not out[11][1].any()  # empty last anchor and its tail

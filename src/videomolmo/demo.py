@@ -10,16 +10,19 @@ point P/R/F1 (Molmo protocol), count, J / F / J&F.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from videomolmo.files import atomic_write_json, ensure_writable_dir
+from videomolmo.settings import DEFAULTS
 from videomolmo.synth import Clip, SynthConfig, clip_rng, generate_clip
 
 DEMO_SEED = 2024
+#: The demo points on every frame of its 12-frame clip (k=1); everything else is the paper's.
+DEMO_SETTINGS = replace(DEFAULTS, k=1)
 
 
 @dataclass
@@ -70,14 +73,13 @@ def score_query(clip: Clip, expr: int, points: dict[int, np.ndarray],
             "jf": float(np.mean(jf))}
 
 
-def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int = 1,
-             tau: float = 0.7) -> list[QueryReport]:
+def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int = DEMO_SETTINGS.k,
+             tau: float = DEMO_SETTINGS.tau) -> list[QueryReport]:
     """Run the demo; returns one report per query and writes `<out>/summary.json`."""
     from videomolmo.pipeline import Pipeline
 
     t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(out)
     clip, exprs = demo_clip(seed)
     pipe = Pipeline.from_pretrained(None)
     reports = []
@@ -85,7 +87,8 @@ def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int 
     for j in exprs:
         e = clip.expressions[j]
         qdir = out / f"{e.kind}"
-        res = pipe(frames, e.text, k=k, tau=tau, mask_backend="cpu", fusion="bidirectional")
+        res = pipe(frames, e.text, k=k, tau=tau, mask_backend=DEMO_SETTINGS.mask_backend,
+                   fusion=DEMO_SETTINGS.fusion)
         files = res.save(qdir)
         from videomolmo.masks import read_mask
 
@@ -102,7 +105,5 @@ def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int 
     summary = {"seed": seed, "frames": int(len(frames)), "size": int(frames.shape[1]),
                "seconds": round(time.perf_counter() - t0, 2),
                "queries": [rep.__dict__ for rep in reports]}
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "summary.json")
+    atomic_write_json(out / "summary.json", summary, indent=1)
     return reports

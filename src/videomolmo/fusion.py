@@ -89,7 +89,7 @@ def _one_sided(f: np.ndarray | None, b: np.ndarray | None) -> tuple[bool, np.nda
 
 
 def fuse(
-    forward: np.ndarray | None, backward: np.ndarray | None, tau: float = 0.7
+    forward: np.ndarray | None, backward: np.ndarray | None, tau: float
 ) -> np.ndarray | None:
     """Fuse the forward- and backward-propagated masks of one frame (paper Eq. 4-6).
 
@@ -119,7 +119,7 @@ class FusionContext:
     propagated from (None when that side has no anchor). `tau`: the IoU threshold of `fuse`.
     """
 
-    tau: float = 0.7
+    tau: float
     dist_forward: int | None = None
     dist_backward: int | None = None
 

@@ -25,13 +25,16 @@ Arrays follow the package contract: `(N, 2)` float64, columns `(x, y)`.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 
-from videomolmo.errors import ConfigError
+from videomolmo.errors import ConfigError, VideoMolmoError
 
 __all__ = [
     "NO_POINTS_TEXT",
@@ -255,3 +258,102 @@ def parse_points(text: str, width: float, height: float) -> np.ndarray:
     w, h = _check_size(width, height)
     pct = parse_points_percent(text)
     return pct * np.array([w / 100.0, h / 100.0])[None, :]
+
+
+# --------------------------------------------------------------------------- points files
+
+
+class PointsFileError(VideoMolmoError):
+    """A POINTS.json / JSONL file that cannot be read."""
+
+
+def _point_list(value: Any, where: str) -> list[list[float]]:
+    if not isinstance(value, list):
+        raise PointsFileError(f"{where}: expected a list of (x, y) points, got {type(value).__name__}")
+    out = []
+    for p in value:
+        if (
+            not isinstance(p, (list, tuple))
+            or len(p) != 2
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) or c is None for c in p)
+        ):
+            raise PointsFileError(f"{where}: a point must be two numbers (x, y), got {p!r}")
+        # JSON has no NaN literal by default; null (or a NaN that Python's json accepted) is
+        # dropped later with a warning, like an out-of-frame point.
+        out.append([math.nan if c is None else float(c) for c in p])
+    return out
+
+
+def _frame_key(key: Any, where: str) -> int:
+    if isinstance(key, bool):
+        raise PointsFileError(f"{where}: frame index {key!r} is not an integer")
+    try:
+        fi = int(key)
+    except (TypeError, ValueError):
+        raise PointsFileError(f"{where}: frame index {key!r} is not an integer") from None
+    if isinstance(key, float) and key != fi or isinstance(key, str) and not key.strip().lstrip("+-").isdigit():
+        raise PointsFileError(f"{where}: frame index {key!r} is not an integer")
+    if fi < 0:
+        raise PointsFileError(f"{where}: frame index {fi} is negative")
+    return fi
+
+
+def read_points_file(path: str | os.PathLike) -> dict[int, np.ndarray]:
+    """Read frame -> (N, 2) float64 pixel points; the one points-file reader of every command.
+
+    Accepts a JSON object `{"<frame>": [[x, y], ...], ...}` (upstream's points format) or JSONL
+    with one `{"frame": i, "points": [[x, y], ...]}` per line (lines for the same frame are
+    merged). `null` coordinates become NaN and are dropped later with a warning, like
+    out-of-frame points. Raises `PointsFileError` naming the file (and line) on anything else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PointsFileError(f"{path}: points file does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PointsFileError(f"{path}: cannot read points file ({exc})") from None
+    if not text.strip():
+        raise PointsFileError(f"{path}: points file is empty")
+    out: dict[int, list[list[float]]] = {}
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise PointsFileError(f"{path}: JSON nested too deeply to be a points file") from None
+    except json.JSONDecodeError as whole:
+        # Not one JSON document: JSONL, unless its first line is not JSON either.
+        lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+        try:
+            json.loads(lines[0][1])
+        except json.JSONDecodeError:
+            raise PointsFileError(f"{path}: not valid JSON ({whole.msg} at line {whole.lineno})") from None
+        rows = []
+        for n, ln in lines:
+            try:
+                rows.append((f"{path}:{n}", json.loads(ln)))
+            except json.JSONDecodeError as exc:
+                raise PointsFileError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise PointsFileError(f"{path}:{n}: JSON nested too deeply to be a points row") from None
+    else:
+        if isinstance(doc, dict) and "frame" in doc and "points" in doc:
+            rows = [(str(path), doc)]  # a one-line JSONL file
+        elif isinstance(doc, dict):
+            for key, value in doc.items():
+                fi = _frame_key(key, str(path))
+                out.setdefault(fi, []).extend(_point_list(value, f"{path}: frame {key}"))
+            return _as_arrays(out)
+        else:
+            raise PointsFileError(
+                f"{path}: expected a JSON object mapping frame index to a list of (x, y) points, got {type(doc).__name__}"
+            )
+    for where, row in rows:
+        if not isinstance(row, dict) or "frame" not in row or "points" not in row:
+            raise PointsFileError(f'{where}: each line must be an object with "frame" and "points" keys')
+        fi = _frame_key(row["frame"], where)
+        out.setdefault(fi, []).extend(_point_list(row["points"], where))
+    return _as_arrays(out)
+
+
+def _as_arrays(points: dict[int, list[list[float]]]) -> dict[int, np.ndarray]:
+    return {i: np.asarray(p, dtype=np.float64).reshape(-1, 2) for i, p in sorted(points.items())}

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from videomolmo.errors import ConfigError, VideoError, VideoMolmoError
+from videomolmo.settings import DEFAULTS, check_params, check_query
 
 
 @dataclass
@@ -31,8 +32,8 @@ class DemoConfig:
     max_upload_mb: float = 200.0
     max_frames: int = 3000  # a 2-minute clip at 25 fps; longer uploads are refused, not truncated
     keep_runs: int = 20  # result folders kept on disk; older ones are deleted (a server runs for days)
-    k: int = 5
-    tau: float = 0.7
+    k: int = DEFAULTS.k
+    tau: float = DEFAULTS.tau
     examples: int = 2
     work_dir: str | None = None  # where results go (a fresh temp dir when None)
     title: str = "VideoMolmo: point at anything in a video"
@@ -102,8 +103,6 @@ def run_query(pipeline, video_path, query: str, k: int, tau: float, config: Demo
     """Everything one click does; returns (overlay mp4 path, table rows, count text).
 
     Raises `VideoMolmoError` for bad input (shown on the page as a message)."""
-    from videomolmo.pipeline import check_params, check_query
-
     q = check_query(query)
     check_params(int(k), float(tau))
     video = check_upload(video_path, config)

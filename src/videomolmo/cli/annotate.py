@@ -3,41 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
+from videomolmo.cli import options
 from videomolmo.cli.app import command, console
-from videomolmo.errors import ConfigError, DatasetError
-
-BACKENDS = ("cpu", "sam2")
-
-
-def load_predictor(backend: str, sam2: Path | None = None, device: str = "cpu") -> Any:
-    """A mask predictor by name, through the shared backend registry."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "sam2" and sam2 is None:
-        raise ConfigError("--backend sam2 needs --sam2 DIR (a SAM2 checkpoint folder in the Hugging Face format)")
-    from videomolmo.segmentation.registry import get_predictor
-
-    if backend == "sam2":
-        return get_predictor("sam2", model_dir=sam2, device=device)
-    return get_predictor(backend)
-
+from videomolmo.errors import DatasetError
+from videomolmo.segmentation.registry import check_backend, get_predictor
+from videomolmo.settings import check_device
 
 @command("annotate")
 def annotate(
     data_dir: Path = typer.Argument(..., help="Dataset folder in any supported layout (Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS, ReasonVOS)."),
     out: Path = typer.Option(..., "--out", help="Output JSONL; an existing file is resumed."),
-    backend: str = typer.Option("cpu", "--backend", help="Point-to-mask backend: cpu or sam2."),
-    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (HF format) for --backend sam2."),
-    k: int = typer.Option(10, "--k", help="Candidate points per (object, frame)."),
+    mask_backend: str = options.mask_backend(),
+    mask_checkpoint: Optional[Path] = options.mask_checkpoint(),
+    candidates: int = typer.Option(10, "--candidates", help="Candidate clicks per (object, frame); the best by IoU is kept."),
     seed: int = typer.Option(0, "--seed", help="Seed; each (video, object, frame) derives its own stream from it."),
     shard: str = typer.Option("0/1", "--shard", help="i/n: annotate the i-th of n disjoint video shards."),
     frame_step: int = typer.Option(1, "--frame-step", help="Annotate every n-th listed frame."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split, for layouts that have several."),
-    device: str = typer.Option("cpu", "--device", help="Torch device for --backend sam2."),
+    device: str = options.device(),
 ) -> None:
     """Turn ground-truth masks into training points: per (video, object, frame), the best of k
     distance-weighted candidate clicks by IoU of the backend's mask with the ground truth.
@@ -48,7 +35,9 @@ def annotate(
 
     from videomolmo.annotation import AnnotationConfig, annotate_dataset, parse_shard
 
-    AnnotationConfig(k=k, frame_step=frame_step, backend=backend)  # validate before any loading
+    AnnotationConfig(candidates=candidates, frame_step=frame_step, backend=mask_backend)  # validate before any loading
+    check_backend(mask_backend, mask_checkpoint)
+    check_device(device)
     shard_spec = parse_shard(shard)
     if not data_dir.exists():
         raise DatasetError(f"{data_dir}: dataset folder does not exist")
@@ -57,7 +46,7 @@ def annotate(
     from videomolmo.data import load_dataset
 
     dataset = load_dataset(data_dir, split=split)
-    predictor = load_predictor(backend, sam2, device)
+    predictor = get_predictor(mask_backend, checkpoint=mask_checkpoint, device=device)
 
     with Progress(TextColumn("annotate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=False) as bar:
@@ -66,8 +55,8 @@ def annotate(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = annotate_dataset(dataset, predictor, out, k=k, seed=seed, shard=shard_spec,
-                                  frame_step=frame_step, backend_name=backend, progress=progress)
+        report = annotate_dataset(dataset, predictor, out, candidates=candidates, seed=seed, shard=shard_spec,
+                                  frame_step=frame_step, backend_name=mask_backend, progress=progress)
     per_frame = report.seconds_predicting / report.predicted_frames if report.predicted_frames else 0.0
     console.print(
         f"{out}: {report.written} rows written ({report.empty} with the object absent, "

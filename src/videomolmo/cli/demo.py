@@ -6,15 +6,18 @@ from pathlib import Path
 
 import typer
 
+from videomolmo.cli import options
 from videomolmo.cli.app import command, console
+from videomolmo.demo import DEMO_SETTINGS
+from videomolmo.settings import check_params
 
 
 @command("demo")
 def demo(
     out: Path = typer.Option(Path("videomolmo-demo"), "--out", help="Output folder."),
     seed: int = typer.Option(2024, "--seed", help="Which synthetic clip (demo seed stream)."),
-    k: int = typer.Option(1, "--k", help="Point on every k-th frame."),
-    tau: float = typer.Option(0.7, "--tau", help="Bidirectional fusion IoU threshold."),
+    k: int = typer.Option(DEMO_SETTINGS.k, "--k", help="Point on every k-th frame."),
+    tau: float = options.tau(),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads."),
 ) -> None:
     """Run the bundled CPU model on a synthetic clip with a motion-only and a counting query."""
@@ -24,6 +27,8 @@ def demo(
     from rich.table import Table
 
     from videomolmo.demo import run_demo
+
+    check_params(k, tau)
 
     # One thread by default: the tiny model's matrices are too small to gain from more, and with
     # another process on one of this 2-core machine's cores, 2 threads took the demo from 7 s

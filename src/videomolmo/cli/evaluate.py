@@ -8,9 +8,14 @@ from typing import Optional
 
 import typer
 
+from videomolmo.cli import options
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.errors import ConfigError
 from videomolmo.files import atomic_write_text
+from videomolmo.fusion import get_strategy
+from videomolmo.pointers import build_pointer, pointer_class
+from videomolmo.segmentation.registry import check_backend
+from videomolmo.settings import PipelineConfig, check_device
 
 
 @command("eval")
@@ -19,20 +24,18 @@ def eval_cmd(
     data: Path = typer.Option(..., "--data", help="Benchmark root folder."),
     out: Path = typer.Option(..., "--out", help="Run directory (rerun the same command to resume)."),
     split: Optional[str] = typer.Option(None, help="Split (default: the benchmark's evaluation split)."),
-    model: Optional[str] = typer.Option(None, help="Checkpoint folder or preset (default: the bundled model)."),
-    pointer: str = typer.Option("model", help="model: points from the model; oracle: from ground-truth masks; "
-                                "molmo2: a local Molmo2 folder given as --model."),
-    method: str = typer.Option("pipeline", "--method", help="pipeline: pointer + mask stage + fusion; "
-                               "sam3-text: the query straight to Sam3VideoModel (--mask-checkpoint DIR)."),
-    baseline: bool = typer.Option(False, "--baseline", help="Molmo+SAM2 baseline: temporal module off, first-frame pointing."),
-    k: int = typer.Option(5, help="Point every k-th frame (anchor stride)."),
-    tau: float = typer.Option(0.7, help="Fusion IoU threshold in [0, 1]."),
-    l: int = typer.Option(4, help="Context frames of the temporal module."),
-    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu, sam2 or sam3."),
-    mask_checkpoint: Optional[Path] = typer.Option(None, "--mask-checkpoint",
-                                                   help="sam2 / sam3 checkpoint folder; with --method sam3-text a sam3_video folder."),
-    sam2: Optional[Path] = typer.Option(None, "--sam2", help="Old name of --mask-checkpoint."),
-    fusion: str = typer.Option("bidirectional", help="Fusion strategy (see videomolmo.fusion)."),
+    pointer: str = options.pointer(),
+    method: str = typer.Option("pipeline", "--method", help="pipeline: pointer + mask stage + fusion; sam3-text: "
+                               "the query straight to Sam3VideoModel (--mask-checkpoint: a sam3_video folder)."),
+    model: Optional[str] = options.model(),
+    preset: Optional[str] = options.preset(),
+    baseline: bool = options.baseline(),
+    k: int = options.k(),
+    tau: float = options.tau(),
+    l: Optional[int] = options.l(),
+    mask_backend: str = options.mask_backend(),
+    mask_checkpoint: Optional[Path] = options.mask_checkpoint(),
+    fusion: str = options.fusion(),
     points_only: bool = typer.Option(False, "--points-only", help="Score points (and counts) only; no masks."),
     shard: Optional[str] = typer.Option(None, help="i/n: this process's share (default: RANK/WORLD_SIZE under torchrun)."),
     merge: bool = typer.Option(False, "--merge", help="Only merge the shards' rows into the summary."),
@@ -42,70 +45,58 @@ def eval_cmd(
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
     from videomolmo.evaluation import runner, summary
-    from videomolmo.pipeline import OraclePointer, Pipeline, PipelineConfig
-
-    from videomolmo.cli.track import _mask_checkpoint
+    from videomolmo.pipeline import Pipeline
 
     bench = runner.check_bench(bench)
-    sam2 = _mask_checkpoint(mask_checkpoint, sam2)
-    if pointer not in ("model", "oracle", "molmo2"):
-        raise ConfigError(f"--pointer must be 'model', 'oracle' or 'molmo2', got {pointer!r}")
+    pointer_cls = pointer_class(pointer)
     if method not in ("pipeline", "sam3-text"):
         raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")
-    if method == "sam3-text" and sam2 is None:
-        raise ConfigError("--method sam3-text needs --mask-checkpoint DIR (a sam3_video checkpoint folder)")
-    if pointer == "molmo2" and model is None and method == "pipeline":
-        raise ConfigError("--pointer molmo2 needs --model DIR (a local Molmo2 checkpoint folder)")
+    if method == "sam3-text":
+        from videomolmo.evaluation.sam3_text import validate_sam3_video_dir
+
+        if mask_checkpoint is None:
+            raise ConfigError("--method sam3-text needs --mask-checkpoint DIR (a sam3_video checkpoint folder)")
+        validate_sam3_video_dir(mask_checkpoint)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if render_worst < 0:
         raise ConfigError(f"--render-worst must be >= 0, got {render_worst}")
     cfg = PipelineConfig(k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion,
                          first_frame_only=baseline)
-    from videomolmo.fusion import get_strategy
-
     get_strategy(fusion)
+    if not merge:
+        if not points_only and method == "pipeline":
+            check_backend(mask_backend, mask_checkpoint)
+        if device is None:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if "LOCAL_RANK" in os.environ else "cpu"
+        check_device(device)
     shard_ = runner.Shard.parse(shard)
     dataset = runner.load_benchmark(bench, data, split)
     samples = list(dataset)[:limit] if limit else list(dataset)
     if not samples:
         raise ConfigError(f"{data}: the benchmark has no expressions")
-    if pointer == "oracle" and not dataset.has_masks:
-        raise ConfigError(f"{data}: --pointer oracle needs ground-truth masks, and this split has none")
+    if pointer_cls.needs_sample and not dataset.has_masks:
+        raise ConfigError(f"{data}: --pointer {pointer} needs ground-truth masks, and this split has none")
     run_cfg = runner.RunConfig(
         bench=bench, data=str(Path(data).resolve()), split=dataset.split, model=model, pointer=pointer,
         k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion, baseline=baseline, limit=limit,
-        extra={"points_only": points_only, **({"method": method, "mask_checkpoint": str(sam2)}
+        extra={"points_only": points_only, **({"method": method, "mask_checkpoint": str(mask_checkpoint)}
                                                 if method != "pipeline" else {})},
     )
     run_dir = runner.prepare_run_dir(out, run_cfg)
     units = runner.make_units(bench, samples)
 
     if not merge:
-        if device is None:
-            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if "LOCAL_RANK" in os.environ else "cpu"
+        ptr = build_pointer(pointer, model=model, preset=preset, device=device, batch_size=cfg.batch_size,
+                            baseline=baseline) if method == "pipeline" else None
         if method == "sam3-text":
             from videomolmo.evaluation.sam3_text import Sam3TextPipeline
 
-            text_pipe = Sam3TextPipeline.from_pretrained(sam2, device=device, k=k, tau=tau, l=l,
-                                                         first_frame_only=baseline)
-
-            def make_pipeline(sample):
-                return text_pipe
-        elif pointer == "oracle":
-            base = Pipeline(OraclePointer(lambda i: None), cfg, sam2=sam2, device=device)
-
-            def make_pipeline(sample):
-                return base.with_pointer(OraclePointer.from_sample(sample))
+            text_pipe = Sam3TextPipeline.from_pretrained(mask_checkpoint, device=device, config=cfg)
+            make_pipeline = lambda sample: text_pipe  # noqa: E731 - one model for every sample
         else:
-            pipe = Pipeline.from_pretrained(model, baseline=baseline, device=device, sam2=sam2, pointer=pointer,
-                                            k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion)
-
-            def make_pipeline(sample):
-                return pipe
-
-        ev = runner.Evaluator(bench, run_dir, make_pipeline, k=k, tau=tau, l=l, fusion=fusion,
-                              masks=not points_only)
+            make_pipeline = Pipeline(ptr, cfg, mask_checkpoint=mask_checkpoint, device=device).for_sample
+        ev = runner.Evaluator(bench, run_dir, make_pipeline, config=cfg, masks=not points_only)
         _run_with_progress(run_dir, units, ev, shard_)
 
     missing = runner.missing_units(run_dir, units)

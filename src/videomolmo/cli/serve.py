@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from videomolmo.cli import options
 from videomolmo.cli.app import command, console
 from videomolmo.errors import ConfigError
 
@@ -17,16 +18,22 @@ def serve_cmd(
     port: int = typer.Option(7860, help="TCP port."),
     max_upload_mb: float = typer.Option(200.0, "--max-upload-mb", help="Largest accepted upload, in MB."),
     max_frames: int = typer.Option(3000, "--max-frames", help="Longest accepted video, in frames."),
-    model: Optional[str] = typer.Option(None, help="Checkpoint folder or preset (default: the bundled model)."),
-    mask_backend: str = typer.Option("cpu", "--mask-backend", help="cpu or sam2."),
-    sam2: Optional[Path] = typer.Option(None, "--sam2", help="SAM2 checkpoint folder (with --mask-backend sam2)."),
-    device: str = typer.Option("cpu", help="torch device for the model."),
+    pointer: str = options.pointer(),
+    model: Optional[str] = options.model(),
+    preset: Optional[str] = options.preset(),
+    mask_backend: str = options.mask_backend(),
+    mask_checkpoint: Optional[Path] = options.mask_checkpoint(),
+    device: str = options.device(),
 ) -> None:
     """Serve the web demo: upload a video, type a query, see the overlay, points and count."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise ConfigError("the web demo needs gradio: pip install 'videomolmo[serve]'") from None
+    if max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+    if not max_upload_mb > 0:
+        raise ConfigError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be in 1..65535, got {port}")
     from videomolmo import serve
@@ -34,7 +41,8 @@ def serve_cmd(
 
     config = serve.DemoConfig(max_upload_mb=max_upload_mb, max_frames=max_frames)
     # Load now, so a bad --model fails here with one line instead of on the first click.
-    pipe = Pipeline.from_pretrained(model, device=device, mask_backend=mask_backend, sam2=sam2)
+    pipe = Pipeline.from_pretrained(model, pointer=pointer, preset=preset, device=device, mask_backend=mask_backend,
+                                    mask_checkpoint=mask_checkpoint)
     demo = serve.build_demo(lambda: pipe, config)
     console.print(f"VideoMolmo demo on http://{host}:{port}  (Ctrl+C to stop)")
     try:

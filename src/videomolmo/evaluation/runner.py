@@ -32,6 +32,8 @@ import numpy as np
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 from videomolmo.files import JsonlLog, RunSettings, ensure_writable_dir
+from videomolmo.metrics import point_hits_mask, point_prf, prf_from_counts
+from videomolmo.settings import DEFAULTS, PipelineConfig
 
 ROWS_GLOB = "rows*.jsonl"
 
@@ -113,11 +115,11 @@ class RunConfig:
     split: str | None = None
     model: str | None = None
     pointer: str = "model"
-    k: int = 5
-    tau: float = 0.7
-    l: int = 4
-    mask_backend: str = "cpu"
-    fusion: str = "bidirectional"
+    k: int = DEFAULTS.k
+    tau: float = DEFAULTS.tau
+    l: int | None = DEFAULTS.l
+    mask_backend: str = DEFAULTS.mask_backend
+    fusion: str = DEFAULTS.fusion
     baseline: bool = False
     limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -271,13 +273,6 @@ def collect_rows(run_dir: str | os.PathLike, units: Sequence[Unit]) -> list[dict
     return out
 
 
-def iter_samples_limited(samples: Iterable, limit: int | None) -> Iterator:
-    for i, s in enumerate(samples):
-        if limit is not None and i >= limit:
-            return
-        yield s
-
-
 # --------------------------------------------------------------------------- benchmarks
 
 #: `videomolmo eval BENCH` names -> the reader format (`videomolmo.data`), None = auto-detect.
@@ -327,8 +322,6 @@ def count_gt(sample) -> int | None:
 def _per_object_masks(sample, i: int, union: np.ndarray, points: np.ndarray) -> list[np.ndarray]:
     """One mask per ground-truth point on frame i: the referred object's mask that contains it
     (`Sample.gt_object_masks`), else the union of all referred objects."""
-    from videomolmo.metrics import point_hits_mask
-
     getter = getattr(sample, "gt_object_masks", None)
     objs = list(getter(i)) if getter is not None else []
     out = []
@@ -344,8 +337,6 @@ def score_points(sample, pred_points: dict[int, np.ndarray]) -> dict[str, Any] |
     gts = getattr(sample, "gt_points", None)
     if gts is None:
         return None
-    from videomolmo.metrics import point_prf
-
     tp = n_pred = n_gt = 0
     frames = 0
     for i, pred in sorted(pred_points.items()):
@@ -363,10 +354,9 @@ def score_points(sample, pred_points: dict[int, np.ndarray]) -> dict[str, Any] |
         frames += 1
     if frames == 0:
         return None
-    p = tp / n_pred if n_pred else float(n_gt == 0)
-    r = tp / n_gt if n_gt else float(n_pred == 0)
-    f1 = 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
-    return {"P": p, "R": r, "F1": f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp, "point_frames": frames}
+    total = prf_from_counts(tp, n_pred, n_gt)
+    return {"P": total.precision, "R": total.recall, "F1": total.f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp,
+            "point_frames": frames}
 
 
 @dataclass
@@ -381,10 +371,7 @@ class Evaluator:
     bench: str
     run_dir: Path
     make_pipeline: Callable[[Any], Any]
-    k: int = 5
-    tau: float = 0.7
-    l: int = 4
-    fusion: str = "bidirectional"
+    config: PipelineConfig = DEFAULTS
     masks: bool = True  # False: points only (no mask stage, no J/F)
 
     @property
@@ -395,10 +382,11 @@ class Evaluator:
         pipe = self.make_pipeline(sample)
         video = sample.video()
         if self.masks:
-            res = pipe(video, sample.expression, k=self.k, tau=self.tau, l=self.l, fusion=self.fusion)
+            c = self.config
+            res = pipe(video, sample.expression, k=c.k, tau=c.tau, l=c.l, fusion=c.fusion)
             stream = res.masks()
         else:
-            res = pipe.point(video, sample.expression, k=self.k, l=self.l)
+            res = pipe.point(video, sample.expression, k=self.config.k, l=self.config.l)
             stream = None
         info = {
             "points": {str(i): np.round(p, 2).tolist() for i, p in sorted(res.points.items())},

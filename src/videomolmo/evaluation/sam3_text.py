@@ -27,19 +27,24 @@ from typing import Any, Iterator
 import numpy as np
 
 from videomolmo.errors import CheckpointError
-from videomolmo.pipeline import (
-    PipelineConfig,
-    PipelineResult,
-    ProgressFn,
-    anchor_frames,
-    check_query,
-    interior_points,
-    open_any_video,
-    video_size,
-)
+from videomolmo.pipeline import PipelineResult
+from videomolmo.pointers import ProgressFn
+from videomolmo.pointers.oracle import interior_points
 from videomolmo.segmentation.sam3 import SAM3_MEAN, SAM3_STD
+from videomolmo.settings import PipelineConfig, anchor_frames, check_query
+from videomolmo.video import open_video
 
 TEXT_MAX_LENGTH = 32  # Sam3VideoProcessor pads every text prompt to 32 tokens
+
+
+def validate_sam3_video_dir(path: str | Path) -> Path:
+    """A complete `Sam3VideoModel` folder (config, weights, text tokenizer), or `CheckpointError`."""
+    from videomolmo.segmentation.sam2 import validate_checkpoint_dir
+
+    root = validate_checkpoint_dir(path, ("sam3_video",), "SAM3 video")
+    if not (root / "tokenizer.json").is_file() and not (root / "tokenizer_config.json").is_file():
+        raise CheckpointError(f"{root}: no tokenizer.json / tokenizer_config.json (SAM3's text tokenizer)")
+    return root
 
 
 class Sam3TextSegmenter:
@@ -59,11 +64,9 @@ class Sam3TextSegmenter:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam3TextSegmenter":
-        from videomolmo.segmentation.sam2 import _resolve_dtype, validate_checkpoint_dir
+        from videomolmo.segmentation.sam2 import _resolve_dtype
 
-        root = validate_checkpoint_dir(path, ("sam3_video",), "SAM3 video")
-        if not (root / "tokenizer.json").is_file() and not (root / "tokenizer_config.json").is_file():
-            raise CheckpointError(f"{root}: no tokenizer.json / tokenizer_config.json (SAM3's text tokenizer)")
+        root = validate_sam3_video_dir(path)
         from transformers import AutoTokenizer, Sam3VideoModel
         from transformers.utils import logging as hf_logging
 
@@ -97,7 +100,7 @@ class Sam3TextSegmenter:
 
         from videomolmo.segmentation.sam2 import square_model_input
 
-        h, w = video_size(video)
+        h, w = int(video.height), int(video.width)
         session = Sam3VideoInferenceSession(video_height=h, video_width=w, inference_device=self.device,
                                             inference_state_device=self.device, video_storage_device=self.device,
                                             dtype=self.dtype)
@@ -149,13 +152,15 @@ class Sam3TextPipeline:
         self.config = config or PipelineConfig()
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", **config: Any) -> "Sam3TextPipeline":
-        return cls(Sam3TextSegmenter.from_pretrained(path, device=device), PipelineConfig(**config))
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", config: PipelineConfig | None = None,
+                        **settings: Any) -> "Sam3TextPipeline":
+        """`settings` (k, first_frame_only, ...) build the `PipelineConfig` when `config` is not given."""
+        return cls(Sam3TextSegmenter.from_pretrained(path, device=device), config or PipelineConfig(**settings))
 
     def _run(self, video: Any, query: str, k: int | None, keep_masks: bool) -> Sam3TextResult:
         cfg = dataclasses.replace(self.config, k=k) if k is not None else self.config
         q = check_query(query)
-        v = open_any_video(video)
+        v = open_video(video)
         anchors = anchor_frames(len(v), cfg.k, cfg.first_frame_only)
         points: dict[int, np.ndarray] = {}
         packed: list[np.ndarray] = []
@@ -165,7 +170,7 @@ class Sam3TextPipeline:
                 pts = [p for m in objs.values() for p in interior_points(m, min_fraction=1.0)[:1]]
                 points[i] = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
             if keep_masks:
-                h, w = video_size(v)
+                h, w = int(v.height), int(v.width)
                 union = np.zeros((h, w), dtype=bool)
                 for m in objs.values():
                     union |= m

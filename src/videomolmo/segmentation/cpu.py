@@ -41,6 +41,7 @@ from scipy import ndimage as ndi
 
 from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
+from videomolmo.segmentation.registry import register_backend
 
 __all__ = ["CpuConfig", "CPU_PRESETS", "CpuPredictor"]
 
@@ -479,3 +480,10 @@ class CpuPredictor(MaskPredictor):
                 cur[oid] = m
             prev, prev_grey = cur, grey
             yield idx, {oid: _upsample(m, full_size) for oid, m in cur.items()}
+
+
+register_backend(
+    "cpu",
+    lambda checkpoint=None, device="cpu", config=None, **overrides: CpuPredictor(config, **overrides),
+    description="weight-free OpenCV backend (GrabCut vote + DIS optical flow); no downloads",
+)

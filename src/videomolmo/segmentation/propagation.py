@@ -16,7 +16,6 @@ one segment (k frames) of masks and two predictor states at a time.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ import numpy as np
 from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.fusion import FusionContext, get_strategy, needs_backward
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
+from videomolmo.settings import anchor_frames
+from videomolmo.video import open_video
 
 __all__ = ["Segment", "anchor_frames", "iter_segments", "segment_video"]
 
@@ -53,33 +54,12 @@ class Segment:
         return self.backward is None
 
 
-def anchor_frames(n_frames: int, k: int) -> list[int]:
-    """Anchor indices 0, k, 2k, ... below `n_frames`."""
-    if int(k) != k or k <= 0:
-        raise ConfigError(f"k must be a positive integer, got {k}")
-    return list(range(0, n_frames, int(k)))
-
-
 def _prompt_points(points: Prompt, size: tuple[int, int], where: str = "") -> tuple[np.ndarray, np.ndarray]:
     """A `Prompt` (points, or a (points, labels) pair) validated by `predictor.clean_points`."""
     labels = None
     if isinstance(points, tuple) and len(points) == 2:
         points, labels = points
     return clean_points(points, labels, size, where=where)
-
-
-def _open(video: Any) -> Any:
-    if isinstance(video, (str, os.PathLike)):
-        from videomolmo.video import open_video
-
-        return open_video(video)
-    if isinstance(video, np.ndarray) or (hasattr(video, "__getitem__") and hasattr(video, "__len__")):
-        if len(video) == 0:
-            raise VideoMolmoError("the video has no frames")
-        return video
-    from videomolmo.video import open_video
-
-    return open_video(video)
 
 
 class _RecentFrames:
@@ -169,7 +149,7 @@ def iter_segments(
     video: Any,
     points_by_frame: Mapping[int, Prompt],
     predictor: MaskPredictor,
-    k: int = 5,
+    k: int,
     backward: bool = True,
     skip: Callable[[int, int], bool] | None = None,
 ) -> Iterator[Segment]:
@@ -179,7 +159,7 @@ def iter_segments(
     `skip(start, end)` -> True leaves out the segment of frames start..end-1 without running the
     backend on it (resuming: a segment depends only on its own two anchors).
     """
-    video = _open(video)
+    video = open_video(video)
     n = len(video)
     anchors = anchor_frames(n, k)
     # A segment's frames plus the anchors' motion neighbours: every frame is decoded once.
@@ -238,7 +218,7 @@ def iter_segments(
 
 
 def fuse_segment(
-    seg: Segment, strategy: str = "bidirectional", tau: float = 0.7
+    seg: Segment, strategy: str, tau: float
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(frame_idx, mask)` for the anchor and every frame of one segment."""
     fn = get_strategy(strategy)
@@ -259,9 +239,9 @@ def segment_video(
     video: Any,
     points_by_frame: Mapping[int, Prompt],
     predictor: MaskPredictor,
-    k: int = 5,
-    tau: float = 0.7,
-    strategy: str = "bidirectional",
+    k: int,
+    tau: float,
+    strategy: str,
     skip: Callable[[int, int], bool] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream `(frame_idx, bool mask)` for every frame of `video`, in frame order.

@@ -474,3 +474,17 @@ def tiny_sam2_config(image_size: int = 128) -> Any:
         memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
         memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=256,
     )
+
+
+# Imported here, after `Sam2Predictor` exists: importing the registry imports every backend,
+# and the sam3 backend subclasses this one.
+from videomolmo.segmentation.registry import register_backend  # noqa: E402
+
+register_backend(
+    "sam2",
+    lambda checkpoint=None, device="cpu", dtype=None: Sam2Predictor.from_pretrained(checkpoint, device=device,
+                                                                                     dtype=dtype),
+    description="SAM2 video predictor (transformers Sam2VideoModel); --mask-checkpoint: an HF-format SAM2 folder",
+    needs_checkpoint=True,
+    check_checkpoint=validate_checkpoint_dir,
+)

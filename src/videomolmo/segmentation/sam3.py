@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pathlib import Path
+
 from videomolmo.errors import ConfigError
-from videomolmo.segmentation.sam2 import Sam2Predictor
+from videomolmo.segmentation.registry import register_backend
+from videomolmo.segmentation.sam2 import Sam2Predictor, validate_checkpoint_dir
 
 SAM3_MEAN = (0.5, 0.5, 0.5)
 SAM3_STD = (0.5, 0.5, 0.5)
@@ -80,3 +83,17 @@ def tiny_sam3_tracker_config(image_size: int = 112) -> Any:
         memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
         memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=256,
     )
+
+
+def validate_sam3_tracker_dir(path: str | Path) -> Path:
+    return validate_checkpoint_dir(path, Sam3TrackerPredictor.accepted_model_types, Sam3TrackerPredictor.label)
+
+
+register_backend(
+    "sam3",
+    lambda checkpoint=None, device="cpu", dtype=None: Sam3TrackerPredictor.from_pretrained(checkpoint, device=device,
+                                                                                            dtype=dtype),
+    description="SAM3 tracker (transformers Sam3TrackerVideoModel); --mask-checkpoint: a sam3_tracker_video folder",
+    needs_checkpoint=True,
+    check_checkpoint=validate_sam3_tracker_dir,
+)

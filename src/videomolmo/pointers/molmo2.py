@@ -1,9 +1,9 @@
 """Molmo2 (AI2's successor to Molmo, native in transformers as `Molmo2ForConditionalGeneration`)
 as a stage-1 pointer.
 
-    >>> from videomolmo.model.molmo2 import Molmo2Pointer
-    >>> pointer = Molmo2Pointer.from_pretrained("Molmo2-VideoPoint-4B/")   # a local folder
-    >>> pipe = Pipeline(pointer, PipelineConfig(mask_backend="sam3"), mask_checkpoint="sam3/")
+    >>> pipe = Pipeline.from_pretrained("Molmo2-VideoPoint-4B/", pointer="molmo2",   # local folders
+    ...                                 mask_backend="sam3", mask_checkpoint="sam3-tracker/")
+    >>> pointer = Molmo2Pointer.from_pretrained("Molmo2-VideoPoint-4B/")   # or stage 1 alone
 
 Output format. transformers 5.24 ships Molmo2's model and processors but no decoder for its
 answers; the format below is the one in AI2's Molmo2 model cards (their `extract_video_points`
@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError, VideoMolmoError
-from videomolmo.pipeline import Pointer, ProgressFn, video_fps, video_size
+from videomolmo.pointers import Pointer, ProgressFn, register_pointer
 
 #: Tokens that make up a frame's patch block (`Molmo2Processor.image_token_ids`): they get
 #: `mm_token_type_ids == 1`, which the model attends to bidirectionally.
@@ -253,6 +253,7 @@ def load_molmo2(path: str | Path, device: str = "cpu", dtype: Any = None) -> tup
 # --------------------------------------------------------------------------- pointer
 
 
+@register_pointer("molmo2")
 class Molmo2Pointer(Pointer):
     """Stage 1 with Molmo2: one generate call per chunk of anchor frames.
 
@@ -260,8 +261,6 @@ class Molmo2Pointer(Pointer):
     real timestamp, so the answer's timestamps map back to anchors exactly. `point_ids` keeps
     the object ids of the last `point` call: {frame: [(id, x, y), ...]}.
     """
-
-    name = "molmo2"
 
     def __init__(self, model: Any, tokenizer: Any, video_processor: Any, settings: Mapping[str, Any] | None = None,
                  prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 512, frames_per_call: int | None = None,
@@ -283,6 +282,15 @@ class Molmo2Pointer(Pointer):
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None, **kwargs: Any) -> "Molmo2Pointer":
         model, tokenizer, vp, settings = load_molmo2(path, device=device, dtype=dtype)
         return cls(model, tokenizer, vp, settings, **kwargs)
+
+    @classmethod
+    def create(cls, model: str | Path | None = None, device: str = "cpu", **options: Any) -> "Molmo2Pointer":
+        """`--pointer molmo2 --model DIR`: the other CLI options (preset, baseline) do not apply."""
+        if model is None:
+            raise ConfigError("--pointer molmo2 needs --model DIR (a local Molmo2 checkpoint folder)")
+        from videomolmo.settings import check_device
+
+        return cls.from_pretrained(model, device=check_device(device))
 
     # -- prompt
     def _video_string(self, grid: Any, timestamps: Sequence[float]) -> str:
@@ -335,12 +343,14 @@ class Molmo2Pointer(Pointer):
         return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     # -- Pointer API
-    def point(self, video, query: str, frames: Sequence[int], l: int = 4,
+    def point(self, video, query: str, frames: Sequence[int], l: int | None = None,
               progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
         """{frame: (N, 2) pixel points} for every anchor in `frames` (`l` is VideoMolmo's and unused)."""
+        from videomolmo.video import open_video
+
+        video = open_video(video)
         frames = [int(i) for i in frames]
-        h, w = video_size(video)
-        fps = video_fps(video)
+        h, w, fps = int(video.height), int(video.width), float(video.fps)
         self.point_ids = {i: [] for i in frames}
         self.last_answers = []
         chunks = [frames[i : i + self.frames_per_call] for i in range(0, len(frames), self.frames_per_call)]

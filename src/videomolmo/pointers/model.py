@@ -1,0 +1,96 @@
+"""A VideoMolmo checkpoint as the pointer: `videomolmo.model.point_video` on the anchor frames."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videomolmo.errors import CheckpointError, VideoMolmoError
+from videomolmo.pointers import Pointer, register_pointer
+from videomolmo.settings import check_device
+
+
+@register_pointer("model")
+class ModelPointer(Pointer):
+    """A VideoMolmo checkpoint (default: the bundled CPU model) points on the anchor frames.
+
+    `temporal=False` runs the model without its temporal module (the Molmo+SAM2 baseline)."""
+
+    def __init__(self, model, processor, batch_size: int = 4, temporal: bool = True):
+        self.model = model
+        self.processor = processor
+        self.batch_size = batch_size
+        self.temporal = temporal
+
+    @classmethod
+    def create(cls, model: str | os.PathLike | None = None, preset: str | None = None, device: str = "cpu",
+               batch_size: int = 4, baseline: bool = False, **options: Any) -> "ModelPointer":
+        mdl, processor = load_model(model, device=device, preset=preset)
+        return cls(mdl, processor, batch_size=batch_size, temporal=not baseline)
+
+    @property
+    def is_bundled(self) -> bool:
+        return any(self.model is m for m, _ in _BUNDLED.values())
+
+    def point(self, video, query, frames, l=None, progress=None):
+        from videomolmo.model import point_video
+
+        report = None if progress is None else (lambda done, total: progress("pointing", done, total))
+        out = point_video(self.model, self.processor, video, query, frames=list(frames), l=l,
+                          batch_size=self.batch_size, temporal=self.temporal, progress=report)
+        return {int(i): np.asarray(out.get(i, np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2) for i in frames}
+
+
+def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str | None = None):
+    """(model, processor) for stage 1.
+
+    - None, "default" or "bundled": the bundled CPU model shipped in the package;
+    - a folder written by `save_pretrained` (config.json + safetensors): loaded as is;
+    - a folder of upstream Molmo / VideoMolmo safetensors shards, with `preset` naming its
+      architecture (e.g. "videomolmo-7b", "molmo-7b-d"; see `videomolmo info --preset`).
+    A preset name alone is refused: presets describe an architecture, the weights must come
+    from a folder (nothing is downloaded).
+    """
+    check_device(device)
+    if model is None or str(model) in ("default", "bundled"):
+        return _bundled(device)
+    from videomolmo.model import ModelConfig
+    from videomolmo.model import checkpoint as ckpt
+
+    p = Path(model)
+    if not p.exists():
+        try:
+            ModelConfig.from_name(str(model))
+        except VideoMolmoError:
+            raise CheckpointError(f"{model}: no such checkpoint directory (and not a model preset)") from None
+        raise CheckpointError(
+            f"{model} is a model preset (an architecture); give its weights too: --model DIR --preset {model}"
+        )
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a checkpoint directory (expected a folder with config.json and *.safetensors)")
+    if not any(p.glob("*.safetensors")):
+        raise CheckpointError(f"{p}: not a checkpoint directory (no *.safetensors weights in it)")
+    if preset is not None:
+        mdl = ckpt.load_molmo_checkpoint(p, ModelConfig.from_name(preset), device=device)
+    else:
+        mdl = ckpt.from_pretrained(p, device=device)
+    processor = getattr(mdl, "processor", None)
+    if processor is None:
+        raise CheckpointError(f"{p}: the checkpoint has no tokenizer files (tokenizer.json) to build its processor")
+    return mdl, processor
+
+
+_BUNDLED: dict[str, tuple[Any, Any]] = {}
+
+
+def _bundled(device: str) -> tuple[Any, Any]:
+    """The bundled model, loaded once per process and device (it is read-only at inference:
+    the baseline switches the temporal module off per call, never on the model)."""
+    if device not in _BUNDLED:
+        from videomolmo.bundled import load_default
+
+        _BUNDLED[device] = load_default(device=device)
+    return _BUNDLED[device]
