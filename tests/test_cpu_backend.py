@@ -135,7 +135,7 @@ def test_bad_input(small, car):
     with pytest.raises(ConfigError, match="flow_preset"):
         CpuConfig(flow_preset="slow")
     with pytest.raises(VideoMolmoError, match="unknown mask backend"):
-        get_predictor("sam3")
+        get_predictor("sam9")
     with pytest.raises(VideoMolmoError, match="does not exist"):
         get_predictor("sam2", model_dir="/nonexistent/sam2")
 
