@@ -153,7 +153,6 @@ def bench_pointing(args, device, dtype, clock: Clock) -> dict:
         quantize_llm_(model, "4bit")
         s, peak = run(1)
         out["4bit"] = {"s_per_frame": s, "peak_gib": peak}
-    del model
     return out
 
 

@@ -62,7 +62,7 @@ def test_loads_the_native_class_and_checks_the_folder(ckpt_dir, tmp_path):
     cfg = json.loads((wrong / "config.json").read_text())
     cfg["model_type"] = "sam2_video"
     (wrong / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="expected one of \\['sam3_tracker_video'\\]"):
+    with pytest.raises(CheckpointError, match="expected one of \\['sam3_tracker_video', 'sam3_video'\\]"):
         Sam3TrackerPredictor.from_pretrained(wrong)
     cut = tmp_path / "cut"
     shutil.copytree(ckpt_dir, cut)
@@ -70,6 +70,16 @@ def test_loads_the_native_class_and_checks_the_folder(ckpt_dir, tmp_path):
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         Sam3TrackerPredictor.from_pretrained(cut)
+
+
+def test_a_whole_sam3_video_folder_serves_as_the_tracker(tmp_path):
+    from videomolmo.evaluation.sam3_text import save_tiny_sam3_video
+
+    p = Sam3TrackerPredictor.from_pretrained(save_tiny_sam3_video(tmp_path / "sam3"))
+    frames = np.random.default_rng(0).integers(0, 255, (3, H, W, 3), dtype=np.uint8)
+    state = p.init_state(frames)
+    p.add_points(state, 0, 1, np.array([[20.0, 20.0]]))
+    assert [i for i, _ in p.propagate(state, 0, 2)] == [0, 1, 2]
 
 
 def test_registry_builds_it_and_needs_a_folder(ckpt_dir):

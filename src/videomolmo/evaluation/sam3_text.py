@@ -43,7 +43,8 @@ def validate_sam3_video_dir(path: str | Path) -> Path:
 
     root = validate_checkpoint_dir(path, ("sam3_video",), "SAM3 video")
     if not (root / "tokenizer.json").is_file() and not (root / "tokenizer_config.json").is_file():
-        raise CheckpointError(f"{root}: no tokenizer.json / tokenizer_config.json (SAM3's text tokenizer)")
+        raise CheckpointError(f"{root}: no tokenizer.json / tokenizer_config.json in the SAM3 video checkpoint "
+                              "directory (SAM3's text tokenizer)")
     return root
 
 
@@ -64,31 +65,15 @@ class Sam3TextSegmenter:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam3TextSegmenter":
+        from transformers import Sam3VideoModel
+
+        from videomolmo.hf_local import load_local_tokenizer, load_native_model
         from videomolmo.segmentation.sam2 import _resolve_dtype
 
         root = validate_sam3_video_dir(path)
-        from transformers import AutoTokenizer, Sam3VideoModel
-        from transformers.utils import logging as hf_logging
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(f"{root}: cannot load the SAM3 tokenizer ({str(exc).splitlines()[0]})") from None
+        tokenizer = load_local_tokenizer(root, "SAM3 video")
         torch_dtype = _resolve_dtype(dtype)
-        hf_logging.disable_progress_bar()
-        try:
-            model, info = Sam3VideoModel.from_pretrained(str(root), local_files_only=True, dtype=torch_dtype,
-                                                         output_loading_info=True, use_safetensors=True)
-        except (OSError, ValueError, RuntimeError, TypeError) as exc:
-            raise CheckpointError(f"{root}: cannot load the SAM3 video checkpoint ({str(exc).splitlines()[0]})") from None
-        finally:
-            hf_logging.enable_progress_bar()
-        missing = sorted(info.get("missing_keys") or [])
-        mismatched = list(info.get("mismatched_keys") or [])
-        if missing or mismatched:
-            what = missing[:3] if missing else [str(m) for m in mismatched[:3]]
-            raise CheckpointError(f"{root}: weights do not match config.json ({len(missing)} missing, "
-                                  f"{len(mismatched)} mismatched tensors, e.g. {what})")
+        model = load_native_model(Sam3VideoModel, root, "SAM3 video", torch_dtype)
         return cls(model, tokenizer, device=device, dtype=torch_dtype)
 
     def segment(self, video: Any, query: str, last_frame: int | None = None
@@ -216,7 +201,7 @@ def save_tiny_sam3_video(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import Sam3VideoModel
 
-    from videomolmo.hf_tiny import byte_level_tokenizer
+    from videomolmo.hf_local import byte_level_tokenizer
 
     out = Path(out_dir)
     tok = byte_level_tokenizer(["<|startoftext|>", "<|endoftext|>"], bos_token="<|startoftext|>",

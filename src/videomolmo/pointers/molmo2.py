@@ -202,16 +202,13 @@ def load_molmo2(path: str | Path, device: str = "cpu", dtype: Any = None) -> tup
     Native classes only: no remote code, `local_files_only=True`, weights from safetensors.
     """
     root = validate_molmo2_dir(path)
-    from transformers import AutoTokenizer, Molmo2ForConditionalGeneration
-    from transformers.utils import logging as hf_logging
+    from transformers import Molmo2ForConditionalGeneration
 
+    from videomolmo.hf_local import load_local_tokenizer, load_native_model
     from videomolmo.segmentation.sam2 import _resolve_dtype
 
     torch_dtype = _resolve_dtype(dtype)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{root}: cannot load the Molmo2 tokenizer ({str(exc).splitlines()[0]})") from None
+    tokenizer = load_local_tokenizer(root, "Molmo2")
     missing_tokens = [t for t in ("<im_patch>", "<frame_start>", "<frame_end>")
                       if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if missing_tokens:
@@ -230,22 +227,7 @@ def load_molmo2(path: str | Path, device: str = "cpu", dtype: Any = None) -> tup
     if not getattr(tokenizer, "chat_template", None):
         raise CheckpointError(f"{root}: no chat template (chat_template.jinja or in tokenizer_config.json)")
     video_processor = load_video_processor(root)
-    hf_logging.disable_progress_bar()
-    try:
-        model, info = Molmo2ForConditionalGeneration.from_pretrained(
-            str(root), local_files_only=True, trust_remote_code=False, dtype=torch_dtype,
-            output_loading_info=True, use_safetensors=True,
-        )
-    except (OSError, ValueError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{root}: cannot load the Molmo2 checkpoint ({str(exc).splitlines()[0]})") from None
-    finally:
-        hf_logging.enable_progress_bar()
-    missing = sorted(info.get("missing_keys") or [])
-    mismatched = list(info.get("mismatched_keys") or [])
-    if missing or mismatched:
-        what = missing[:3] if missing else [str(m) for m in mismatched[:3]]
-        raise CheckpointError(f"{root}: weights do not match config.json ({len(missing)} missing, "
-                              f"{len(mismatched)} mismatched tensors, e.g. {what})")
+    model = load_native_model(Molmo2ForConditionalGeneration, root, "Molmo2", torch_dtype)
     model.to(device).eval()
     return model, tokenizer, video_processor, settings
 
@@ -388,7 +370,7 @@ def save_tiny_molmo2(out_dir: str | Path, seed: int = 0, frame_size: int = 56) -
     import torch
     from transformers import Molmo2Config, Molmo2ForConditionalGeneration
 
-    from videomolmo.hf_tiny import byte_level_tokenizer
+    from videomolmo.hf_local import byte_level_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -225,28 +225,10 @@ class Sam2Predictor(MaskPredictor):
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam2Predictor":
         """Load a checkpoint directory (HF format) after checking it is complete."""
         root = validate_checkpoint_dir(path, cls.accepted_model_types, cls.label)
-        from transformers.utils import logging as hf_logging
+        from videomolmo.hf_local import load_native_model
 
         torch_dtype = _resolve_dtype(dtype)
-        hf_logging.disable_progress_bar()
-        try:
-            model, info = cls._model_class().from_pretrained(
-                str(root), output_loading_info=True, dtype=torch_dtype
-            )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{root}: cannot load the {cls.label} checkpoint ({str(exc).splitlines()[0]})"
-            ) from None
-        finally:
-            hf_logging.enable_progress_bar()
-        missing = sorted(info.get("missing_keys") or [])
-        mismatched = list(info.get("mismatched_keys") or [])
-        if missing or mismatched:
-            what = missing[:3] if missing else [str(m) for m in mismatched[:3]]
-            raise CheckpointError(
-                f"{root}: weights do not match config.json "
-                f"({len(missing)} missing, {len(mismatched)} mismatched tensors, e.g. {what})"
-            )
+        model = load_native_model(cls._model_class(), root, cls.label, torch_dtype)
         return cls(model, device=device, dtype=torch_dtype)
 
     # ------------------------------------------------------------------ preprocessing

@@ -5,8 +5,10 @@ the point prompts, the memory bank and the per-frame forward are the same API, s
 the model class, the session class and the pixel normalisation is inherited from the `sam2`
 backend (streamed frames, bounded memory, forward/reverse propagation, single-image prompts).
 
-Checkpoint folder: `config.json` with `model_type` "sam3_tracker_video" plus `*.safetensors`
-(what `Sam3TrackerVideoModel.save_pretrained` writes). Preprocessing follows
+Checkpoint folder: `config.json` plus `*.safetensors`, either a tracker alone (`model_type`
+"sam3_tracker_video", what `Sam3TrackerVideoModel.save_pretrained` writes) or a whole SAM3 video
+model ("sam3_video", the detector + tracker folder that `eval --method sam3-text` uses: transformers
+loads its tracker weights and skips the detector's). Preprocessing follows
 `Sam3ImageProcessor`'s defaults: resize to S x S, scale to [0, 1], normalise with mean = std = 0.5.
 """
 
@@ -29,7 +31,7 @@ class Sam3TrackerPredictor(Sam2Predictor):
 
     name = "sam3"
     label = "SAM3 tracker"
-    accepted_model_types = ("sam3_tracker_video",)
+    accepted_model_types = ("sam3_tracker_video", "sam3_video")
     image_mean = SAM3_MEAN
     image_std = SAM3_STD
 
