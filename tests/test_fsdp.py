@@ -5,7 +5,6 @@ micro-batches, which is the gradient FSDP averages), within fp32 tolerance."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -14,13 +13,9 @@ from videomolmo.training import examples as ex
 from videomolmo.training.examples import SynthStream
 from videomolmo.training.trainer import TrainConfig, train
 
+from test_training import _free_port  # noqa: E402 - the DDP test's port picker
+
 STEPS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
