@@ -27,6 +27,11 @@ def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
 
     res = train(TrainConfig.from_name("test", steps=STEPS, checkpoint_every=STEPS, fsdp=True), out, progress=False)
     save_file({k: v.contiguous() for k, v in res.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+    from videomolmo.errors import ConfigError
+
+    # Its checkpoints hold rank 0's optimizer shard only: resuming is refused, not done wrong.
+    with pytest.raises(ConfigError, match="resuming an FSDP run is not supported"):
+        train(TrainConfig.from_name("test", steps=STEPS + 1, fsdp=True), out, resume=True, progress=False)
     dist.destroy_process_group()
 
 

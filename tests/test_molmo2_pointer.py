@@ -161,6 +161,12 @@ def test_loads_native_classes_and_one_forward(ckpt, video):
     assert sorted(got) == [0, 5, 10] and all(v.shape[1] == 2 for v in got.values())
 
 
+def test_questions_are_asked_as_is_expressions_go_into_the_template(ckpt):
+    p = Molmo2Pointer.from_pretrained(ckpt)
+    assert p.prompt_for("the dog on the left") == "Point to the dog on the left."
+    assert p.prompt_for("how many birds are there?") == "how many birds are there?"
+
+
 def test_forced_answer_becomes_per_frame_points_with_ids(ckpt, video):
     # A bare array plays at 30 fps: anchors 0, 5, 10 are printed 0.0, 0.2, 0.3.
     answer = '<points coords="0.0 1 500 500 2 100 200;0.3 1 520 500">the dogs</points>'

@@ -275,6 +275,12 @@ class Molmo2Pointer(Pointer):
         return cls.from_pretrained(model, device=check_device(device))
 
     # -- prompt
+    def prompt_for(self, query: str) -> str:
+        """A question ("how many birds are there?") goes to Molmo2 as asked, as in its counting
+        prompts; a referring expression goes into the pointing template."""
+        q = query.strip()
+        return q if q.endswith("?") else self.prompt.format(query=q)
+
     def _video_string(self, grid: Any, timestamps: Sequence[float]) -> str:
         from transformers import Molmo2Processor
 
@@ -291,8 +297,7 @@ class Molmo2Pointer(Pointer):
             videos=[frames], video_metadata=[VideoMetadata(total_num_frames=t, fps=1.0, width=w, height=h)],
             do_sample_frames=False, return_tensors="pt",
         )
-        messages = [{"role": "user", "content": [{"type": "video"},
-                                                 {"type": "text", "text": self.prompt.format(query=query)}]}]
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": self.prompt_for(query)}]}]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         video_token = getattr(self.tokenizer, "video_token", None) or "<|video|>"
         if text.count(video_token) != 1:

@@ -288,6 +288,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         # The run's own recipe wins on resume; only `steps` may be changed (to extend a run).
         saved = json.loads((out / "train_config.json").read_text())
         cfg = replace(TrainConfig(**saved), steps=cfg.steps)
+        if cfg.fsdp:
+            # Checkpoints hold rank 0's optimizer shard only; resuming would silently lose the rest.
+            raise ConfigError(f"{out}: resuming an FSDP run is not supported (its checkpoints hold the full "
+                              "weights but only rank 0's optimizer shard); start from final/ with --init")
     mcfg = ModelConfig.from_name(cfg.model, **cfg.model_overrides)
     torch.manual_seed(cfg.seed)
     model = VideoMolmo(mcfg)
