@@ -6,8 +6,10 @@ as a stage-1 pointer.
     >>> pointer = Molmo2Pointer.from_pretrained("Molmo2-VideoPoint-4B/")   # or stage 1 alone
 
 Output format. transformers 5.24 ships Molmo2's model and processors but no decoder for its
-answers; the format below is the one in AI2's Molmo2 model cards (their `extract_video_points`
-regexes). A video pointing / counting / tracking answer is
+answers (nothing in its molmo2 code or docstrings parses points). The format below is the one
+the `extract_video_points` example of AI2's Molmo2 model card parses (its COORD / FRAME / POINTS
+regexes, seen quoted in public code; the card itself could not be fetched here, and no real
+Molmo2 output was ever produced here). A video pointing / counting / tracking answer is
 
     <points coords="0.5 1 512 300 2 610 455;1.0 1 520 310">the dogs</points>
     <tracks coords="0.5 1 512 300;1.0 1 520 310"/>
@@ -237,10 +239,11 @@ def load_molmo2(path: str | Path, device: str = "cpu", dtype: Any = None) -> tup
 
 @register_pointer("molmo2")
 class Molmo2Pointer(Pointer):
-    """Stage 1 with Molmo2: one generate call per chunk of anchor frames.
+    """Molmo2 (transformers Molmo2ForConditionalGeneration) from a local folder given as --model DIR.
 
-    The anchor frames are given to Molmo2 as its video (no resampling), each labelled with its
-    real timestamp, so the answer's timestamps map back to anchors exactly. `point_ids` keeps
+    The anchor frames are given to Molmo2 as its video (no resampling; one generate call per
+    `frames_per_call` of them), each labelled with its real timestamp, so the answer's
+    timestamps map back to the anchors. `point_ids` keeps
     the object ids of the last `point` call: {frame: [(id, x, y), ...]}.
     """
 

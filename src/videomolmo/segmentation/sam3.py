@@ -95,7 +95,7 @@ register_backend(
     "sam3",
     lambda checkpoint=None, device="cpu", dtype=None: Sam3TrackerPredictor.from_pretrained(checkpoint, device=device,
                                                                                             dtype=dtype),
-    description="SAM3 tracker (transformers Sam3TrackerVideoModel); --mask-checkpoint: a sam3_tracker_video folder",
+    description="SAM3 tracker (transformers Sam3TrackerVideoModel); --mask-checkpoint: a sam3_tracker_video or sam3_video folder",
     needs_checkpoint=True,
     check_checkpoint=validate_sam3_tracker_dir,
 )
