@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console
@@ -38,7 +39,7 @@ def demo(
     reports = run_demo(out, seed=seed, k=k, tau=tau)
     for r in reports:
         first = min(r.points)
-        console.print(f"[bold]{r.kind}[/] query: {r.query!r}")
+        console.print(Text.assemble((r.kind, "bold"), f" query: {r.query!r}"))
         console.print(f"  frame {first} points: {r.points[first]}")
         console.print(f"  count: {r.count} (ground truth {r.gt_count})")
     table = Table("query", "kind", "point F1", "count / GT", "J", "F", "J&F")

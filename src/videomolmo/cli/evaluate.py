@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console, err_console
@@ -118,7 +119,7 @@ def _run_with_progress(run_dir: Path, units, ev, shard) -> None:
 
         def on_error(unit, exc) -> None:
             failures.append(f"{unit.key}: {exc}")
-            err_console.print(f"[yellow]skipped[/] {unit.key}: {exc}", highlight=False)
+            err_console.print(Text.assemble(("skipped", "yellow"), f" {unit.key}: {exc}"))
 
         status = runner.run_units(run_dir, units, ev.process, shard, progress=progress, on_error=on_error)
     console.print(

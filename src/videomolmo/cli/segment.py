@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 import typer
+from rich.text import Text
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console, err_console
@@ -59,7 +60,6 @@ def segment(
 
     Resumable: rerunning the same command after an interruption skips the anchor segments whose
     masks are all written."""
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from videomolmo.masks import write_mask
@@ -116,7 +116,7 @@ def segment(
                 bar.update(task, completed=written + done[0])
             bar.update(task, completed=n)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("warning:", "yellow"), f" {w.message}"), soft_wrap=True)
     resumed = f", {done[0]} kept from an earlier run" if done[0] else ""
     console.print(
         f"{out}: {written} masks written{resumed} ({mask_backend} backend, {fusion} fusion, k={k}, tau={tau}); "

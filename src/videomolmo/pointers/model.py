@@ -34,12 +34,20 @@ class ModelPointer(Pointer):
         return any(self.model is m for m, _ in _BUNDLED.values())
 
     def point(self, video, query, frames, l=None, progress=None):
+        return self.point_scored(video, query, frames, l=l, progress=progress)[0]
+
+    def point_scored(self, video, query, frames, l=None, progress=None):
         from videomolmo.model import point_video
 
         report = None if progress is None else (lambda done, total: progress("pointing", done, total))
         out = point_video(self.model, self.processor, video, query, frames=list(frames), l=l,
-                          batch_size=self.batch_size, temporal=self.temporal, progress=report)
-        return {int(i): np.asarray(out.get(i, np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2) for i in frames}
+                          batch_size=self.batch_size, temporal=self.temporal, progress=report).by_frame()
+        points, scores = {}, {}
+        for i in frames:
+            fp = out.get(int(i))
+            points[int(i)] = (np.zeros((0, 2)) if fp is None else np.asarray(fp.points_px, np.float64)).reshape(-1, 2)
+            scores[int(i)] = np.zeros(0) if fp is None else np.asarray(fp.scores, np.float64).reshape(-1)
+        return points, scores
 
 
 def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str | None = None):
