@@ -138,14 +138,14 @@ def test_unicode_query_and_paths_work_for_track_point_count(files, tmp_path):
     assert len(list((out / "masks").glob("*.png"))) == 6 and (out / "overlay.mp4").stat().st_size > 0
     assert json.loads((out / "count.json").read_text())["query"] == query
     r = _run(["point", src, "--query", query, "--k", "2"])
-    assert r.exit_code == 0 and list(json.loads(r.output)) == ["0", "2", "4"]
+    assert r.exit_code == 0 and list(json.loads(r.stdout)) == ["0", "2", "4"]
     r = _run(["count", src, "--query", query, "--json"])
-    assert r.exit_code == 0 and json.loads(r.output)["sampled_frames"] == [0, 5]
+    assert r.exit_code == 0 and json.loads(r.stdout)["sampled_frames"] == [0, 5]
     # The Molmo+SAM2 baseline points on the first frame only, unless told to use every k.
     r = _run(["point", src, "--query", query, "--baseline", "--k", "2"])
-    assert r.exit_code == 0 and list(json.loads(r.output)) == ["0"]
+    assert r.exit_code == 0 and list(json.loads(r.stdout)) == ["0"]
     r = _run(["point", src, "--query", query, "--baseline", "--every-k", "--k", "2"])
-    assert r.exit_code == 0 and list(json.loads(r.output)) == ["0", "2", "4"]
+    assert r.exit_code == 0 and list(json.loads(r.stdout)) == ["0", "2", "4"]
 
 
 # --------------------------------------------------------------------------- eval

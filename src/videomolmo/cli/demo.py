@@ -9,6 +9,7 @@ from rich.text import Text
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console
+from videomolmo.cli.progress import stages
 from videomolmo.demo import DEMO_SETTINGS
 from videomolmo.settings import check_params
 
@@ -36,7 +37,8 @@ def demo(
     # to 96 s (each parallel region waits for the busy core).
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    reports = run_demo(out, seed=seed, k=k, tau=tau)
+    with stages("demo", interval=2.0) as progress:
+        reports = run_demo(out, seed=seed, k=k, tau=tau, progress=progress)
     for r in reports:
         first = min(r.points)
         console.print(Text.assemble((r.kind, "bold"), f" query: {r.query!r}"))

@@ -29,19 +29,25 @@ class LogLines:
         self.console = console or err_console
         self._start: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._done: dict[str, int] = {}
         # A stage's first callback comes after its first batch: time it from when the previous
         # stage last reported (or from the start), not from that callback.
         self._since = time.monotonic()
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         now = time.monotonic()
+        if done < self._done.get(stage, -1):
+            # The stage starts over (the next expression of an eval): a new round.
+            for d in (self._start, self._last):
+                d.pop(stage, None)
+        self._done[stage] = done
         start = self._start.setdefault(stage, self._since)
         self._since = now
         last = self._last.get(stage)
         final = total is not None and done >= total
         if last is not None and not final and now - last < self.interval:
             return
-        if final and self._last.get(stage) == float("inf"):
+        if final and last == float("inf"):
             return  # the last step is reported once
         self._last[stage] = float("inf") if final else now
         elapsed = now - start
