@@ -184,7 +184,7 @@ def test_annotate_writes_one_row_per_expression_object_frame(tmp_path):
     ds = _fake_dataset()
     pred = DiskPredictor()
     out = tmp_path / "points.jsonl"
-    report = annotate_dataset(ds, pred, out, k=4, seed=0)
+    report = annotate_dataset(ds, pred, out, candidates=4, seed=0)
     rows = [json.loads(line) for line in _lines(out)]
     assert len(rows) == 4 * 2 * 6 == report.written
     assert set(rows[0]) == {"video", "exp_id", "obj_id", "frame", "frame_index", "point", "iou", "candidates"}
@@ -206,12 +206,12 @@ def test_annotate_writes_one_row_per_expression_object_frame(tmp_path):
 
 def test_annotate_is_deterministic_and_frame_step_subsamples(tmp_path):
     ds = _fake_dataset()
-    annotate_dataset(ds, DiskPredictor(), tmp_path / "a.jsonl", k=3, seed=4)
-    annotate_dataset(ds, DiskPredictor(), tmp_path / "b.jsonl", k=3, seed=4)
+    annotate_dataset(ds, DiskPredictor(), tmp_path / "a.jsonl", candidates=3, seed=4)
+    annotate_dataset(ds, DiskPredictor(), tmp_path / "b.jsonl", candidates=3, seed=4)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
-    annotate_dataset(ds, DiskPredictor(), tmp_path / "c.jsonl", k=3, seed=5)
+    annotate_dataset(ds, DiskPredictor(), tmp_path / "c.jsonl", candidates=3, seed=5)
     assert (tmp_path / "a.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
-    annotate_dataset(ds, DiskPredictor(), tmp_path / "s.jsonl", k=3, seed=4, frame_step=2)
+    annotate_dataset(ds, DiskPredictor(), tmp_path / "s.jsonl", candidates=3, seed=4, frame_step=2)
     stepped = [json.loads(x) for x in _lines(tmp_path / "s.jsonl")]
     assert {r["frame_index"] for r in stepped} == {0, 2, 4}
     full = {(r["video"], r["exp_id"], r["frame"]): r for r in map(json.loads, _lines(tmp_path / "a.jsonl"))}
@@ -219,7 +219,7 @@ def test_annotate_is_deterministic_and_frame_step_subsamples(tmp_path):
         assert full[(r["video"], r["exp_id"], r["frame"])] == r
     # So a coarse pass can later be completed with a finer step into the same file.
     pred = DiskPredictor()
-    report = annotate_dataset(ds, pred, tmp_path / "s.jsonl", k=3, seed=4, frame_step=1)
+    report = annotate_dataset(ds, pred, tmp_path / "s.jsonl", candidates=3, seed=4, frame_step=1)
     assert report.skipped == len(stepped)
     completed = {(r["video"], r["exp_id"], r["frame"]): r for r in map(json.loads, _lines(tmp_path / "s.jsonl"))}
     assert completed == full
@@ -227,11 +227,11 @@ def test_annotate_is_deterministic_and_frame_step_subsamples(tmp_path):
 
 def test_shards_are_disjoint_covering_and_match_the_full_run(tmp_path):
     ds = _fake_dataset(n_videos=5)
-    annotate_dataset(ds, DiskPredictor(), tmp_path / "full.jsonl", k=3)
+    annotate_dataset(ds, DiskPredictor(), tmp_path / "full.jsonl", candidates=3)
     full = set(_lines(tmp_path / "full.jsonl"))
     parts = []
     for i in range(3):
-        annotate_dataset(ds, DiskPredictor(), tmp_path / f"s{i}.jsonl", k=3, shard=f"{i}/3")
+        annotate_dataset(ds, DiskPredictor(), tmp_path / f"s{i}.jsonl", candidates=3, shard=f"{i}/3")
         parts.append(set(_lines(tmp_path / f"s{i}.jsonl")))
     assert set().union(*parts) == full
     assert sum(len(p) for p in parts) == len(full)
@@ -243,12 +243,12 @@ def test_shards_are_disjoint_covering_and_match_the_full_run(tmp_path):
 def test_resume_after_a_kill_loses_and_duplicates_nothing(tmp_path):
     ds = _fake_dataset()
     ref = tmp_path / "ref.jsonl"
-    annotate_dataset(ds, DiskPredictor(), ref, k=3)
+    annotate_dataset(ds, DiskPredictor(), ref, candidates=3)
 
     # A kill in the middle of the run (the predictor dies on its 25th call) ...
     out = tmp_path / "out.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        annotate_dataset(ds, DiskPredictor(fail_after=25), out, k=3)
+        annotate_dataset(ds, DiskPredictor(fail_after=25), out, candidates=3)
     partial = _lines(out)
     assert 0 < len(partial) < len(_lines(ref))
     # ... and a torn half-line at the end, as a kill inside write() would leave.
@@ -257,29 +257,29 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(tmp_path):
     assert len(read_done(out)) == len(partial)
 
     pred = DiskPredictor()
-    report = annotate_dataset(ds, pred, out, k=3)
+    report = annotate_dataset(ds, pred, out, candidates=3)
     assert out.read_bytes() == ref.read_bytes()
     assert report.skipped == len(partial)
     # Rerunning a finished file does no work at all.
     pred2 = DiskPredictor()
-    again = annotate_dataset(ds, pred2, out, k=3)
+    again = annotate_dataset(ds, pred2, out, candidates=3)
     assert pred2.calls == 0 and again.written == 0 and out.read_bytes() == ref.read_bytes()
 
 
 def test_resume_refuses_other_settings_and_foreign_files(tmp_path):
     ds = _fake_dataset(n_videos=1)
     out = tmp_path / "p.jsonl"
-    annotate_dataset(ds, DiskPredictor(), out, k=3, seed=0)
+    annotate_dataset(ds, DiskPredictor(), out, candidates=3, seed=0)
     with pytest.raises(ConfigError, match="seed: 0 -> 1"):
-        annotate_dataset(ds, DiskPredictor(), out, k=3, seed=1)
-    with pytest.raises(ConfigError, match="k: 3 -> 4"):
-        annotate_dataset(ds, DiskPredictor(), out, k=4, seed=0)
+        annotate_dataset(ds, DiskPredictor(), out, candidates=3, seed=1)
+    with pytest.raises(ConfigError, match="candidates: 3 -> 4"):
+        annotate_dataset(ds, DiskPredictor(), out, candidates=4, seed=0)
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text('{"hello": 1}\n')
     with pytest.raises(VideoMolmoError, match="foreign.jsonl:1"):
-        annotate_dataset(ds, DiskPredictor(), foreign, k=3)
+        annotate_dataset(ds, DiskPredictor(), foreign, candidates=3)
     with pytest.raises(VideoMolmoError, match="is a directory"):
-        annotate_dataset(ds, DiskPredictor(), tmp_path, k=3)
+        annotate_dataset(ds, DiskPredictor(), tmp_path, candidates=3)
 
 
 def test_parse_shard():
@@ -295,7 +295,7 @@ def test_real_reader_input(tmp_path):
 
     ds = [s for s in load_dataset(DAVIS) if s.video_id == "car-shadow"]
     out = tmp_path / "davis.jsonl"
-    annotate_dataset(ds, DiskPredictor(radius=40), out, k=2, frame_step=20)
+    annotate_dataset(ds, DiskPredictor(radius=40), out, candidates=2, frame_step=20)
     rows = [json.loads(x) for x in _lines(out)]
     assert {(r["exp_id"], r["frame_index"]) for r in rows} == {(s.exp_id, i) for s in ds for i in (0, 20)}
     for r in rows:
@@ -367,7 +367,7 @@ def test_multi_object_expressions_get_one_point_per_object(tmp_path):
     np.testing.assert_array_equal(parts[0][1], ids == 1)
     np.testing.assert_array_equal(parts[1][1], ids == 2)
     out = tmp_path / "p.jsonl"
-    annotate_dataset([sample], DiskPredictor(radius=7), out, k=5)
+    annotate_dataset([sample], DiskPredictor(radius=7), out, candidates=5)
     rows = [json.loads(x) for x in _lines(out)]
     assert [r["obj_id"] for r in rows] == ["1", "2"]
     for r in rows:
@@ -380,4 +380,4 @@ def test_a_split_without_ground_truth_is_a_clear_error(tmp_path):
     for s in ds:
         s.has_masks = False
     with pytest.raises(VideoMolmoError, match="no ground-truth masks"):
-        annotate_dataset(ds, DiskPredictor(), tmp_path / "p.jsonl", k=3)
+        annotate_dataset(ds, DiskPredictor(), tmp_path / "p.jsonl", candidates=3)

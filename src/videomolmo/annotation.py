@@ -52,14 +52,14 @@ __all__ = [
 class AnnotationConfig:
     """The settings that decide which points come out; recorded next to the output file."""
 
-    k: int = 10
+    candidates: int = 10
     seed: int = 0
     frame_step: int = 1
     backend: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, (int, np.integer)) or self.k <= 0:
-            raise ConfigError(f"--candidates must be a positive number of candidate clicks, got {self.k}")
+        if not isinstance(self.candidates, (int, np.integer)) or self.candidates <= 0:
+            raise ConfigError(f"--candidates must be a positive number of candidate clicks, got {self.candidates}")
         if not isinstance(self.frame_step, (int, np.integer)) or self.frame_step <= 0:
             raise ConfigError(f"--frame-step must be a positive integer, got {self.frame_step}")
 
@@ -213,11 +213,11 @@ def _settings_path(out_path: Path) -> Path:
 # Settings that change the rows themselves. frame_step and shard only choose which rows are
 # made (every row's seed comes from its identity), so a file may be extended with other values,
 # e.g. a quick --frame-step 5 pass later completed with --frame-step 1.
-_ROW_SETTINGS = ("k", "seed", "backend")
+_ROW_SETTINGS = ("candidates", "seed", "backend")
 
 
 def _check_settings(out_path: Path, config: AnnotationConfig, shard: tuple[int, int], resuming: bool) -> None:
-    """Refuse to resume a file made with other k / seed / backend: its rows would not match."""
+    """Refuse to resume a file made with other candidates / seed / backend: its rows would not match."""
     RunSettings(_settings_path(out_path), keys=_ROW_SETTINGS).check_or_write(
         {**asdict(config), "shard": list(shard)}, what=str(out_path), fresh=not resuming)
 
@@ -248,7 +248,7 @@ def annotate_dataset(
     dataset: Iterable[Any],
     predictor: Any,
     out_path: str | Path,
-    k: int = 10,
+    candidates: int = 10,
     seed: int = 0,
     shard: tuple[int, int] | str | None = (0, 1),
     frame_step: int = 1,
@@ -263,7 +263,7 @@ def annotate_dataset(
     """
     import time
 
-    config = AnnotationConfig(k=k, seed=seed, frame_step=frame_step,
+    config = AnnotationConfig(candidates=candidates, seed=seed, frame_step=frame_step,
                               backend=backend_name or getattr(predictor, "name", "custom"))
     shard = parse_shard(shard)
     out_path = Path(out_path)
@@ -311,7 +311,7 @@ def annotate_dataset(
                         if frame is None:
                             frame = _frame(sample, i, video_cache)
                         t0 = time.perf_counter()
-                        pt, iou, ncand = best_point(frame, mask, predictor, config.k,
+                        pt, iou, ncand = best_point(frame, mask, predictor, config.candidates,
                                                     unit_rng(config.seed, sample.video_id, obj_id, frame_name))
                         report.seconds_predicting += time.perf_counter() - t0
                         if pt is not None:

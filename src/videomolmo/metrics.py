@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -491,9 +491,6 @@ class PointScore:
     hits: int
     n_pred: int
     n_gt: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 def _as_points(points: Any, name: str) -> np.ndarray:

@@ -663,7 +663,7 @@ def open_video(
         source: path to a video file (anything PyAV/ffmpeg reads), path to a folder of
             jpg/jpeg/png frames, a list of frame image paths (kept in the given order), a
             ``(T, H, W, 3)`` uint8 array, a list of ``(H, W, 3)`` uint8 frames, or an existing
-            `Video` (returned unchanged).
+            `Video` or any other object with `len()` and frame indexing (returned unchanged).
         fps: overrides the frame rate (files: metadata; folders/arrays: 30).
 
     Raises:
@@ -687,6 +687,12 @@ def open_video(
         if source and all(isinstance(x, (str, os.PathLike)) for x in source):
             return ImageSequenceVideo(list(source), fps=fps)
         return ArrayVideo(list(source), fps=fps, source="<frame list>")
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        # An already open video of another kind (a caching wrapper, a dataset's lazy frames):
+        # used as it is, frame by frame.
+        if len(source) == 0:
+            raise VideoError(f"{type(source).__name__}: the video has no frames")
+        return source  # type: ignore[return-value]
     raise VideoError(f"cannot open a video from a {type(source).__name__}")
 
 

@@ -35,7 +35,7 @@ def annotate(
 
     from videomolmo.annotation import AnnotationConfig, annotate_dataset, parse_shard
 
-    AnnotationConfig(k=candidates, frame_step=frame_step, backend=mask_backend)  # validate before any loading
+    AnnotationConfig(candidates=candidates, frame_step=frame_step, backend=mask_backend)  # validate before any loading
     check_backend(mask_backend, mask_checkpoint)
     check_device(device)
     shard_spec = parse_shard(shard)
@@ -55,7 +55,7 @@ def annotate(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = annotate_dataset(dataset, predictor, out, k=candidates, seed=seed, shard=shard_spec,
+        report = annotate_dataset(dataset, predictor, out, candidates=candidates, seed=seed, shard=shard_spec,
                                   frame_step=frame_step, backend_name=mask_backend, progress=progress)
     per_frame = report.seconds_predicting / report.predicted_frames if report.predicted_frames else 0.0
     console.print(

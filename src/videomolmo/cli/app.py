@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Callable, TypeVar
 
 import typer
@@ -22,8 +21,19 @@ app = typer.Typer(
 
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import videomolmo
+
+        typer.echo(f"videomolmo {videomolmo.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """VideoMolmo: ground natural-language queries in video by pointing."""
 
 
@@ -68,7 +78,3 @@ def command(*args, **kwargs):
 
     return decorator
 
-
-def exit_with(message: str) -> None:
-    console_error(message)
-    sys.exit(2)

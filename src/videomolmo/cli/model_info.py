@@ -13,10 +13,16 @@ from videomolmo.cli.app import command, console
 def info(
     preset: str = typer.Option("tiny", "--preset", help="Model preset: molmo-7b-d, videomolmo-7b, tiny, test-tiny."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A saved videomolmo model folder (reads its config.json)."),
+    registries: bool = typer.Option(False, "--registries",
+                                    help="List the registered pointers, temporal modules, mask backends and fusion strategies."),
 ) -> None:
     """Build the model on the meta device (no memory) and print parameters per component."""
     import torch
     from rich.table import Table
+
+    if registries:
+        _print_registries()
+        return
 
     from videomolmo.model import ModelConfig, VideoMolmo
     from videomolmo.model.checkpoint import read_config
@@ -45,6 +51,27 @@ def info(
         f"size: {counts['total'] * 4 / 1e6:,.1f} MB fp32, {counts['total'] * 2 / 1e6:,.1f} MB bf16",
         highlight=False,
     )
+
+
+def _print_registries() -> None:
+    from videomolmo.fusion import STRATEGY_DESCRIPTIONS, strategy_names
+    from videomolmo.model.temporal import TEMPORAL_MODULES
+    from videomolmo.pointers import POINTERS, pointer_names
+    from videomolmo.segmentation.registry import BACKENDS, backend_names
+
+    def doc(obj) -> str:
+        return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+
+    sections = {
+        "pointers (--pointer)": [(n, doc(POINTERS[n])) for n in pointer_names()],
+        "temporal modules (train --temporal)": [(n, doc(TEMPORAL_MODULES[n])) for n in sorted(TEMPORAL_MODULES)],
+        "mask backends (--mask-backend)": [(n, BACKENDS[n].description) for n in backend_names()],
+        "fusion strategies (--fusion)": [(n, STRATEGY_DESCRIPTIONS.get(n, "")) for n in strategy_names()],
+    }
+    for title, rows in sections.items():
+        console.print(title, markup=False, highlight=False)
+        for name, text in rows:
+            console.print(f"  {name:<18} {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _human(n: int) -> str:

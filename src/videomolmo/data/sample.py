@@ -220,12 +220,6 @@ class Sample:
             video.close()
         return ImageSequenceVideo(self.frame_paths, frame_names=self.frame_names)
 
-    def frame_size(self) -> tuple[int, int]:
-        """(H, W) of the video, read from the first frame's header."""
-        if not self.frame_paths:
-            raise DatasetError(f"{self.video_id}: the sample lists no frames")
-        return image_size(self.frame_paths[0])
-
     def gt_mask(self, i: int) -> np.ndarray:
         """Ground-truth mask of listed frame `i`: bool (H, W), union of all referred objects."""
         if not -len(self.frame_names) <= i < len(self.frame_names):

@@ -272,13 +272,6 @@ def collect_rows(run_dir: str | os.PathLike, units: Sequence[Unit]) -> list[dict
     return out
 
 
-def iter_samples_limited(samples: Iterable, limit: int | None) -> Iterator:
-    for i, s in enumerate(samples):
-        if limit is not None and i >= limit:
-            return
-        yield s
-
-
 # --------------------------------------------------------------------------- benchmarks
 
 #: `videomolmo eval BENCH` names -> the reader format (`videomolmo.data`), None = auto-detect.

@@ -20,6 +20,8 @@ import torch
 
 from videomolmo.errors import ConfigError
 from videomolmo.model.temporal import temporal_class
+from videomolmo.settings import anchor_frames
+from videomolmo.video import open_video
 
 
 @dataclass
@@ -43,10 +45,6 @@ class VideoPoints(list):
             if fp.frame_idx == frame_idx:
                 return fp.points_px
         return default
-
-    def by_frame(self) -> dict[int, FramePoints]:
-        return {fp.frame_idx: fp for fp in self}
-
 
 def point_scores(tokenizer, ids: Sequence[int], probs: Sequence[float], num_points: int) -> np.ndarray:
     """Per-point confidence from token probabilities.
@@ -74,14 +72,7 @@ def point_scores(tokenizer, ids: Sequence[int], probs: Sequence[float], num_poin
     scores[found:] = float(np.exp(logp.mean()))
     return scores
 
-
-def _open(video):
-    from videomolmo.video import Video, open_video
-
-    return video if isinstance(video, Video) else open_video(video)
-
-
-def point_video(model, processor, video, query: str, k: int = 1, l: int | None = None,
+def point_video(model, processor, video, query: str, k: int | None = None, l: int | None = None,
                 batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                 feature_cache: bool = True, max_new_tokens: int | None = None,
                 progress: Callable[[int, int], None] | None = None, bf16: bool | None = None) -> VideoPoints:
@@ -89,7 +80,7 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
 
     Args:
         video: a `videomolmo.video.Video`, a path, or a (T, H, W, 3) uint8 array / frame list.
-        k: sampling stride; `frames` overrides it with explicit indices.
+        k: sampling stride (None: every frame); `frames` overrides it with explicit indices.
         l: context frames (default: the model's `context_frames`); the raw frames before each
             sampled frame, black frames padding the start.
         batch_size: prompts encoded and generated together (left padding).
@@ -105,8 +96,7 @@ def point_video(model, processor, video, query: str, k: int = 1, l: int | None =
                                temporal=temporal, feature_cache=feature_cache, max_new_tokens=max_new_tokens,
                                progress=progress, bf16=bf16)[query]
 
-
-def point_video_queries(model, processor, video, queries: Sequence[str], k: int = 1, l: int | None = None,
+def point_video_queries(model, processor, video, queries: Sequence[str], k: int | None = None, l: int | None = None,
                         batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                         feature_cache: bool = True, max_new_tokens: int | None = None,
                         progress: Callable[[int, int], None] | None = None,
@@ -123,8 +113,6 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     for q in queries:
         if not isinstance(q, str) or not q.strip():
             raise ConfigError("the query is empty: give a referring expression or question")
-    if int(k) < 1:
-        raise ConfigError(f"k (frame stride) must be >= 1, got {k}")
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     cfg = model.config
@@ -132,9 +120,9 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     l = (cfg.context_frames if l is None else int(l)) if use_ctx else 0
     if use_ctx and l < 1:
         raise ConfigError(f"l (context frames) must be >= 1 for a temporal model, got {l}")
-    vid = _open(video)
+    vid = open_video(video)
     n = len(vid)
-    targets = sorted({int(i) for i in frames}) if frames is not None else list(range(0, n, int(k)))
+    targets = sorted({int(i) for i in frames}) if frames is not None else anchor_frames(n, 1 if k is None else k)
     for t in targets:
         if not 0 <= t < n:
             raise ConfigError(f"frame index {t} outside a {n}-frame video")
@@ -211,11 +199,9 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
         model.train(was_training)
     return results
 
-
 def _encode_list(model, crops_list: Sequence[np.ndarray]) -> torch.Tensor:
     arr = torch.from_numpy(np.stack(crops_list))
     return model.encode_frames(arr)
-
 
 def _encode_missing(model, processor, frames_np: dict[int, np.ndarray], image_inputs: dict, cache: dict,
                     indices) -> None:

@@ -15,7 +15,9 @@ from videomolmo.settings import check_device
 
 @register_pointer("model")
 class ModelPointer(Pointer):
-    """`temporal=False` runs the model without its temporal module (the Molmo+SAM2 baseline)."""
+    """A VideoMolmo checkpoint (default: the bundled CPU model) points on the anchor frames.
+
+    `temporal=False` runs the model without its temporal module (the Molmo+SAM2 baseline)."""
 
     def __init__(self, model, processor, batch_size: int = 4, temporal: bool = True):
         self.model = model
@@ -41,7 +43,8 @@ class ModelPointer(Pointer):
 
         report = None if progress is None else (lambda done, total: progress("pointing", done, total))
         out = point_video(self.model, self.processor, video, query, frames=list(frames), l=l,
-                          batch_size=self.batch_size, temporal=self.temporal, progress=report).by_frame()
+                          batch_size=self.batch_size, temporal=self.temporal, progress=report)
+        out = {fp.frame_idx: fp for fp in out}
         points, scores = {}, {}
         for i in frames:
             fp = out.get(int(i))

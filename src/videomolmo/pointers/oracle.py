@@ -32,7 +32,9 @@ def interior_points(mask: np.ndarray, min_fraction: float = 0.05) -> np.ndarray:
 
 @register_pointer("oracle")
 class OraclePointer(Pointer):
-    """`gt_mask(i)` -> bool (H, W) union mask of frame i; with `object_masks(i)` -> one mask per
+    """Points from the benchmark's ground-truth masks (evaluates the mask stage alone).
+
+    `gt_mask(i)` -> bool (H, W) union mask of frame i; with `object_masks(i)` -> one mask per
     referred object, each object gets one point (the most interior pixel of its largest region),
     so touching objects are not merged into one. Unbound (from `create`) it has no ground truth
     and must be `bind`-ed to a benchmark sample."""

@@ -12,6 +12,8 @@ from videomolmo.pointers import Pointer, register_pointer
 
 @register_pointer("static")
 class StaticPointer(Pointer):
+    """Replays given points (`track --points FILE`)."""
+
     def __init__(self, points: Mapping[int, Any]):
         self._points = {int(i): np.asarray(p, dtype=np.float64).reshape(-1, 2) for i, p in points.items()}
 

@@ -16,7 +16,6 @@ one segment (k frames) of masks and two predictor states at a time.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.fusion import FusionContext, get_strategy, needs_backward
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
 from videomolmo.settings import anchor_frames
+from videomolmo.video import open_video
 
 __all__ = ["Segment", "anchor_frames", "iter_segments", "segment_video"]
 
@@ -60,20 +60,6 @@ def _prompt_points(points: Prompt, size: tuple[int, int], where: str = "") -> tu
     if isinstance(points, tuple) and len(points) == 2:
         points, labels = points
     return clean_points(points, labels, size, where=where)
-
-
-def _open(video: Any) -> Any:
-    if isinstance(video, (str, os.PathLike)):
-        from videomolmo.video import open_video
-
-        return open_video(video)
-    if isinstance(video, np.ndarray) or (hasattr(video, "__getitem__") and hasattr(video, "__len__")):
-        if len(video) == 0:
-            raise VideoMolmoError("the video has no frames")
-        return video
-    from videomolmo.video import open_video
-
-    return open_video(video)
 
 
 class _RecentFrames:
@@ -173,7 +159,7 @@ def iter_segments(
     `skip(start, end)` -> True leaves out the segment of frames start..end-1 without running the
     backend on it (resuming: a segment depends only on its own two anchors).
     """
-    video = _open(video)
+    video = open_video(video)
     n = len(video)
     anchors = anchor_frames(n, k)
     # A segment's frames plus the anchors' motion neighbours: every frame is decoded once.
