@@ -46,6 +46,7 @@ class VideoPoints(list):
                 return fp.points_px
         return default
 
+
 def point_scores(tokenizer, ids: Sequence[int], probs: Sequence[float], num_points: int) -> np.ndarray:
     """Per-point confidence from token probabilities.
 
