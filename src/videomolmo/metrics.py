@@ -618,7 +618,7 @@ def _read_mask_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im) > 0
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise MaskError(f"{path}: cannot read mask PNG ({exc})") from None
 
 

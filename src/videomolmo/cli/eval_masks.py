@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from videomolmo.files import atomic_write_json
+from videomolmo.files import atomic_write_json, ensure_writable_dir, ensure_writable_file
 from videomolmo.cli.app import command, console
 
 DATA_HELP = ("Benchmark root: Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or ReasonVOS layout "
@@ -97,6 +97,8 @@ def eval_masks(
     from videomolmo.evaluation.masks import evaluate_predictions
 
     t0 = time.perf_counter()
+    if json_out is not None:
+        ensure_writable_file(json_out)
     dataset, name = _load(data, split, fmt)
     result = evaluate_predictions(dataset, pred, workers=workers, progress=_progress())
     if json_out is not None:
@@ -123,6 +125,10 @@ def eval_baseline(
     from videomolmo.evaluation.masks import evaluate_predictions, first_frame_baseline
 
     t0 = time.perf_counter()
+    if json_out is not None:
+        ensure_writable_file(json_out)
+    if out is not None:
+        ensure_writable_dir(out)
     dataset, name = _load(data, split, fmt)
 
     def run(pred_dir: Path) -> dict:
