@@ -104,3 +104,24 @@ def test_log_lines_are_throttled_and_estimate_time():
     assert len(text) == 2 and "~" in text[0] and "left" in text[0] and text[1].startswith("x: masks 10/10 (100%)")
     log("masks", 1, 10)  # a new round (the next expression of an eval) reports again
     assert len(con.export_text(clear=False).splitlines()) == 3
+
+
+def test_segment_overlay_and_contact_sheet(tmp_path):
+    from PIL import Image
+
+    from videomolmo.video import write_video
+
+    frames = [np.full((60, 80, 3), (30, 60, 200), np.uint8) for _ in range(5)]
+    for f in frames:
+        f[20:40, 30:50] = (230, 230, 230)
+    write_video(tmp_path / "v.mp4", frames, fps=25)
+    (tmp_path / "p.json").write_text(json.dumps({"0": [[40, 30]]}))
+    r = runner.invoke(app, ["segment", str(tmp_path / "v.mp4"), "--points", str(tmp_path / "p.json"), "--k", "5",
+                            "--out", str(tmp_path / "m"), "--overlay", str(tmp_path / "seg.mp4")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "seg.mp4").stat().st_size > 0
+    sheet = np.asarray(Image.open(tmp_path / "seg.png").convert("RGB"))
+    assert sheet.shape[0] > 60 and len(list((tmp_path / "m").glob("*.png"))) == 5
+    bad = runner.invoke(app, ["segment", str(tmp_path / "v.mp4"), "--points", str(tmp_path / "p.json"),
+                              "--out", str(tmp_path / "m2"), "--overlay", str(tmp_path / "seg.gif")])
+    assert bad.exit_code == 2 and ".mp4" in bad.stderr

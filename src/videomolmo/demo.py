@@ -98,7 +98,8 @@ def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int 
 
         res = pipe(frames, e.text, k=k, tau=tau, mask_backend=DEMO_SETTINGS.mask_backend,
                    fusion=DEMO_SETTINGS.fusion, progress=stage)
-        files = res.save(qdir, progress=stage)
+        files = res.save(qdir, progress=stage, sheet=True,
+                         gt_mask=lambda t, ids=e.obj_ids: clip.union_mask(ids, t))
         from videomolmo.masks import read_mask
 
         # Score exactly what was written (the mask PNGs), not a second run of the mask stage.

@@ -111,8 +111,13 @@ class PipelineResult:
         masks: bool = True,
         overlay: bool = True,
         progress: ProgressFn | None = None,
+        gt_mask: Callable[[int], np.ndarray] | None = None,
+        sheet: bool = False,
     ) -> dict[str, str]:
         """Write `masks/<frame>.png`, `overlay.mp4`, `points.jsonl` and `count.json` to `out_dir`.
+
+        `gt_mask(i)`, when the truth is known (demo, benchmarks), is drawn as a white outline on
+        the overlay; `sheet=True` adds `overlay.png`, a contact sheet of 8 frames with a legend.
 
         Nothing half-written is ever left looking complete: masks go to a hidden folder that is
         renamed to `masks/` at the end, the overlay to a temp file renamed when encoded, and
@@ -138,13 +143,16 @@ class PipelineResult:
                     if masks:
                         stem = Path(str(names[i])).stem if names is not None else f"{i:05d}"
                         write_mask_png(tmp_masks / f"{stem}.png", m)
-                    yield render.OverlayFrame(self.video[i], i, m, self.points.get(i))
+                    yield render.OverlayFrame(self.video[i], i, m, self.points.get(i),
+                                              None if gt_mask is None else gt_mask(i))
 
             try:
                 if overlay:
                     render.render(stream(), video_path=out / "overlay.mp4", query=self.query, fps=self.fps,
-                                  num_frames=self.num_frames)
+                                  num_frames=self.num_frames, sheet_path=out / "overlay.png" if sheet else None)
                     files["overlay"] = str(out / "overlay.mp4")
+                    if sheet:
+                        files["sheet"] = str(out / "overlay.png")
                 else:
                     for _ in stream():
                         pass

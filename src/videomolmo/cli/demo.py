@@ -49,5 +49,5 @@ def demo(
         table.add_row(r.query, r.kind, f"{r.point_f1:.3f}", f"{r.count} / {r.gt_count}",
                       f"{r.j:.3f}", f"{r.f:.3f}", f"{r.jf:.3f}")
     console.print(table)
-    console.print(f"wrote {out}/<kind>/(points.jsonl, count.json, masks/, overlay.mp4) and "
+    console.print(f"wrote {out}/<kind>/(points.jsonl, count.json, masks/, overlay.mp4, overlay.png) and "
                   f"{out}/summary.json in {time.perf_counter() - t0:.1f} s")

@@ -58,7 +58,8 @@ def _read_points(path: Path, k: int) -> dict:
 def track_cmd(
     video: Path = typer.Argument(..., help="Video file or folder of frames."),
     query: str = typer.Option(..., "--query", "-q", help="What to track, e.g. \"the dog chasing the ball\"."),
-    out: Path = typer.Option(..., "--out", help="Output folder: points.jsonl, count.json, masks/, overlay.mp4."),
+    out: Path = typer.Option(..., "--out", help="Output folder: points.jsonl, count.json, masks/, overlay.mp4, "
+                                                "overlay.png (contact sheet)."),
     pointer: str = options.pointer(),
     model: Optional[str] = options.model(),
     preset: Optional[str] = options.preset(),
@@ -93,7 +94,7 @@ def track_cmd(
     _announce(pipe)
     with stages("track") as progress, notes_printed_once():
         res = pipe(vid, q, progress=progress)
-        files = res.save(out, masks=masks, overlay=overlay, progress=progress)
+        files = res.save(out, masks=masks, overlay=overlay, progress=progress, sheet=overlay)
     _report_found(res)
     console.print(f"{len(vid)} frames, points on {len(res.points)}, count {res.count}{_score_text(res)}: "
                   + ", ".join(f"{k_}={v}" for k_, v in files.items()))
