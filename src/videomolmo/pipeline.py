@@ -308,7 +308,10 @@ class Pipeline:
         q = check_query(query)
         v = open_video(video)
         frames = anchor_frames(len(v), cfg.k, cfg.first_frame_only)
-        pts, scores = self.pointer.point_scored(v, q, frames, l=cfg.l, progress=progress)
+        if hasattr(self.pointer, "point_scored"):
+            pts, scores = self.pointer.point_scored(v, q, frames, l=cfg.l, progress=progress)
+        else:  # a duck-typed pointer (only `point`): no confidences
+            pts, scores = self.pointer.point(v, q, frames, l=cfg.l, progress=progress), None
         res = PipelineResult(v, q, pts, cfg, None, scores=scores)
         from videomolmo.notices import BundledModelWarning, NothingFoundWarning, nothing_found
 
