@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,8 +11,9 @@ from scipy import ndimage as ndi
 from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.segmentation.cpu import CPU_PRESETS, CpuConfig, CpuPredictor
 from videomolmo.segmentation.registry import get_predictor
+from conftest import DAVIS  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+DATA = DAVIS
 
 
 def load(seq: str, idx: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:

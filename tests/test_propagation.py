@@ -12,6 +12,7 @@ from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.fusion import fuse
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
 from videomolmo.segmentation.propagation import iter_segments, segment_video
+from conftest import DAVIS  # noqa: E402
 
 H, W = 20, 40
 
@@ -220,14 +221,13 @@ def test_streaming_holds_one_segment():
 # ----------------------------------------------------------------------------- CLI: videomolmo segment
 
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from videomolmo.cli import app  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+DATA = DAVIS
 
 
 @pytest.fixture(scope="module")

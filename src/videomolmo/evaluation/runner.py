@@ -32,6 +32,7 @@ import numpy as np
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 from videomolmo.files import JsonlLog, RunSettings, ensure_writable_dir
+from videomolmo.metrics import point_hits_mask, point_prf, prf_from_counts
 from videomolmo.settings import DEFAULTS, PipelineConfig
 
 ROWS_GLOB = "rows*.jsonl"
@@ -321,8 +322,6 @@ def count_gt(sample) -> int | None:
 def _per_object_masks(sample, i: int, union: np.ndarray, points: np.ndarray) -> list[np.ndarray]:
     """One mask per ground-truth point on frame i: the referred object's mask that contains it
     (`Sample.gt_object_masks`), else the union of all referred objects."""
-    from videomolmo.metrics import point_hits_mask
-
     getter = getattr(sample, "gt_object_masks", None)
     objs = list(getter(i)) if getter is not None else []
     out = []
@@ -338,8 +337,6 @@ def score_points(sample, pred_points: dict[int, np.ndarray]) -> dict[str, Any] |
     gts = getattr(sample, "gt_points", None)
     if gts is None:
         return None
-    from videomolmo.metrics import point_prf
-
     tp = n_pred = n_gt = 0
     frames = 0
     for i, pred in sorted(pred_points.items()):
@@ -357,10 +354,9 @@ def score_points(sample, pred_points: dict[int, np.ndarray]) -> dict[str, Any] |
         frames += 1
     if frames == 0:
         return None
-    p = tp / n_pred if n_pred else float(n_gt == 0)
-    r = tp / n_gt if n_gt else float(n_pred == 0)
-    f1 = 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
-    return {"P": p, "R": r, "F1": f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp, "point_frames": frames}
+    total = prf_from_counts(tp, n_pred, n_gt)
+    return {"P": total.precision, "R": total.recall, "F1": total.f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp,
+            "point_frames": frames}
 
 
 @dataclass

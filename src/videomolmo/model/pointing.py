@@ -20,7 +20,7 @@ import torch
 
 from videomolmo.errors import ConfigError
 from videomolmo.model.temporal import temporal_class
-from videomolmo.settings import anchor_frames
+from videomolmo.settings import anchor_frames, check_query
 from videomolmo.video import open_video
 
 
@@ -91,8 +91,7 @@ def point_video(model, processor, video, query: str, k: int | None = None, l: in
         bf16: bfloat16 autocast; default on when the model sits on a CUDA device.
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
-    if not isinstance(query, str) or not query.strip():
-        raise ConfigError("the query is empty: give a referring expression or question")
+    check_query(query)
     return point_video_queries(model, processor, video, [query], k=k, l=l, batch_size=batch_size, frames=frames,
                                temporal=temporal, feature_cache=feature_cache, max_new_tokens=max_new_tokens,
                                progress=progress, bf16=bf16)[query]
@@ -112,8 +111,7 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     if not queries:
         raise ConfigError("no queries given")
     for q in queries:
-        if not isinstance(q, str) or not q.strip():
-            raise ConfigError("the query is empty: give a referring expression or question")
+        check_query(q)  # validation only: each query is answered under its own text
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     cfg = model.config
