@@ -44,7 +44,7 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
-    from videomolmo.evaluation import runner, summary
+    from videomolmo.evaluation import runner
     from videomolmo.pipeline import Pipeline
 
     bench = runner.check_bench(bench)
