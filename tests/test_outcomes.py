@@ -125,3 +125,32 @@ def test_segment_overlay_and_contact_sheet(tmp_path):
     bad = runner.invoke(app, ["segment", str(tmp_path / "v.mp4"), "--points", str(tmp_path / "p.json"),
                               "--out", str(tmp_path / "m2"), "--overlay", str(tmp_path / "seg.gif")])
     assert bad.exit_code == 2 and ".mp4" in bad.stderr
+
+
+def test_eval_prints_tables_baseline_and_summary_path_and_always_summarizes(tmp_path):
+    """An unsharded eval with a unit that fails on bad input still writes its summary (of the
+    rest), says where, and exits 2 with one line saying what failed."""
+    from videomolmo import synth
+
+    root = synth.write_dataset(tmp_path / "s", videos=2, seed=0, split="test", )
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["eval", "synthetic", "--data", str(root), "--out", str(run), "--pointer", "oracle",
+                            "--k", "4"])
+    assert r.exit_code == 0, r.output
+    md = (run / "summary.md").read_text()
+    assert "first-frame baseline J&F" in md and "| video " in md, md
+    assert f"summary: {run / 'summary.md'}" in r.stdout
+    # Synthetic input is the bundled model's own domain: no out-of-domain note.
+    assert "note: the bundled model" not in r.stderr
+
+    # Break one frame of one video: that unit fails, the other is summarized.
+    frame = sorted((root / "JPEGImages").iterdir())[0]
+    victim = sorted(frame.iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:40])
+    run2 = tmp_path / "run2"
+    r = runner.invoke(app, ["eval", "synthetic", "--data", str(root), "--out", str(run2), "--pointer", "oracle",
+                            "--k", "4"])
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip().splitlines()
+    assert err[-1].startswith("error:") and "failed on bad input" in err[-1] and "rerun" in err[-1], err
+    assert (run2 / "summary.json").is_file() and "waiting for the other shards" not in r.output
