@@ -41,6 +41,13 @@ def serve_cmd(
     from videomolmo import serve
     from videomolmo.pipeline import Pipeline
 
+    from videomolmo.settings import check_device
+
+    check_device(device)
+    if pointer == "model":
+        from videomolmo.pointers.model import check_model_source
+
+        check_model_source(model)
     # Say what the 30-odd seconds before "ready" are spent on (stderr may be a log file).
     note(f"serve: loading the model ({model or 'bundled'}) and the {mask_backend} mask backend ...")
     t0 = time.perf_counter()

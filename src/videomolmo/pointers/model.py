@@ -69,6 +69,24 @@ def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str
     from videomolmo.model import ModelConfig
     from videomolmo.model import checkpoint as ckpt
 
+    p = check_model_source(model)
+    if preset is not None:
+        mdl = ckpt.load_molmo_checkpoint(p, ModelConfig.from_name(preset), device=device)
+    else:
+        mdl = ckpt.from_pretrained(p, device=device)
+    processor = getattr(mdl, "processor", None)
+    if processor is None:
+        raise CheckpointError(f"{p}: the checkpoint has no tokenizer files (tokenizer.json) to build its processor")
+    return mdl, processor
+
+
+def check_model_source(model: str | os.PathLike | None) -> Path | None:
+    """The checks on `--model` that need no loading (a folder with weights, not a bare preset
+    name); None for the bundled model. Commands call it before announcing a slow load."""
+    if model is None or str(model) in ("default", "bundled"):
+        return None
+    from videomolmo.model import ModelConfig
+
     p = Path(model)
     if not p.exists():
         try:
@@ -82,14 +100,7 @@ def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str
         raise CheckpointError(f"{p}: not a checkpoint directory (expected a folder with config.json and *.safetensors)")
     if not any(p.glob("*.safetensors")):
         raise CheckpointError(f"{p}: not a checkpoint directory (no *.safetensors weights in it)")
-    if preset is not None:
-        mdl = ckpt.load_molmo_checkpoint(p, ModelConfig.from_name(preset), device=device)
-    else:
-        mdl = ckpt.from_pretrained(p, device=device)
-    processor = getattr(mdl, "processor", None)
-    if processor is None:
-        raise CheckpointError(f"{p}: the checkpoint has no tokenizer files (tokenizer.json) to build its processor")
-    return mdl, processor
+    return p
 
 
 _BUNDLED: dict[str, tuple[Any, Any]] = {}
