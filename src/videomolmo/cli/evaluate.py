@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console, err_console
+from videomolmo.cli.progress import note, stages
 from videomolmo.errors import ConfigError
 from videomolmo.files import atomic_write_text
 from videomolmo.fusion import get_strategy
@@ -44,7 +46,7 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
-    from videomolmo.evaluation import runner, summary
+    from videomolmo.evaluation import runner
     from videomolmo.pipeline import Pipeline
 
     bench = runner.check_bench(bench)
@@ -75,6 +77,7 @@ def eval_cmd(
     samples = list(dataset)[:limit] if limit else list(dataset)
     if not samples:
         raise ConfigError(f"{data}: the benchmark has no expressions")
+    _check_videos_on_disk(data, samples)
     if pointer_cls.needs_sample and not dataset.has_masks:
         raise ConfigError(f"{data}: --pointer {pointer} needs ground-truth masks, and this split has none")
     run_cfg = runner.RunConfig(
@@ -95,23 +98,31 @@ def eval_cmd(
             text_pipe = Sam3TextPipeline.from_pretrained(mask_checkpoint, device=device, config=cfg)
             make_pipeline = lambda sample: text_pipe  # noqa: E731 - one model for every sample
         else:
-            make_pipeline = Pipeline(ptr, cfg, mask_checkpoint=mask_checkpoint, device=device).for_sample
+            pipe = Pipeline(ptr, cfg, mask_checkpoint=mask_checkpoint, device=device)
+            pipe.synthetic_input = bench == "synthetic"
+            for text in pipe.notices():
+                note(text)
+            make_pipeline = pipe.for_sample
         ev = runner.Evaluator(bench, run_dir, make_pipeline, config=cfg, masks=not points_only)
-        _run_with_progress(run_dir, units, ev, shard_)
+        failures = _run_with_progress(run_dir, units, ev, shard_)
+    else:
+        failures = []
 
     missing = runner.missing_units(run_dir, units)
+    if missing and shard_.count == 1 and not merge:
+        # Unsharded: nobody else will fill the gaps, so summarize what finished and say why the
+        # rest did not (a rerun after fixing the input evaluates just those).
+        _write_summary(bench, run_dir, units)
+        raise ConfigError(f"{len(missing)} of {len(units)} units failed on bad input (e.g. "
+                          f"{failures[0] if failures else missing[0]}); the summary covers the rest; "
+                          "fix the input and rerun the same command to finish them")
     if missing:
         console.print(f"{len(units) - len(missing)}/{len(units)} units done; waiting for the other shards "
                       f"(missing e.g. {missing[0]}). Rerun with --merge once they finish.")
         if merge:
             raise typer.Exit(code=1)
         return
-    rows = runner.collect_rows(run_dir, units)
-    summ = summary.summarize(bench, rows, expected=sum(len(u.samples) for u in units))
-    atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
-    md = summary.to_markdown(summ)
-    atomic_write_text(run_dir / "summary.md", md)
-    console.print(md, markup=False, highlight=False)
+    rows = _write_summary(bench, run_dir, units)
     if render_worst:
         from videomolmo.evaluation.summary import worst
 
@@ -119,25 +130,52 @@ def eval_cmd(
         console.print(f"rendered {len(paths)} worst expressions to {run_dir / 'worst'}")
 
 
-def _run_with_progress(run_dir: Path, units, ev, shard) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _check_videos_on_disk(data: Path, samples) -> None:
+    """Refuse, before any model loads, a benchmark whose metadata names videos not on disk."""
+    missing = {}
+    for s in samples:
+        if s.video_id in missing:
+            continue
+        paths = list(s.frame_paths)
+        if not paths or not Path(paths[0]).is_file():
+            missing[s.video_id] = paths[0] if paths else None
+    if missing:
+        vid, path = next(iter(missing.items()))
+        where = f"{path} is missing" if path is not None else "no frames listed"
+        raise ConfigError(f"{data}: {len(missing)} video(s) named in the metadata are not on disk "
+                          f"(e.g. {vid}: {where})")
 
+
+def _write_summary(bench: str, run_dir: Path, units) -> list[dict]:
+    from videomolmo.evaluation import runner, summary
+
+    rows = runner.collect_rows(run_dir, units)
+    summ = summary.summarize(bench, rows, expected=sum(len(u.samples) for u in units))
+    atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
+    md = summary.to_markdown(summ)
+    atomic_write_text(run_dir / "summary.md", md)
+    console.print(md)
+    console.print(f"summary: {run_dir / 'summary.md'} (and summary.json, rows in {run_dir})")
+    return rows
+
+
+def _run_with_progress(run_dir: Path, units, ev, shard) -> list[str]:
     from videomolmo.evaluation import runner
 
     failures: list[str] = []
-    with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=False,
-                  disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("", total=None)
-
+    with stages("eval") as report:
         def progress(done: int, total: int, key: str) -> None:
-            bar.update(task, completed=done, total=total, description=key)
+            report("units", done, total)
+
+        # Within an expression: its pointing and mask stages, so a long one shows it moves.
+        ev.progress = report
 
         def on_error(unit, exc) -> None:
             failures.append(f"{unit.key}: {exc}")
-            err_console.print(f"[yellow]skipped[/] {unit.key}: {exc}", highlight=False)
+            err_console.print(Text.assemble(("skipped", "yellow"), f" {unit.key}: {exc}"))
 
         status = runner.run_units(run_dir, units, ev.process, shard, progress=progress, on_error=on_error)
+        ev.progress = None
     console.print(
         f"shard {shard.index}/{shard.count}: {status.done_now} units evaluated now, "
         f"{status.done_before} already done, {len(status.failed)} skipped for bad input"

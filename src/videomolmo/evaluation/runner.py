@@ -373,20 +373,33 @@ class Evaluator:
     make_pipeline: Callable[[Any], Any]
     config: PipelineConfig = DEFAULTS
     masks: bool = True  # False: points only (no mask stage, no J/F)
+    #: (stage, done, total) within the expression being evaluated (pointing, masks).
+    progress: Callable[[str, int, int], None] | None = None
 
     @property
     def pred_dir(self) -> Path:
         return self.run_dir / "predictions"
 
     def predict_sample(self, sample) -> tuple[dict[str, Any], Iterator[tuple[int, np.ndarray]] | None]:
+        import warnings
+
+        from videomolmo.notices import BundledModelWarning, NothingFoundWarning
+
+        # A benchmark's rows say what was found; a warning per expression would drown the log.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BundledModelWarning)
+            warnings.simplefilter("ignore", NothingFoundWarning)
+            return self._predict_sample(sample)
+
+    def _predict_sample(self, sample) -> tuple[dict[str, Any], Iterator[tuple[int, np.ndarray]] | None]:
         pipe = self.make_pipeline(sample)
         video = sample.video()
         if self.masks:
             c = self.config
-            res = pipe(video, sample.expression, k=c.k, tau=c.tau, l=c.l, fusion=c.fusion)
-            stream = res.masks()
+            res = pipe(video, sample.expression, k=c.k, tau=c.tau, l=c.l, fusion=c.fusion, progress=self.progress)
+            stream = res.masks(self.progress)
         else:
-            res = pipe.point(video, sample.expression, k=self.config.k, l=self.config.l)
+            res = pipe.point(video, sample.expression, k=self.config.k, l=self.config.l, progress=self.progress)
             stream = None
         info = {
             "points": {str(i): np.round(p, 2).tolist() for i, p in sorted(res.points.items())},
@@ -402,24 +415,37 @@ class Evaluator:
         has_gt = sample.has_masks
         js: list[float] = []
         fs: list[float] = []
+        # The first-frame baseline (frame 0's true mask copied to every frame), scored beside
+        # the method so a reader sees whether the method beats doing nothing.
+        bjs: list[float] = []
+        bfs: list[float] = []
+        gt0 = None
         n = 0
         for i, mask in stream:
             if i >= len(sample.frame_names):
                 break
             write_submission_mask(self.pred_dir, sample.video_id, sample.exp_id, sample.frame_names[i], mask)
-            if has_gt and not exclusive:
+            if has_gt:
                 gt = sample.gt_mask(i)
-                js.append(float(jaccard(gt, mask)))
-                fs.append(float(boundary_f(gt, mask)))
+                gt0 = gt if gt0 is None else gt0
+                bjs.append(float(jaccard(gt, gt0)))
+                bfs.append(float(boundary_f(gt, gt0)))
+                if not exclusive:
+                    js.append(float(jaccard(gt, mask)))
+                    fs.append(float(boundary_f(gt, mask)))
             n += 1
         if n != len(sample.frame_names):
             raise VideoMolmoError(
                 f"{sample.video_id}/{sample.exp_id}: mask stage produced {n} frames for {len(sample.frame_names)}"
             )
+        base = {}
+        if bjs:
+            bj, bf = float(np.mean(bjs)), float(np.mean(bfs))
+            base = {"baseline_J": bj, "baseline_F": bf, "baseline_JF": (bj + bf) / 2}
         if not has_gt or exclusive:
-            return {"J": None, "F": None, "JF": None, "frames": n}
+            return {"J": None, "F": None, "JF": None, "frames": n, **base}
         j, f = float(np.mean(js)), float(np.mean(fs))
-        return {"J": j, "F": f, "JF": (j + f) / 2, "frames": n}
+        return {"J": j, "F": f, "JF": (j + f) / 2, "frames": n, **base}
 
     def process(self, unit: Unit) -> list[dict]:
         rows = []
