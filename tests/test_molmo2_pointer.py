@@ -253,9 +253,9 @@ def test_cli_track_point_count_with_molmo2(ckpt, frames_dir, tmp_path):
     assert sorted(json.loads((out / "points.jsonl").read_text())) == ["0", "4", "8"]
     r = run(app, ["point", str(frames_dir), "-q", "the dog", "--pointer", "molmo2", "--model", str(ckpt)])
     assert r.exit_code == 0, r.output
-    assert sorted(json.loads(r.output), key=int) == ["0", "5", "10"]
+    assert sorted(json.loads(r.stdout), key=int) == ["0", "5", "10"]
     r = run(app, ["count", str(frames_dir), "-q", "the dog", "--pointer", "molmo2", "--model", str(ckpt), "--json"])
-    assert r.exit_code == 0 and "count" in json.loads(r.output)
+    assert r.exit_code == 0 and "count" in json.loads(r.stdout)
     r = run(app, ["point", str(frames_dir), "-q", "x", "--pointer", "molmo2"])
     assert r.exit_code == 2 and "needs --model DIR" in r.output
     r = run(app, ["point", str(frames_dir), "-q", "x", "--pointer", "molmo2", "--model", str(tmp_path / "none")])
