@@ -16,16 +16,8 @@ import pytest
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 from videomolmo.evaluation import summary
 from videomolmo.files import JsonlLog
-from videomolmo.evaluation.runner import (
-    RunConfig,
-    Shard,
-    complete_units,
-    make_units,
-    missing_units,
-    prepare_run_dir,
-    read_all_rows,
-    run_units,
-)
+from videomolmo.evaluation.journal import Shard, complete_units, missing_units, read_all_rows, run_units
+from videomolmo.evaluation.runner import RunConfig, make_units, prepare_run_dir
 
 
 @dataclass
@@ -127,7 +119,8 @@ def test_bad_unit_is_skipped_and_retried_later(tmp_path: Path):
 _CHILD = r"""
 import sys, time
 from dataclasses import dataclass
-from videomolmo.evaluation.runner import make_units, run_units
+from videomolmo.evaluation.journal import run_units
+from videomolmo.evaluation.runner import make_units
 
 @dataclass
 class S:

@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from videomolmo.cli import options
+from videomolmo.evaluation import journal, runner, summary
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.cli.progress import note, stages
 from videomolmo.errors import ConfigError
@@ -46,7 +47,6 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
-    from videomolmo.evaluation import runner
     from videomolmo.pipeline import Pipeline
 
     bench = runner.check_bench(bench)
@@ -72,7 +72,7 @@ def eval_cmd(
         if device is None:
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if "LOCAL_RANK" in os.environ else "cpu"
         check_device(device)
-    shard_ = runner.Shard.parse(shard)
+    shard_ = journal.Shard.parse(shard)
     dataset = runner.load_benchmark(bench, data, split)
     samples = list(dataset)[:limit] if limit else list(dataset)
     if not samples:
@@ -108,7 +108,7 @@ def eval_cmd(
     else:
         failures = []
 
-    missing = runner.missing_units(run_dir, units)
+    missing = journal.missing_units(run_dir, units)
     if missing and shard_.count == 1 and not merge:
         # Unsharded: nobody else will fill the gaps, so summarize what finished and say why the
         # rest did not (a rerun after fixing the input evaluates just those).
@@ -147,9 +147,8 @@ def _check_videos_on_disk(data: Path, samples) -> None:
 
 
 def _write_summary(bench: str, run_dir: Path, units) -> list[dict]:
-    from videomolmo.evaluation import runner, summary
 
-    rows = runner.collect_rows(run_dir, units)
+    rows = journal.collect_rows(run_dir, units)
     summ = summary.summarize(bench, rows, expected=sum(len(u.samples) for u in units))
     atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
     md = summary.to_markdown(summ)
@@ -160,7 +159,6 @@ def _write_summary(bench: str, run_dir: Path, units) -> list[dict]:
 
 
 def _run_with_progress(run_dir: Path, units, ev, shard) -> list[str]:
-    from videomolmo.evaluation import runner
 
     failures: list[str] = []
     with stages("eval") as report:
@@ -174,7 +172,7 @@ def _run_with_progress(run_dir: Path, units, ev, shard) -> list[str]:
             failures.append(f"{unit.key}: {exc}")
             err_console.print(Text.assemble(("skipped", "yellow"), f" {unit.key}: {exc}"))
 
-        status = runner.run_units(run_dir, units, ev.process, shard, progress=progress, on_error=on_error)
+        status = journal.run_units(run_dir, units, ev.process, shard, progress=progress, on_error=on_error)
         ev.progress = None
     console.print(
         f"shard {shard.index}/{shard.count}: {status.done_now} units evaluated now, "
