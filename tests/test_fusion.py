@@ -136,6 +136,20 @@ BIG = rect(0, 9)  # 36 px
         ("nearest", F, B, ctx(df=2, db=2), F),  # halfway: forward
         ("nearest", EMPTY, B, ctx(df=1, db=4), B),
         ("nearest", F, None, ctx(df=3, db=None), F),
+        # confidence: the paper's intersection when the sides agree ...
+        ("confidence", F, B, FusionContext(tau=0.5, dist_forward=1, dist_backward=4,
+                                           score_forward=0.1, score_backward=0.9), F & B),
+        # ... else the side with the higher score per frame of distance
+        ("confidence", F, B, FusionContext(dist_forward=2, dist_backward=3,
+                                           score_forward=0.3, score_backward=0.9), B),
+        ("confidence", F, B, FusionContext(dist_forward=3, dist_backward=2,
+                                           score_forward=0.9, score_backward=0.3), F),
+        # no scores: `nearest`; equal weight: both hypotheses (the union)
+        ("confidence", F, B, ctx(df=1, db=4), F),
+        ("confidence", F, B, ctx(df=4, db=1), B),
+        ("confidence", F, B, ctx(df=2, db=2), F | B),
+        ("confidence", F, EMPTY, FusionContext(dist_forward=1, dist_backward=1,
+                                               score_forward=0.0, score_backward=1.0), F),
     ],
 )
 def test_strategies(name, fwd, bwd, c, expected):
@@ -157,7 +171,7 @@ def test_registry():
     assert names[0] == "bidirectional"
     assert set(names) >= {
         "bidirectional", "forward", "prefer-left", "prefer-right", "intersection",
-        "union", "larger", "smaller", "nearest",
+        "union", "larger", "smaller", "nearest", "confidence",
     }
     assert not needs_backward("forward") and needs_backward("nearest")
     with pytest.raises(VideoMolmoError, match="unknown fusion strategy 'avg'.*bidirectional"):

@@ -51,6 +51,8 @@ class FakePredictor(MaskPredictor):
         step = -1 if reverse else 1
         base = state.masks[start_frame]
         for i, fi in enumerate(range(start_frame, end_frame + step, step)):
+            # A backend that doubts its masks more with every frame from the anchor.
+            state.scores = {fi: {oid: 1.0 / (1 + i) for oid in base}}
             yield fi, {oid: np.roll(m, i * step, axis=1) for oid, m in base.items()}
 
     def predict_image(self, frame, points, labels=None):
@@ -415,3 +417,22 @@ def test_runner_drives_the_sam2_backend(tmp_path):
     assert [i for i, _ in out] == list(range(12))
     assert all(m.dtype == bool and m.shape == (48, 64) for _, m in out)
     assert not out[10][1].any() and not out[11][1].any()  # empty last anchor and its tail
+
+
+def test_segments_carry_the_backends_confidence():
+    pts = {0: [[5, 10]], 4: [[13, 10]]}
+    seg = next(iter_segments(frames(5), pts, FakePredictor(), k=4))
+    assert seg.forward_scores == pytest.approx([1 / 2, 1 / 3, 1 / 4])
+    assert seg.backward_scores == pytest.approx([1 / 4, 1 / 3, 1 / 2])
+    # The confidence strategy sees them: frame 2 is half-way but ties are broken by nothing
+    # else, frame 1 trusts the forward side (score 1/2 at distance 1 vs 1/4 at distance 3).
+    out = dict(segment_video(frames(5), pts, FakePredictor(), k=4, strategy="confidence"))
+    np.testing.assert_array_equal(out[1], seg.forward[0])
+    np.testing.assert_array_equal(out[3], seg.backward[2])
+    np.testing.assert_array_equal(out[2], seg.forward[1] | seg.backward[1])
+
+
+def test_default_object_score_is_one():
+    pred = FakePredictor()
+    st = pred.init_state(frames(2))
+    assert pred.object_score(st, 0, 1) == 1.0

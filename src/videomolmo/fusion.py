@@ -117,11 +117,15 @@ class FusionContext:
 
     `dist_forward` / `dist_backward`: frames between this frame and the anchor each side was
     propagated from (None when that side has no anchor). `tau`: the IoU threshold of `fuse`.
+    `score_forward` / `score_backward`: the backend's confidence in each side's mask, in [0, 1]
+    (`MaskPredictor.object_score`); None when the backend gave none.
     """
 
     tau: float = 0.7
     dist_forward: int | None = None
     dist_backward: int | None = None
+    score_forward: float | None = None
+    score_backward: float | None = None
 
 
 class Strategy(Protocol):
@@ -193,6 +197,26 @@ def _nearest(f, b, ctx: FusionContext):
     return (f if df <= db else b).copy()
 
 
+def _confidence(f, b, ctx: FusionContext):
+    f, b = _pair(f, b)
+    decided, out = _one_sided(f, b)
+    if decided:
+        return out
+    if mask_iou(f, b) >= ctx.tau:
+        # The sides agree: the paper's intersection.
+        return f & b
+    # They disagree: each side votes with its backend confidence divided by its distance from
+    # the anchor (errors grow with distance). Without scores this is `nearest`; equal weights
+    # (half-way, same confidence) keep both hypotheses, like the paper's union.
+    sf = 1.0 if ctx.score_forward is None else float(ctx.score_forward)
+    sb = 1.0 if ctx.score_backward is None else float(ctx.score_backward)
+    wf = max(sf, 0.0) / max(ctx.dist_forward or 1, 1)
+    wb = max(sb, 0.0) / max(ctx.dist_backward or 1, 1)
+    if wf == wb:
+        return f | b
+    return (f if wf > wb else b).copy()
+
+
 STRATEGIES: dict[str, Strategy] = {
     "bidirectional": _bidirectional,
     "forward": _forward_only,
@@ -203,10 +227,13 @@ STRATEGIES: dict[str, Strategy] = {
     "larger": _by_area(True),
     "smaller": _by_area(False),
     "nearest": _nearest,
+    "confidence": _confidence,
 }
 """Every fusion strategy by name. Except `forward`, all fall back to the other side when one side
 is None or empty; `prefer-left`/`prefer-right` take their side whenever it is non-empty,
-`nearest` takes the side whose anchor is fewer frames away."""
+`nearest` takes the side whose anchor is fewer frames away, `confidence` is the paper's rule with
+the union replaced by the side the backend trusts more per frame of distance (`nearest` when the
+backend gives no scores)."""
 
 STRATEGY_DESCRIPTIONS: dict[str, str] = {
     "bidirectional": "intersection if IoU >= tau else union (paper Eq. 4-6)",
@@ -218,6 +245,7 @@ STRATEGY_DESCRIPTIONS: dict[str, str] = {
     "larger": "the mask with more pixels",
     "smaller": "the mask with fewer pixels",
     "nearest": "the side whose anchor is nearer in time",
+    "confidence": "intersection if IoU >= tau, else the side with the higher backend confidence / distance",
 }
 
 
