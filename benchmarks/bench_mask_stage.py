@@ -83,11 +83,16 @@ def make_caching(predictor):
                None if labels is None else np.asarray(labels).tobytes())
         if key not in cache:
             full = orig(state, frame_idx, obj_id, points, labels)
-            cache[key] = (full, state.prompts[frame_idx][obj_id], state.masks[frame_idx][obj_id])
+            cache[key] = (full, state.prompts[frame_idx][obj_id], state.masks[frame_idx][obj_id],
+                          state.scores.get(frame_idx, {}).get(obj_id),
+                          state.extra.get("appearance", {}).get(obj_id))
             return full
-        full, prompt, small = cache[key]
+        full, prompt, small, score, appearance = cache[key]
         state.prompts.setdefault(frame_idx, {})[obj_id] = prompt
         state.masks.setdefault(frame_idx, {})[obj_id] = small
+        if score is not None:
+            state.scores.setdefault(frame_idx, {})[obj_id] = score
+        state.extra.setdefault("appearance", {})[obj_id] = appearance
         return full
 
     predictor.add_points = add_points
@@ -151,6 +156,7 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
                             interpolation=cv2.INTER_NEAREST) > 0
             state.prompts.setdefault(frame_idx, {})[obj_id] = (np.asarray(pts, float), np.ones(len(pts), int))
             state.masks.setdefault(frame_idx, {})[obj_id] = sm
+            state.extra.setdefault("appearance", {})[obj_id] = predictor._appearance(small, sm)
             return gt.copy()
 
         predictor.add_points = oracle_add_points
