@@ -42,6 +42,8 @@ HELD_OUT = ("dog", "kite-surf")
 KS = (1, 3, 5, 10, 20)
 TAUS = (0.0, 0.3, 0.5, 0.7, 0.9)
 DISK_RADII = (15, 30, 60)
+PAIRED = tuple(f"k=5 {s} tau=0.7" for s in ("bidirectional", "forward", "nearest", "confidence"))
+BOOT = 2000
 
 
 def peak_point(mask: np.ndarray) -> np.ndarray | None:
@@ -223,11 +225,42 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
         "frames": n,
         "timing": timing,
         "fusion_diagnostics": diag,
+        # Per-frame (J + F) / 2 of the k=5 strategies compared in the text, for paired bootstraps.
+        "per_frame_jf": {name: [round((j + f) / 2, 5) for j, f in scores[name]]
+                         for name in PAIRED if name in scores},
         "scores": {
             name: {"J": float(np.mean([j for j, _ in v])), "F": float(np.mean([f for _, f in v]))}
             for name, v in scores.items()
         },
     }
+
+
+def paired_ci(results: dict, members: list[str], a: str, b: str, k: int = 5, seed: int = 0) -> dict | None:
+    """Mean over sequences of J&F(a) - J&F(b), with a 95 % bootstrap interval.
+
+    Frames of one anchor segment are not independent, so whole segments (k consecutive frames)
+    are resampled, within each sequence; the statistic is the mean over sequences, as reported.
+    """
+    diffs = []
+    for s in members:
+        pf = results[s].get("per_frame_jf", {})
+        if a not in pf or b not in pf:
+            return None
+        d = np.asarray(pf[a]) - np.asarray(pf[b])
+        diffs.append([d[i:i + k] for i in range(0, len(d), k)])
+    if not diffs:
+        return None
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(BOOT):
+        per_seq = []
+        for blocks in diffs:
+            pick = rng.integers(0, len(blocks), len(blocks))
+            per_seq.append(np.concatenate([blocks[i] for i in pick]).mean())
+        boots.append(np.mean(per_seq))
+    point = float(np.mean([np.concatenate(blocks).mean() for blocks in diffs]))
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": round(point, 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
 
 
 def summarise(results: dict) -> dict:
@@ -254,7 +287,16 @@ def summarise(results: dict) -> dict:
         ds = [d for d in diag if d["branch"] == b]
         branches[b] = {"frames": len(ds), **{key: round(float(np.mean([d[key] for d in ds])), 4)
                                               for key in ("J_forward", "J_backward", "J_fused", "J_nearest", "iou_sides")}}
-    return {"sequences": seqs, "frames": frames, "k5_fusion_branches": branches,
+    paired = {}
+    for g, members in groups.items():
+        for other in PAIRED[1:]:
+            ci = paired_ci(results, members, PAIRED[0], other) if members else None
+            if ci is not None:
+                paired[f"{g}: {PAIRED[0]} - {other}"] = ci
+        ci = paired_ci(results, members, PAIRED[3], PAIRED[0]) if members else None
+        if ci is not None:
+            paired[f"{g}: {PAIRED[3]} - {PAIRED[0]}"] = ci
+    return {"sequences": seqs, "frames": frames, "k5_fusion_branches": branches, "paired_jf": paired,
             "k5_wall_s_per_frame": round(wall, 3),
             "k5_cpu_s_per_frame": round(cpu, 3), "table": table}
 
@@ -274,6 +316,8 @@ def print_table(summary: dict) -> None:
               f"{row.get('tuned', {}).get('J&F', float('nan')):6.3f} {row.get('held-out', {}).get('J&F', float('nan')):8.3f}")
     for b, v in summary.get("k5_fusion_branches", {}).items():
         print(f"k=5 fuse branch {b!r}: {v}")
+    for name, v in summary.get("paired_jf", {}).items():
+        print(f"paired J&F difference {name}: {v['diff']:+.3f} (95 % CI {v['ci95'][0]:+.3f} .. {v['ci95'][1]:+.3f})")
     print(f"k=5 mask stage: {summary['k5_wall_s_per_frame']:.3f} s/frame wall, "
           f"{summary['k5_cpu_s_per_frame']:.3f} s/frame CPU ({summary['frames']} frames)")
 

@@ -139,15 +139,18 @@ BIG = rect(0, 9)  # 36 px
         # confidence: the paper's intersection when the sides agree ...
         ("confidence", F, B, FusionContext(tau=0.5, dist_forward=1, dist_backward=4,
                                            score_forward=0.1, score_backward=0.9), F & B),
-        # ... else the side with the higher score per frame of distance
+        # ... the union when they disagree and are trusted alike ...
         ("confidence", F, B, FusionContext(dist_forward=2, dist_backward=3,
-                                           score_forward=0.3, score_backward=0.9), B),
-        ("confidence", F, B, FusionContext(dist_forward=3, dist_backward=2,
-                                           score_forward=0.9, score_backward=0.3), F),
-        # no scores: `nearest`; equal weight: both hypotheses (the union)
-        ("confidence", F, B, ctx(df=1, db=4), F),
-        ("confidence", F, B, ctx(df=4, db=1), B),
-        ("confidence", F, B, ctx(df=2, db=2), F | B),
+                                           score_forward=0.5, score_backward=0.9), F | B),
+        # ... the far more trusted side (score per frame of distance) otherwise
+        ("confidence", F, B, FusionContext(dist_forward=2, dist_backward=2,
+                                           score_forward=0.05, score_backward=0.9), B),
+        ("confidence", F, B, FusionContext(dist_forward=1, dist_backward=4,
+                                           score_forward=0.9, score_backward=0.5), F),
+        # no scores: distance alone (1 vs 9 frames: the near side; 1 vs 4: both)
+        ("confidence", F, B, ctx(df=1, db=9), F),
+        ("confidence", F, B, ctx(df=9, db=1), B),
+        ("confidence", F, B, ctx(df=1, db=4), F | B),
         ("confidence", F, EMPTY, FusionContext(dist_forward=1, dist_backward=1,
                                                score_forward=0.0, score_backward=1.0), F),
     ],

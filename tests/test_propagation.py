@@ -424,8 +424,8 @@ def test_segments_carry_the_backends_confidence():
     seg = next(iter_segments(frames(5), pts, FakePredictor(), k=4))
     assert seg.forward_scores == pytest.approx([1 / 2, 1 / 3, 1 / 4])
     assert seg.backward_scores == pytest.approx([1 / 4, 1 / 3, 1 / 2])
-    # The confidence strategy sees them: frame 2 is half-way but ties are broken by nothing
-    # else, frame 1 trusts the forward side (score 1/2 at distance 1 vs 1/4 at distance 3).
+    # The confidence strategy sees them. Frame 1: forward weight (1/2) / 1 against backward
+    # (1/4) / 3, below 0.2x: the forward side alone; frame 2: equal weights, the union.
     out = dict(segment_video(frames(5), pts, FakePredictor(), k=4, strategy="confidence"))
     np.testing.assert_array_equal(out[1], seg.forward[0])
     np.testing.assert_array_equal(out[3], seg.backward[2])

@@ -18,15 +18,34 @@ Point -> mask (`add_points`, `predict_image`)
     Only the connected components that hold a positive point are kept, holes are filled.
 
 Propagation (`propagate`)
-    The previous frame's mask is warped into the next frame with dense DIS optical flow
-    (backward warping: flow from the new frame to the previous one). `refine="grabcut"` adds a
-    GrabCut clean-up confined to a band around the warped mask; it is off by default because
-    it measured no better on davis16-mini (J 0.546 vs 0.548 at k=5) at 1.6x the cost: with
-    anchors every few frames, flow drift is small and the anchors' errors dominate.
-    Everything runs at `work_height` pixels and masks are upsampled bilinearly to the frame size.
+    Each frame is re-decided, not just warped. The previous mask is warped into the new frame with
+    dense DIS optical flow (backward warping), and a forward-backward flow check marks the pixels
+    whose flow does not return to them: pixels hidden in the previous frame (the background a
+    moving object uncovers, things entering). Plain warping drags the mask over exactly those
+    pixels, so two flow-warped sides trail the object in opposite directions and the paper's union
+    adds both errors. Here every pixel near the warped mask is scored
+    `a * warped + (1 - a) * P(object | colour)`, with `a = warp_weight` where the flow is reliable
+    and `occluded_warp_weight` where it is not; P comes from colour histograms of the object and
+    a ring of its surroundings learnt at the anchor (kept fixed: an anchor is at most k frames
+    away, and updating the model from propagated masks lets errors teach it). A pixel is kept at
+    `keep_threshold` (0.6: colour must back a warped pixel a little), only in components that
+    touch the reliably warped core. What no longer matches is dropped rather than dragged along,
+    so each side errs by losing parts of the object (as SAM2's memory tracker does) and the
+    paper's union of two disagreeing sides recovers them (BENCHMARKS.md, "Mask stage").
+    `propagation="warp"` is the previous behaviour (warp only, optional banded GrabCut
+    clean-up with `refine="grabcut"`).
 
-State holds only the previous frame's small grey image and each object's previous mask, so
-memory is flat in video length; `state.masks` keeps only prompted frames.
+Confidence (`object_score`)
+    At the anchor: the mean vote share inside the mask (1.0 when every box scale and the motion
+    voter agree on every pixel; stability across scales). Each propagated frame multiplies the
+    previous score by IoU(warped mask, re-decided mask): a mask that keeps needing correction is
+    one to doubt. The `confidence` fusion strategy uses it; `bidirectional` ignores it.
+
+Everything runs at `work_height` pixels and masks are upsampled bilinearly to the frame size.
+
+State holds only the previous frame's small grey image, each object's previous mask and colour
+table, so memory is flat in video length; `state.masks` keeps only prompted frames and
+`state.scores` only prompted frames and the frame yielded last.
 """
 
 from __future__ import annotations
@@ -78,6 +97,17 @@ class CpuConfig:
     bg_ring: 0 learns GrabCut's background colours from the whole frame; > 0 only from a ring
         this many box half-sizes wide around each box (faster on large frames, but measured
         worse on davis16-mini: anchor IoU 0.43 vs 0.60 on blackswan/car-shadow/motocross-jump).
+    propagation: "appearance" (re-decide each frame from warp, flow check and colour model) or
+        "warp" (the previous backend: warp only, `refine` applies).
+    colour_bins: quantisation of each RGB channel for the anchor's colour model.
+    ring_width: the colour model's background ring, as a fraction of the mask's equivalent
+        diameter.
+    warp_weight / occluded_warp_weight: weight of the warped mask against the colour model where
+        the forward-backward flow check passes / fails.
+    fb_tolerance: forward-backward error (work pixels, plus 10 % of the flow) still "reliable".
+    keep_threshold: a pixel is kept when its score reaches this; above 0.5 colour must back the
+        warp, which biases each side towards losing parts rather than trailing. Tuned on the four
+        tuned sequences (BENCHMARKS.md): 0.6.
     """
 
     work_height: int = 240
