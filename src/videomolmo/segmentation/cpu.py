@@ -108,6 +108,9 @@ class CpuConfig:
     keep_threshold: a pixel is kept when its score reaches this; above 0.5 colour must back the
         warp, which biases each side towards losing parts rather than trailing. Tuned on the four
         tuned sequences (BENCHMARKS.md): 0.6.
+    lost_ratio: the object is declared lost (empty mask, score 0) when the mean P(object |
+        colour) over its warped mask falls below this fraction of that mean at the anchor
+        (occluded, or gone from the frame, while the flow over the background looks fine).
     """
 
     work_height: int = 240
@@ -131,6 +134,7 @@ class CpuConfig:
     occluded_warp_weight: float = 0.3
     fb_tolerance: float = 1.0
     keep_threshold: float = 0.6
+    lost_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.work_height < 16:
@@ -503,9 +507,10 @@ class CpuPredictor(MaskPredictor):
         q = (img.astype(np.int32) * b) >> 8
         return (q[..., 0] * b + q[..., 1]) * b + q[..., 2]
 
-    def _appearance(self, img: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    def _appearance(self, img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float] | None:
         """P(object | colour) as a lookup table over quantised RGB, learnt at the anchor from the
-        mask against a ring of its surroundings (the colours it must be told apart from)."""
+        mask against a ring of its surroundings (the colours it must be told apart from), and
+        the table's mean over the anchor mask (how much the object looks like itself there)."""
         if not mask.any():
             return None
         diam = 2.0 * np.sqrt(mask.sum() / np.pi)
@@ -519,7 +524,8 @@ class CpuPredictor(MaskPredictor):
         # One pseudo-count per bin: a colour seen on neither side is undecided (0.5).
         pf = (fg + 1) / (fg.sum() + nb)
         pb = (bg + 1) / (bg.sum() + nb)
-        return (pf / (pf + pb)).astype(np.float32)
+        lut = (pf / (pf + pb)).astype(np.float32)
+        return lut, float(lut[idx[mask]].mean())
 
     def _step(
         self,
@@ -546,8 +552,8 @@ class CpuPredictor(MaskPredictor):
                 continue
             soft = cv2.remap(m.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderValue=0)
             warped = soft >= 0.5
-            lut = appearance.get(oid)
-            if cfg.propagation == "warp" or lut is None:
+            model = appearance.get(oid)
+            if cfg.propagation == "warp" or model is None:
                 new = self._refine(img, warped) if cfg.refine == "grabcut" else warped
                 out[oid], scores[oid] = new, prev_score * (1.0 if new.any() else 0.0)
                 continue
@@ -562,7 +568,13 @@ class CpuPredictor(MaskPredictor):
                 outside = (mx < 0) | (mx > w - 1) | (my < 0) | (my > h - 1)
                 reliable = (err <= cfg.fb_tolerance + 0.1 * np.linalg.norm(flow, axis=2)) & ~outside
                 colour_idx = self._colour_index(img)
+            lut, anchor_match = model
             colour = lut[colour_idx]
+            if colour[warped].mean() < cfg.lost_ratio * anchor_match:
+                # Whatever the flow carried here does not look like the object any more
+                # (occluded, or gone): stop rather than drag a wrong mask along.
+                out[oid], scores[oid] = np.zeros_like(warped), 0.0
+                continue
             a = np.where(reliable, cfg.warp_weight, cfg.occluded_warp_weight).astype(np.float32)
             score = a * soft + (1 - a) * colour
             # Only near the warped mask: the colour model alone would find every look-alike.
