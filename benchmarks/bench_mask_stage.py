@@ -205,6 +205,8 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
                                  "J_nearest": scorer(t, near)[0], "iou_sides": mask_iou(f, b)})
             if k == 5:
                 for tau in TAUS:
+                    if tau == 0.7:
+                        continue  # scored above as "k=5 bidirectional tau=0.7"
                     for t, m in fuse_segment(seg, "bidirectional", tau):
                         add(f"k=5 bidirectional tau={tau}", t, m)
         del segs
@@ -330,7 +332,8 @@ def _jf(doc: dict | None, name: str, group: str = "all", key: str = "J&F") -> st
 
 
 def markdown_tables(results_dir: Path) -> str:
-    """The BENCHMARKS.md tables from mask_stage{,_annotated,_points_file,_oracle_anchors}.json."""
+    """The BENCHMARKS.md tables from mask_stage{,_annotated,_points_file,_oracle_anchors}.json
+    (and mask_stage_warp.json, the previous warp-only propagation, when present)."""
 
     def load(name: str) -> dict | None:
         path = results_dir / f"{name}.json"
@@ -368,7 +371,9 @@ def markdown_tables(results_dir: Path) -> str:
         cells += [_jf(oracle, f"k={k} {s} tau=0.7") for s in ("bidirectional", "forward", "nearest")]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines.append("")
-    for label, doc in (("peak", peak), ("annot.", annot), ("pipeline points", pfile), ("GT anchors", oracle)):
+    warp = load("mask_stage_warp")
+    for label, doc in (("peak", peak), ("annot.", annot), ("pipeline points", pfile), ("GT anchors", oracle),
+                       ("peak, warp-only propagation (previous backend)", warp)):
         if doc is None:
             continue
         sm = doc["summary"]
@@ -382,6 +387,8 @@ def markdown_tables(results_dir: Path) -> str:
             f" (fwd {(r['scores']['k=5 forward tau=0.7']['J'] + r['scores']['k=5 forward tau=0.7']['F']) / 2:.2f})"
             for q, r in sorted(doc["sequences"].items()))
         lines.append(f"  per sequence, bidirectional J&F: {per_seq}")
+        for name, v in sm.get("paired_jf", {}).items():
+            lines.append(f"  paired J&F difference, {name}: {v['diff']:+.3f} (95 % CI {v['ci95'][0]:+.3f} .. {v['ci95'][1]:+.3f})")
     return "\n".join(lines)
 
 

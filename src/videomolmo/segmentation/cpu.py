@@ -59,6 +59,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.fusion import mask_iou
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
 
 __all__ = ["CpuConfig", "CPU_PRESETS", "CpuPredictor"]
@@ -240,11 +241,6 @@ def _roi(box: tuple[float, float, float, float], margin: float, w: int, h: int) 
         min(w, int(np.ceil(x1 + margin)) + 1),
         min(h, int(np.ceil(y1 + margin)) + 1),
     )
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
 def _keep_overlapping(mask: np.ndarray, core: np.ndarray) -> np.ndarray:
@@ -492,13 +488,7 @@ class CpuPredictor(MaskPredictor):
         roi = _roi((xs.min(), ys.min(), xs.max(), ys.max()), band, w, h)
         m = _grabcut(img, init, cfg.refine_iters, roi)
         # Keep only what overlaps the warp: GrabCut may grab look-alike background regions.
-        lab, n = ndi.label(m)
-        if n == 0:
-            return m
-        keep = np.zeros(n + 1, bool)
-        keep[np.unique(lab[warped & m])] = True
-        keep[0] = False
-        return ndi.binary_fill_holes(keep[lab])
+        return ndi.binary_fill_holes(_keep_overlapping(m, warped & m))
 
     # -- propagation --------------------------------------------------------------------
 
@@ -588,7 +578,7 @@ class CpuPredictor(MaskPredictor):
             new = cv2.morphologyEx(new.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
             # Confidence: how much of the carried mask survived this frame's checks, compounded
             # from the anchor (a mask that keeps being corrected is a mask to doubt).
-            out[oid], scores[oid] = new, prev_score * _iou(new, warped)
+            out[oid], scores[oid] = new, prev_score * mask_iou(new, warped)
         return out, scores
 
     def propagate(
