@@ -344,25 +344,31 @@ def markdown_tables(results_dir: Path) -> str:
 
     def three(doc: dict | None, n: str) -> str:
         return f"{_jf(doc, n)} ({_jf(doc, n, 'tuned')} / {_jf(doc, n, 'held-out')})"
+
+    # The pipeline-points column only when its result file exists (it needs a full annotate run).
+    pcol = " | J&F (pipeline points; tuned / held-out)" if pfile is not None else ""
+
+    def pcell(n: str) -> str:
+        return f" | {three(pfile, n)}" if pfile is not None else ""
     from videomolmo.fusion import STRATEGY_DESCRIPTIONS
 
-    lines = ["| strategy | J (peak) | F (peak) | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) "
-             "| J&F (pipeline points; tuned / held-out) | J&F, GT masks at anchors |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | J (peak) | F (peak) | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.; tuned / held-out)"
+             f"{pcol} | J&F, GT masks at anchors |",
+             "|---|---|---|---|---|---|---|" + ("---|" if pcol else "")]
     for s, desc in STRATEGY_DESCRIPTIONS.items():
         n = f"k=5 {s} tau=0.7"
         lines.append(f"| {s}: {desc} | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | {_jf(peak, n)} | "
-                     f"{_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {three(pfile, n)} | {_jf(oracle, n)} |")
+                     f"{_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {three(annot, n)}{pcell(n)} | {_jf(oracle, n)} |")
     for r in DISK_RADII:
         n = f"k=5 disk r={r}px"
         lines.append(f"| disk r = {r} px around the nearest anchor's point | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | "
-                     f"{_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {three(pfile, n)} | - |")
-    lines += ["", "| tau | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) | J&F (pipeline points; tuned / held-out) "
-              "| J&F, GT masks at anchors |", "|---|---|---|---|---|---|"]
+                     f"{_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {three(annot, n)}{pcell(n)} | - |")
+    lines += ["", f"| tau | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.; tuned / held-out){pcol} "
+              "| J&F, GT masks at anchors |", "|---|---|---|---|---|" + ("---|" if pcol else "")]
     for tau in TAUS:
         n = f"k=5 bidirectional tau={tau}"
-        lines.append(f"| {tau} | {_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} "
-                     f"| {three(pfile, n)} | {_jf(oracle, n)} |")
+        lines.append(f"| {tau} | {_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {three(annot, n)}"
+                     f"{pcell(n)} | {_jf(oracle, n)} |")
     lines += ["", "| k | bidirectional | forward only | nearest | disk r=60 | bidirectional, GT anchors | forward, GT anchors | nearest, GT anchors |",
               "|---|---|---|---|---|---|---|---|"]
     for k in KS:
