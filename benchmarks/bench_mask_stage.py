@@ -395,6 +395,20 @@ def markdown_tables(results_dir: Path) -> str:
         lines.append(f"  per sequence, bidirectional J&F: {per_seq}")
         for name, v in sm.get("paired_jf", {}).items():
             lines.append(f"  paired J&F difference, {name}: {v['diff']:+.3f} (95 % CI {v['ci95'][0]:+.3f} .. {v['ci95'][1]:+.3f})")
+    if peak is not None and warp is not None:
+        # Same anchors (point -> mask is shared), so the two backends' frames pair up.
+        seqs = sorted(set(peak["sequences"]) & set(warp["sequences"]))
+        merged = {q: {"per_frame_jf": {**{f"new {n}": v for n, v in peak["sequences"][q]["per_frame_jf"].items()},
+                                        **{f"warp {n}": v for n, v in warp["sequences"][q]["per_frame_jf"].items()}}}
+                  for q in seqs}
+        for g, members in (("all", seqs), ("tuned", [q for q in seqs if q not in HELD_OUT]),
+                           ("held-out", [q for q in seqs if q in HELD_OUT])):
+            for s in ("bidirectional", "forward"):
+                n = f"k=5 {s} tau=0.7"
+                ci = paired_ci(merged, members, f"new {n}", f"warp {n}")
+                if ci is not None:
+                    lines.append(f"- new - previous (warp-only) propagation, peak, {s}, {g}: {ci['diff']:+.3f} "
+                                 f"(95 % CI {ci['ci95'][0]:+.3f} .. {ci['ci95'][1]:+.3f})")
     return "\n".join(lines)
 
 
