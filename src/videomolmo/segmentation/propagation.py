@@ -156,13 +156,15 @@ class _Anchor:
             return [np.zeros(self.shape, bool) for _ in range(n)], [0.0] * n
         reverse = to < self.idx
         out, scores = [], []
+        # Backends registered by duck typing may lack `object_score`: they express no doubt.
+        score_of = getattr(self.predictor, "object_score", None) or (lambda state, fi, o: 1.0)
         for fi, objs in self.predictor.propagate(self.state, self.idx, to, reverse=reverse):
             if fi == self.idx:
                 continue
             out.append(_union(objs, self.shape))
             # Scores are read before the iterator advances (backends keep only the latest).
             # Several objects make one mask: the least sure object bounds the whole.
-            scores.append(min((self.predictor.object_score(self.state, fi, o) for o in objs), default=0.0))
+            scores.append(min((score_of(self.state, fi, o) for o in objs), default=0.0))
         if len(out) != n:
             raise RuntimeError(f"{self.predictor.name} backend yielded {len(out)} frames, expected {n}")
         return out, scores
