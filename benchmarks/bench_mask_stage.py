@@ -42,6 +42,8 @@ HELD_OUT = ("dog", "kite-surf")
 KS = (1, 3, 5, 10, 20)
 TAUS = (0.0, 0.3, 0.5, 0.7, 0.9)
 DISK_RADII = (15, 30, 60)
+PAIRED = tuple(f"k=5 {s} tau=0.7" for s in ("bidirectional", "forward", "nearest", "confidence"))
+BOOT = 2000
 
 
 def peak_point(mask: np.ndarray) -> np.ndarray | None:
@@ -83,11 +85,16 @@ def make_caching(predictor):
                None if labels is None else np.asarray(labels).tobytes())
         if key not in cache:
             full = orig(state, frame_idx, obj_id, points, labels)
-            cache[key] = (full, state.prompts[frame_idx][obj_id], state.masks[frame_idx][obj_id])
+            cache[key] = (full, state.prompts[frame_idx][obj_id], state.masks[frame_idx][obj_id],
+                          state.scores.get(frame_idx, {}).get(obj_id),
+                          state.extra.get("appearance", {}).get(obj_id))
             return full
-        full, prompt, small = cache[key]
+        full, prompt, small, score, appearance = cache[key]
         state.prompts.setdefault(frame_idx, {})[obj_id] = prompt
         state.masks.setdefault(frame_idx, {})[obj_id] = small
+        if score is not None:
+            state.scores.setdefault(frame_idx, {})[obj_id] = score
+        state.extra.setdefault("appearance", {})[obj_id] = appearance
         return full
 
     predictor.add_points = add_points
@@ -151,6 +158,7 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
                             interpolation=cv2.INTER_NEAREST) > 0
             state.prompts.setdefault(frame_idx, {})[obj_id] = (np.asarray(pts, float), np.ones(len(pts), int))
             state.masks.setdefault(frame_idx, {})[obj_id] = sm
+            state.extra.setdefault("appearance", {})[obj_id] = predictor._appearance(small, sm)
             return gt.copy()
 
         predictor.add_points = oracle_add_points
@@ -197,6 +205,8 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
                                  "J_nearest": scorer(t, near)[0], "iou_sides": mask_iou(f, b)})
             if k == 5:
                 for tau in TAUS:
+                    if tau == 0.7:
+                        continue  # scored above as "k=5 bidirectional tau=0.7"
                     for t, m in fuse_segment(seg, "bidirectional", tau):
                         add(f"k=5 bidirectional tau={tau}", t, m)
         del segs
@@ -217,11 +227,42 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
         "frames": n,
         "timing": timing,
         "fusion_diagnostics": diag,
+        # Per-frame (J + F) / 2 of the k=5 strategies compared in the text, for paired bootstraps.
+        "per_frame_jf": {name: [round((j + f) / 2, 5) for j, f in scores[name]]
+                         for name in PAIRED if name in scores},
         "scores": {
             name: {"J": float(np.mean([j for j, _ in v])), "F": float(np.mean([f for _, f in v]))}
             for name, v in scores.items()
         },
     }
+
+
+def paired_ci(results: dict, members: list[str], a: str, b: str, k: int = 5, seed: int = 0) -> dict | None:
+    """Mean over sequences of J&F(a) - J&F(b), with a 95 % bootstrap interval.
+
+    Frames of one anchor segment are not independent, so whole segments (k consecutive frames)
+    are resampled, within each sequence; the statistic is the mean over sequences, as reported.
+    """
+    diffs = []
+    for s in members:
+        pf = results[s].get("per_frame_jf", {})
+        if a not in pf or b not in pf:
+            return None
+        d = np.asarray(pf[a]) - np.asarray(pf[b])
+        diffs.append([d[i:i + k] for i in range(0, len(d), k)])
+    if not diffs:
+        return None
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(BOOT):
+        per_seq = []
+        for blocks in diffs:
+            pick = rng.integers(0, len(blocks), len(blocks))
+            per_seq.append(np.concatenate([blocks[i] for i in pick]).mean())
+        boots.append(np.mean(per_seq))
+    point = float(np.mean([np.concatenate(blocks).mean() for blocks in diffs]))
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": round(point, 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
 
 
 def summarise(results: dict) -> dict:
@@ -248,7 +289,16 @@ def summarise(results: dict) -> dict:
         ds = [d for d in diag if d["branch"] == b]
         branches[b] = {"frames": len(ds), **{key: round(float(np.mean([d[key] for d in ds])), 4)
                                               for key in ("J_forward", "J_backward", "J_fused", "J_nearest", "iou_sides")}}
-    return {"sequences": seqs, "frames": frames, "k5_fusion_branches": branches,
+    paired = {}
+    for g, members in groups.items():
+        for other in PAIRED[1:]:
+            ci = paired_ci(results, members, PAIRED[0], other) if members else None
+            if ci is not None:
+                paired[f"{g}: {PAIRED[0]} - {other}"] = ci
+        ci = paired_ci(results, members, PAIRED[3], PAIRED[0]) if members else None
+        if ci is not None:
+            paired[f"{g}: {PAIRED[3]} - {PAIRED[0]}"] = ci
+    return {"sequences": seqs, "frames": frames, "k5_fusion_branches": branches, "paired_jf": paired,
             "k5_wall_s_per_frame": round(wall, 3),
             "k5_cpu_s_per_frame": round(cpu, 3), "table": table}
 
@@ -268,6 +318,8 @@ def print_table(summary: dict) -> None:
               f"{row.get('tuned', {}).get('J&F', float('nan')):6.3f} {row.get('held-out', {}).get('J&F', float('nan')):8.3f}")
     for b, v in summary.get("k5_fusion_branches", {}).items():
         print(f"k=5 fuse branch {b!r}: {v}")
+    for name, v in summary.get("paired_jf", {}).items():
+        print(f"paired J&F difference {name}: {v['diff']:+.3f} (95 % CI {v['ci95'][0]:+.3f} .. {v['ci95'][1]:+.3f})")
     print(f"k=5 mask stage: {summary['k5_wall_s_per_frame']:.3f} s/frame wall, "
           f"{summary['k5_cpu_s_per_frame']:.3f} s/frame CPU ({summary['frames']} frames)")
 
@@ -280,7 +332,8 @@ def _jf(doc: dict | None, name: str, group: str = "all", key: str = "J&F") -> st
 
 
 def markdown_tables(results_dir: Path) -> str:
-    """The BENCHMARKS.md tables from mask_stage{,_annotated,_points_file,_oracle_anchors}.json."""
+    """The BENCHMARKS.md tables from mask_stage{,_annotated,_points_file,_oracle_anchors}.json
+    (and mask_stage_warp.json, the previous warp-only propagation, when present)."""
 
     def load(name: str) -> dict | None:
         path = results_dir / f"{name}.json"
@@ -291,25 +344,31 @@ def markdown_tables(results_dir: Path) -> str:
 
     def three(doc: dict | None, n: str) -> str:
         return f"{_jf(doc, n)} ({_jf(doc, n, 'tuned')} / {_jf(doc, n, 'held-out')})"
+
+    # The pipeline-points column only when its result file exists (it needs a full annotate run).
+    pcol = " | J&F (pipeline points; tuned / held-out)" if pfile is not None else ""
+
+    def pcell(n: str) -> str:
+        return f" | {three(pfile, n)}" if pfile is not None else ""
     from videomolmo.fusion import STRATEGY_DESCRIPTIONS
 
-    lines = ["| strategy | J (peak) | F (peak) | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) "
-             "| J&F (pipeline points; tuned / held-out) | J&F, GT masks at anchors |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | J (peak) | F (peak) | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.; tuned / held-out)"
+             f"{pcol} | J&F, GT masks at anchors |",
+             "|---|---|---|---|---|---|---|" + ("---|" if pcol else "")]
     for s, desc in STRATEGY_DESCRIPTIONS.items():
         n = f"k=5 {s} tau=0.7"
         lines.append(f"| {s}: {desc} | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | {_jf(peak, n)} | "
-                     f"{_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {three(pfile, n)} | {_jf(oracle, n)} |")
+                     f"{_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {three(annot, n)}{pcell(n)} | {_jf(oracle, n)} |")
     for r in DISK_RADII:
         n = f"k=5 disk r={r}px"
         lines.append(f"| disk r = {r} px around the nearest anchor's point | {_jf(peak, n, key='J')} | {_jf(peak, n, key='F')} | "
-                     f"{_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} | {three(pfile, n)} | - |")
-    lines += ["", "| tau | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.) | J&F (pipeline points; tuned / held-out) "
-              "| J&F, GT masks at anchors |", "|---|---|---|---|---|---|"]
+                     f"{_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {three(annot, n)}{pcell(n)} | - |")
+    lines += ["", f"| tau | J&F (peak) | J&F tuned / held-out (peak) | J&F (annot.; tuned / held-out){pcol} "
+              "| J&F, GT masks at anchors |", "|---|---|---|---|---|" + ("---|" if pcol else "")]
     for tau in TAUS:
         n = f"k=5 bidirectional tau={tau}"
-        lines.append(f"| {tau} | {_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {_jf(annot, n)} "
-                     f"| {three(pfile, n)} | {_jf(oracle, n)} |")
+        lines.append(f"| {tau} | {_jf(peak, n)} | {_jf(peak, n, 'tuned')} / {_jf(peak, n, 'held-out')} | {three(annot, n)}"
+                     f"{pcell(n)} | {_jf(oracle, n)} |")
     lines += ["", "| k | bidirectional | forward only | nearest | disk r=60 | bidirectional, GT anchors | forward, GT anchors | nearest, GT anchors |",
               "|---|---|---|---|---|---|---|---|"]
     for k in KS:
@@ -318,7 +377,9 @@ def markdown_tables(results_dir: Path) -> str:
         cells += [_jf(oracle, f"k={k} {s} tau=0.7") for s in ("bidirectional", "forward", "nearest")]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines.append("")
-    for label, doc in (("peak", peak), ("annot.", annot), ("pipeline points", pfile), ("GT anchors", oracle)):
+    warp = load("mask_stage_warp")
+    for label, doc in (("peak", peak), ("annot.", annot), ("pipeline points", pfile), ("GT anchors", oracle),
+                       ("peak, warp-only propagation (previous backend)", warp)):
         if doc is None:
             continue
         sm = doc["summary"]
@@ -332,6 +393,22 @@ def markdown_tables(results_dir: Path) -> str:
             f" (fwd {(r['scores']['k=5 forward tau=0.7']['J'] + r['scores']['k=5 forward tau=0.7']['F']) / 2:.2f})"
             for q, r in sorted(doc["sequences"].items()))
         lines.append(f"  per sequence, bidirectional J&F: {per_seq}")
+        for name, v in sm.get("paired_jf", {}).items():
+            lines.append(f"  paired J&F difference, {name}: {v['diff']:+.3f} (95 % CI {v['ci95'][0]:+.3f} .. {v['ci95'][1]:+.3f})")
+    if peak is not None and warp is not None:
+        # Same anchors (point -> mask is shared), so the two backends' frames pair up.
+        seqs = sorted(set(peak["sequences"]) & set(warp["sequences"]))
+        merged = {q: {"per_frame_jf": {**{f"new {n}": v for n, v in peak["sequences"][q]["per_frame_jf"].items()},
+                                        **{f"warp {n}": v for n, v in warp["sequences"][q]["per_frame_jf"].items()}}}
+                  for q in seqs}
+        for g, members in (("all", seqs), ("tuned", [q for q in seqs if q not in HELD_OUT]),
+                           ("held-out", [q for q in seqs if q in HELD_OUT])):
+            for s in ("bidirectional", "forward"):
+                n = f"k=5 {s} tau=0.7"
+                ci = paired_ci(merged, members, f"new {n}", f"warp {n}")
+                if ci is not None:
+                    lines.append(f"- new - previous (warp-only) propagation, peak, {s}, {g}: {ci['diff']:+.3f} "
+                                 f"(95 % CI {ci['ci95'][0]:+.3f} .. {ci['ci95'][1]:+.3f})")
     return "\n".join(lines)
 
 

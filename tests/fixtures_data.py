@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from conftest import DAVIS  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
 VIDEOS = ("dog", "blackswan")
 FRAMES = ("00000", "00001", "00002")
 YT_FRAMES = ("00000", "00005", "00010")  # Ref-YouTube-VOS lists every fifth frame

@@ -21,8 +21,8 @@ from videomolmo.annotation import (
     unit_rng,
 )
 from videomolmo.errors import ConfigError, VideoMolmoError
+from conftest import DAVIS, needs_davis  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
 
 
 # ----------------------------------------------------------------------------- fakes
@@ -289,7 +289,7 @@ def test_parse_shard():
             parse_shard(bad)
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 def test_real_reader_input(tmp_path):
     from videomolmo.data import load_dataset
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,8 +11,9 @@ from scipy import ndimage as ndi
 from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.segmentation.cpu import CPU_PRESETS, CpuConfig, CpuPredictor
 from videomolmo.segmentation.registry import get_predictor
+from conftest import DAVIS  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+DATA = DAVIS
 
 
 def load(seq: str, idx: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -135,7 +135,7 @@ def test_bad_input(small, car):
     with pytest.raises(ConfigError, match="flow_preset"):
         CpuConfig(flow_preset="slow")
     with pytest.raises(VideoMolmoError, match="unknown mask backend"):
-        get_predictor("sam3")
+        get_predictor("sam9")
     with pytest.raises(VideoMolmoError, match="does not exist"):
         get_predictor("sam2", model_dir="/nonexistent/sam2")
 
@@ -194,3 +194,55 @@ def test_motion_vote_is_soft_over_thresholds():
         CpuPredictor(motion_thresholds=())
     with pytest.raises(ConfigError, match="motion_thresholds"):
         CpuPredictor(motion_thresholds=(0.5, -1.0))
+
+
+def _square_video(n: int, vanish_at: int | None = None) -> list[np.ndarray]:
+    """A red square moving right 2 px/frame over grey noise; gone from `vanish_at` on."""
+    rng = np.random.default_rng(0)
+    bg = rng.integers(60, 140, (96, 128, 1), dtype=np.uint8).repeat(3, axis=2)
+    bg = cv2.GaussianBlur(bg, (0, 0), 1.5)
+    frames = []
+    for i in range(n):
+        f = bg.copy()
+        if vanish_at is None or i < vanish_at:
+            f[30:60, 20 + 2 * i : 50 + 2 * i] = (200, 30, 30)
+        frames.append(f)
+    return frames
+
+
+def test_propagation_reports_confidence_and_keeps_memory_flat():
+    frames = _square_video(8)
+    pred = CpuPredictor(work_height=96)
+    st = pred.init_state(frames)
+    m0 = pred.add_points(st, 0, 1, [[35, 45]])
+    assert iou(m0, frames[0][..., 1] == 30) > 0.9
+    anchor_score = pred.object_score(st, 0, 1)
+    assert 0.5 <= anchor_score <= 1.0
+    held = []
+    for fi, objs in pred.propagate(st, 0, 7):
+        s = pred.object_score(st, fi, 1)
+        assert 0.0 <= s <= anchor_score + 1e-9
+        assert iou(objs[1], frames[fi][..., 1] == 30) > 0.8, fi
+        held.append(len(st.scores))
+    # the prompted frame and the frame yielded last, never more
+    assert max(held) <= 2
+    assert pred.object_score(st, 3, 1) == 1.0  # no longer held: the documented default
+
+
+def test_propagation_stops_when_the_object_is_gone():
+    frames = _square_video(7, vanish_at=3)
+    fresh = {}
+    for mode in ("appearance", "warp"):
+        pred = CpuPredictor(work_height=96, propagation=mode)
+        st = pred.init_state(frames)
+        pred.add_points(st, 0, 1, [[35, 45]])
+        fresh[mode] = [(objs[1].sum(), pred.object_score(st, fi, 1)) for fi, objs in pred.propagate(st, 0, 6)]
+    # the warp drags the square's mask over the background it left; the appearance check drops it
+    assert fresh["warp"][-1][0] > 500
+    assert fresh["appearance"][-1] == (0, 0.0)
+    assert fresh["appearance"][2][0] > 500  # still there before it vanished
+
+
+def test_bad_propagation_config():
+    with pytest.raises(ConfigError, match="propagation"):
+        CpuPredictor(propagation="magic")

@@ -9,13 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import needs_davis  # noqa: E402
 from fixtures_data import BUILDERS, DAVIS, FRAMES, YT_FRAMES, build_mevis, build_reasonvos, build_refdavis, \
     build_revos, build_ytvos, davis_mask
 from videomolmo.data import Dataset, Sample, detect_format, load_dataset
 from videomolmo.errors import DatasetError, MaskError
 
-needs_davis = pytest.mark.skipif(not (DAVIS / "meta_expressions.json").is_file(),
-                                 reason="../shared/data/davis16-mini is not available")
 
 
 def assert_matches(ds: Dataset, expected: dict) -> None:

@@ -58,6 +58,7 @@ def test_demo_command_writes_everything(tmp_path):
     for q in summary["queries"]:
         d = out / q["kind"]
         assert (d / "points.jsonl").is_file() and (d / "overlay.mp4").stat().st_size > 0
+        assert (d / "overlay.png").stat().st_size > 0  # contact sheet with ground truth and legend
         assert len(list((d / "masks").glob("*.png"))) == summary["frames"]
         for key in ("point_f1", "j", "f", "jf"):
             assert 0.0 <= q[key] <= 1.0

@@ -10,13 +10,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import needs_davis  # noqa: E402
 from fixtures_data import DAVIS, FRAMES, build_mevis, build_refdavis, build_revos, build_ytvos, davis_mask
 from videomolmo.cli import app
 from videomolmo.data import load_dataset
 from videomolmo.evaluation.masks import evaluate_predictions
 
-needs_davis = pytest.mark.skipif(not (DAVIS / "meta_expressions.json").is_file(),
-                                 reason="../shared/data/davis16-mini is not available")
 
 
 def run(*args: str):

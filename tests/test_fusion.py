@@ -136,6 +136,23 @@ BIG = rect(0, 9)  # 36 px
         ("nearest", F, B, ctx(df=2, db=2), F),  # halfway: forward
         ("nearest", EMPTY, B, ctx(df=1, db=4), B),
         ("nearest", F, None, ctx(df=3, db=None), F),
+        # confidence: the paper's intersection when the sides agree ...
+        ("confidence", F, B, FusionContext(tau=0.5, dist_forward=1, dist_backward=4,
+                                           score_forward=0.1, score_backward=0.9), F & B),
+        # ... the union when they disagree and are trusted alike ...
+        ("confidence", F, B, FusionContext(tau=0.7, dist_forward=2, dist_backward=3,
+                                           score_forward=0.5, score_backward=0.9), F | B),
+        # ... the far more trusted side (score per frame of distance) otherwise
+        ("confidence", F, B, FusionContext(tau=0.7, dist_forward=2, dist_backward=2,
+                                           score_forward=0.05, score_backward=0.9), B),
+        ("confidence", F, B, FusionContext(tau=0.7, dist_forward=1, dist_backward=4,
+                                           score_forward=0.9, score_backward=0.5), F),
+        # no scores: distance alone (1 vs 9 frames: the near side; 1 vs 4: both)
+        ("confidence", F, B, ctx(df=1, db=9), F),
+        ("confidence", F, B, ctx(df=9, db=1), B),
+        ("confidence", F, B, ctx(df=1, db=4), F | B),
+        ("confidence", F, EMPTY, FusionContext(tau=0.7, dist_forward=1, dist_backward=1,
+                                               score_forward=0.0, score_backward=1.0), F),
     ],
 )
 def test_strategies(name, fwd, bwd, c, expected):
@@ -157,7 +174,7 @@ def test_registry():
     assert names[0] == "bidirectional"
     assert set(names) >= {
         "bidirectional", "forward", "prefer-left", "prefer-right", "intersection",
-        "union", "larger", "smaller", "nearest",
+        "union", "larger", "smaller", "nearest", "confidence",
     }
     assert not needs_backward("forward") and needs_backward("nearest")
     with pytest.raises(VideoMolmoError, match="unknown fusion strategy 'avg'.*bidirectional"):

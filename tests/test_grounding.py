@@ -8,6 +8,7 @@ import torch
 
 from videomolmo.errors import ConfigError
 from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
+from videomolmo.training.export import export_bundle
 from videomolmo.training.grounding import HEAD_PREFIX, GroundingHead, TrainModule, resolve_layer
 from videomolmo.training.trainer import TrainConfig, train
 
@@ -124,7 +125,7 @@ def test_export_bundle_from_a_grounding_run_drops_the_head(tmp_path, monkeypatch
 
     train(TrainConfig.from_name("test", steps=2, checkpoint_every=2, model_overrides=FLAT,
                                 grounding_weight=1.0), tmp_path / "run", progress=False)
-    weights = bundled.export_bundle(tmp_path / "run", tmp_path / "assets", {"source": "test"})
+    weights = export_bundle(tmp_path / "run", tmp_path / "assets", {"source": "test"})
     assert not any(k.startswith(HEAD_PREFIX) for k in load_file(str(weights)))
     monkeypatch.setattr(bundled, "assets_dir", lambda: tmp_path / "assets")
     model, _ = bundled.load_default()

@@ -28,9 +28,8 @@ from videomolmo.masks import (
     write_mask,
     write_submission_mask,
 )
+from conftest import DAVIS, needs_davis  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
-needs_davis = pytest.mark.skipif(not (DAVIS / "Annotations").is_dir(), reason="davis16-mini not present")
 
 
 def id_map(h: int = 20, w: int = 30) -> np.ndarray:

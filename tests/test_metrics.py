@@ -8,10 +8,8 @@ the toolkit's literal rule (E/S/SE neighbour XOR, last row E only, last column S
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +26,6 @@ from videomolmo.metrics import (
     count_accuracy,
     count_mae,
     db_statistics,
-    evaluate_sequences,
     j_and_f,
     jaccard,
     point_hits_mask,
@@ -36,8 +33,8 @@ from videomolmo.metrics import (
     score_expression,
 )
 from videomolmo.parallel import parallel_map
+from conftest import DAVIS, needs_davis  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
 TOL = 1e-9
 
 
@@ -160,7 +157,7 @@ def _variants(gt: np.ndarray, later: np.ndarray, rng: np.random.Generator) -> di
     }
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 def test_matches_toolkit_definition_on_davis_masks():
     videos = sorted(p.name for p in (DAVIS / "Annotations").iterdir() if p.is_dir())
     assert videos
@@ -182,7 +179,7 @@ def test_matches_toolkit_definition_on_davis_masks():
     assert checked == 2 * 6 * len(videos)
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 def test_sequence_input_gives_per_frame_values():
     gt = np.stack([_davis_gt("dog", t) for t in (0, 10, 20)])
     pred = np.stack([_davis_gt("dog", t) for t in (3, 13, 23)])
@@ -473,56 +470,10 @@ def test_counting_metrics():
 # ---------------------------------------------------------------------------------------------
 
 
-def _ring_masks(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:40, :60]
-    out = []
-    for _ in range(4):
-        cy, cx, r = rng.uniform(10, 30), rng.uniform(10, 50), rng.uniform(4, 12)
-        out.append((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
-    return np.stack(out)
-
-
 def _fails(item: int) -> int:
     if item == 3:
         raise MaskError(f"item {item}: prediction is the wrong size")
     return item * 2
-
-
-def test_evaluate_sequences_parallel_equals_serial():
-    items = [(functools.partial(_ring_masks, s), functools.partial(_ring_masks, s + 100)) for s in range(6)]
-    items.append((_ring_masks(1), _ring_masks(1)))  # plain arrays work too
-    serial = [score_expression(_load_pair(gt), _load_pair(pred)) for gt, pred in items]
-    parallel = evaluate_sequences(items, workers=2, progress=False)
-    assert parallel == serial
-    assert parallel[-1]["J&F"] == 1.0
-    assert evaluate_sequences(items[:2], workers=1, progress=False) == serial[:2]
-
-
-def _load_pair(src):
-    return src() if callable(src) else src
-
-
-def test_evaluate_sequences_reads_png_folders(tmp_path):
-    gt, pred = _ring_masks(3), _ring_masks(4)
-    for name, stack in (("gt", gt), ("pred", pred)):
-        (tmp_path / name).mkdir()
-        for t, m in enumerate(stack):
-            Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / name / f"{t:05d}.png")
-    (tmp_path / "short").mkdir()
-    Image.fromarray(pred[0].astype(np.uint8) * 255).save(tmp_path / "short" / "00000.png")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    got = evaluate_sequences([(tmp_path / "gt", str(tmp_path / "pred"))], workers=1, progress=False)
-    assert got == [score_expression(gt, pred)]
-    with pytest.raises(MaskError, match="short.*shape"):
-        evaluate_sequences([(tmp_path / "gt", tmp_path / "short")], workers=1, progress=False)
-    with pytest.raises(MaskError, match="no .png masks"):
-        evaluate_sequences([(tmp_path / "empty", gt)], workers=1, progress=False)
-    with pytest.raises(MaskError, match="broken.png: cannot read"):
-        evaluate_sequences([(tmp_path / "broken.png", gt[0])], workers=1, progress=False)
-    with pytest.raises(MaskError, match="no such mask"):
-        evaluate_sequences([(tmp_path / "missing", gt)], workers=1, progress=False)
 
 
 def test_parallel_map_keeps_order_and_reraises_worker_errors():

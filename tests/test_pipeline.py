@@ -26,8 +26,8 @@ from videomolmo.pipeline import Pipeline, PipelineConfig
 from videomolmo.pointers.oracle import OraclePointer, interior_points
 from videomolmo.pointers.static import StaticPointer
 from videomolmo.settings import anchor_frames, check_query
+from conftest import DAVIS, needs_davis  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
 runner = CliRunner()
 
 
@@ -211,7 +211,7 @@ def test_eval_under_torchrun_env_takes_its_rank_as_shard(synth_root: Path, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 def test_eval_kill_minus_9_then_resume_on_real_data(tmp_path: Path):
     """kill -9 a real `videomolmo eval` mid-run; the rerun finishes with every row exactly once."""
     from videomolmo.data import load_dataset
@@ -259,7 +259,7 @@ def test_eval_kill_minus_9_then_resume_on_real_data(tmp_path: Path):
     assert not list(run.rglob(".*tmp*")) and not list(run.rglob("*.partial*"))
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 @pytest.mark.parametrize("bench,builder", [("ref-davis17", "build_refdavis"), ("ref-youtube-vos", "build_ytvos"),
                                            ("mevis", "build_mevis"), ("revos", "build_revos"),
                                            ("reasonvos", "build_reasonvos")])

@@ -12,6 +12,7 @@ from videomolmo.errors import ConfigError, VideoMolmoError
 from videomolmo.fusion import fuse
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState
 from videomolmo.segmentation.propagation import iter_segments, segment_video
+from conftest import DAVIS  # noqa: E402
 
 H, W = 20, 40
 
@@ -51,6 +52,8 @@ class FakePredictor(MaskPredictor):
         step = -1 if reverse else 1
         base = state.masks[start_frame]
         for i, fi in enumerate(range(start_frame, end_frame + step, step)):
+            # A backend that doubts its masks more with every frame from the anchor.
+            state.scores = {fi: {oid: 1.0 / (1 + i) for oid in base}}
             yield fi, {oid: np.roll(m, i * step, axis=1) for oid, m in base.items()}
 
     def predict_image(self, frame, points, labels=None):
@@ -220,14 +223,13 @@ def test_streaming_holds_one_segment():
 # ----------------------------------------------------------------------------- CLI: videomolmo segment
 
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from videomolmo.cli import app  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+DATA = DAVIS
 
 
 @pytest.fixture(scope="module")
@@ -416,3 +418,38 @@ def test_runner_drives_the_sam2_backend(tmp_path):
     assert [i for i, _ in out] == list(range(12))
     assert all(m.dtype == bool and m.shape == (48, 64) for _, m in out)
     assert not out[10][1].any() and not out[11][1].any()  # empty last anchor and its tail
+
+
+def test_segments_carry_the_backends_confidence():
+    pts = {0: [[5, 10]], 4: [[13, 10]]}
+    seg = next(iter_segments(frames(5), pts, FakePredictor(), k=4))
+    assert seg.forward_scores == pytest.approx([1 / 2, 1 / 3, 1 / 4])
+    assert seg.backward_scores == pytest.approx([1 / 4, 1 / 3, 1 / 2])
+    # The confidence strategy sees them. Frame 1: forward weight (1/2) / 1 against backward
+    # (1/4) / 3, below 0.2x: the forward side alone; frame 2: equal weights, the union.
+    out = dict(segment_video(frames(5), pts, FakePredictor(), k=4, tau=0.7, strategy="confidence"))
+    np.testing.assert_array_equal(out[1], seg.forward[0])
+    np.testing.assert_array_equal(out[3], seg.backward[2])
+    np.testing.assert_array_equal(out[2], seg.forward[1] | seg.backward[1])
+
+
+def test_default_object_score_is_one():
+    pred = FakePredictor()
+    st = pred.init_state(frames(2))
+    assert pred.object_score(st, 0, 1) == 1.0
+
+
+def test_backends_without_object_score_fuse_as_certain():
+    class Bare:  # a duck-typed backend: the MaskPredictor methods but not object_score
+        name = "bare"
+
+        def __init__(self):
+            self.inner = FakePredictor()
+
+        def __getattr__(self, name):
+            if name == "object_score":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    seg = next(iter_segments(frames(5), {0: [[5, 10]], 4: [[13, 10]]}, Bare(), k=4))
+    assert seg.forward_scores == [1.0, 1.0, 1.0] and seg.backward_scores == [1.0, 1.0, 1.0]

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from conftest import write_frames
 from videomolmo.cli import app
 from videomolmo.model import from_pretrained
 from videomolmo.model import temporal as temporal_mod
@@ -120,13 +121,7 @@ def disk_backend(monkeypatch):
 def _clip(tmp_path, n=6, h=24, w=32):
     frames = np.zeros((n, h, w, 3), np.uint8)
     frames[:, 8:16, 10:20] = 200
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    from PIL import Image
-
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(folder / f"{i:05d}.png")
-    return folder
+    return write_frames(tmp_path / "frames", frames)
 
 
 def test_backend_registered_at_runtime_runs_exactly_in_segment_and_track(tmp_path, disk_backend):
@@ -267,3 +262,11 @@ def test_the_defaults_check_catches_a_literal():
 def test_importing_the_cli_does_not_import_torch():
     code = "import sys, videomolmo.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_inference_never_imports_training():
+    code = ("import sys, numpy as np; from videomolmo.pipeline import Pipeline; "
+            "p = Pipeline.from_pretrained(); r = p.point(np.zeros((3, 32, 32, 3), np.uint8), 'x', k=2); "
+            "sys.exit(1 if any(m.startswith('videomolmo.training') for m in sys.modules) else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -93,3 +93,54 @@ def test_empty_stream_leaves_no_video(tmp_path: Path):
     with pytest.raises(VideoMolmoError):
         render.write_overlay_video(tmp_path / "o.mp4", iter([]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mask_colour_contrasts_with_the_scene():
+    """A blue sprite on a blue clip is not tinted blue (the demo's mask was invisible)."""
+    from videomolmo.render import CONTRAST_COLORS, STAR_COLOR, contrast_color
+
+    frame = np.zeros((60, 80, 3), np.uint8)
+    frame[:] = (40, 60, 200)
+    mask = np.zeros((60, 80), bool)
+    mask[20:40, 30:50] = True
+    c = np.array(contrast_color(frame, mask))
+    assert np.linalg.norm(c - np.array([40, 60, 200])) > 200
+    assert tuple(c) != STAR_COLOR and STAR_COLOR not in CONTRAST_COLORS
+    # A second object gets a different colour.
+    assert contrast_color(frame, mask, avoid=[tuple(c)]) != tuple(c)
+
+
+def test_short_clips_play_at_a_watchable_rate():
+    from videomolmo.render import watchable_fps
+
+    assert watchable_fps(12, 30) * 3 <= 12 + 1e-9  # 12 frames last at least 3 s
+    assert watchable_fps(300, 25) == 25  # long videos keep their own rate
+    assert watchable_fps(2, 30) == 2
+
+
+def test_render_sheet_has_a_legend_and_ground_truth(tmp_path):
+    from PIL import Image
+
+    from videomolmo import render
+
+    frames = [np.full((120, 160, 3), (30, 60, 200), np.uint8) for _ in range(4)]
+    mask = np.zeros((120, 160), bool)
+    mask[30:80, 40:100] = True
+    gt = np.zeros((120, 160), bool)
+    gt[20:90, 30:110] = True
+    items = [render.OverlayFrame(f, i, mask, np.array([[70.0, 55.0]]), gt) for i, f in enumerate(frames)]
+    res = render.render(items, video_path=tmp_path / "o.mp4", sheet_path=tmp_path / "o.png", query="q",
+                        fps=30, num_frames=4, min_short_side=120)
+    sheet = np.asarray(Image.open(res["sheet"]).convert("RGB"))
+    plain = render.contact_sheet([render.overlay_frame(f) for f in frames[:4]], cols=4,
+                                 tile_width=min(320, 160))
+    assert sheet.shape[0] > plain.shape[0]  # the legend band below the tiles
+    band = sheet[plain.shape[0]:]
+    # The legend's swatch shows the chosen mask colour, its outline the ground truth's white.
+    tint = render.contrast_color(frames[0], mask)
+    assert (np.abs(band.astype(int) - np.array(tint)).sum(axis=2) < 30).any()
+    assert (band == 255).all(axis=2).any()
+    import av
+
+    with av.open(str(res["video"])) as c:
+        assert float(c.streams.video[0].average_rate) <= 4 / 3 + 1e-6 or c.streams.video[0].average_rate == 2

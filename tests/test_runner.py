@@ -16,16 +16,8 @@ import pytest
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 from videomolmo.evaluation import summary
 from videomolmo.files import JsonlLog
-from videomolmo.evaluation.runner import (
-    RunConfig,
-    Shard,
-    complete_units,
-    make_units,
-    missing_units,
-    prepare_run_dir,
-    read_all_rows,
-    run_units,
-)
+from videomolmo.evaluation.journal import Shard, complete_units, missing_units, read_all_rows, run_units
+from videomolmo.evaluation.runner import RunConfig, make_units, prepare_run_dir
 
 
 @dataclass
@@ -127,7 +119,8 @@ def test_bad_unit_is_skipped_and_retried_later(tmp_path: Path):
 _CHILD = r"""
 import sys, time
 from dataclasses import dataclass
-from videomolmo.evaluation.runner import make_units, run_units
+from videomolmo.evaluation.journal import run_units
+from videomolmo.evaluation.runner import make_units
 
 @dataclass
 class S:
@@ -193,8 +186,28 @@ def test_summary_tables():
     assert s["overall"]["points"]["F1_ci"][0] <= s["overall"]["points"]["F1"] <= s["overall"]["points"]["F1_ci"][1]
     assert set(s["categories"]) == {"reasoning", "referring"}
     md = summary.to_markdown(s)
-    assert "| overall | 60.0 | 80.0 | 70.0 | 2 |" in md and "MAE" in md
+    assert "| overall | 60.0 | 80.0 | 70.0 | - | 2 |" in md and "MAE" in md
+    # The annotator variants are named in words and explained, not left as "anno_0".
+    assert "| overall, annotator 0 | 40.0 | 60.0 | 50.0 | - | 1 |" in md and "anno_" not in md
+    assert "per annotator and then averaged" in md
     assert [r["key"] for r in summary.worst(rows, 2)] == ["b/1", "a/0"]
+
+
+def test_summary_baseline_and_per_video_tables():
+    rows = [
+        {"key": "a/0", "video": "a", "J": 0.4, "F": 0.6, "JF": 0.5, "baseline_J": 0.2, "baseline_F": 0.4,
+         "baseline_JF": 0.3, "category": "referring"},
+        {"key": "b/0", "video": "b", "J": 0.8, "F": 1.0, "JF": 0.9, "baseline_J": 0.9, "baseline_F": 0.9,
+         "baseline_JF": 0.9, "category": "reasoning"},
+    ]
+    s = summary.summarize("mevis", rows)
+    assert s["overall"]["baseline"]["JF"] == pytest.approx(60.0)
+    assert set(s["videos"]) == {"a", "b"} and s["videos"]["b"]["baseline"]["JF"] == pytest.approx(90.0)
+    md = summary.to_markdown(s)
+    assert "| overall | 60.0 | 80.0 | 70.0 | 60.0 | 2 |" in md
+    assert "| video a | 40.0 | 60.0 | 50.0 | 30.0 | 1 |" in md
+    assert "| category reasoning | 80.0 | 100.0 | 90.0 | 90.0 | 1 |" in md
+    assert "first-frame baseline: the first frame's true mask copied to every frame" in md
 
 
 def _refdavis_two_objects(root: Path) -> Path:
@@ -224,7 +237,7 @@ class _FakeResult:
         self.points = {0: np.array([[5.0, 5.0]])}
         self.count = 1
 
-    def masks(self):
+    def masks(self, progress=None):
         for i in range(self.n):
             yield i, self.mask
 

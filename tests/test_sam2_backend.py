@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DAVIS, needs_davis  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
@@ -314,10 +315,9 @@ def test_state_on_a_frame_folder_and_single_point_shape(predictor, video, tmp_pa
     assert not m.any()
 
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="davis16-mini not available")
+@needs_davis
 def test_annotate_cli_with_the_sam2_backend(ckpt_dir, tmp_path):
     from typer.testing import CliRunner
 

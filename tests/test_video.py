@@ -19,9 +19,8 @@ from videomolmo.video import (
     open_video,
     write_video,
 )
+from conftest import DAVIS, needs_davis  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
-needs_davis = pytest.mark.skipif(not (DAVIS / "JPEGImages").is_dir(), reason="davis16-mini not present")
 
 
 def moving_frames(n: int, w: int = 64, h: int = 48, seed: int = 0) -> list[np.ndarray]:

@@ -74,22 +74,32 @@ def score_query(clip: Clip, expr: int, points: dict[int, np.ndarray],
 
 
 def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int = DEMO_SETTINGS.k,
-             tau: float = DEMO_SETTINGS.tau) -> list[QueryReport]:
-    """Run the demo; returns one report per query and writes `<out>/summary.json`."""
+             tau: float = DEMO_SETTINGS.tau, progress=None) -> list[QueryReport]:
+    """Run the demo; returns one report per query and writes `<out>/summary.json`.
+
+    `progress(stage, done, total)` hears about loading, pointing and masks of each query."""
     from videomolmo.pipeline import Pipeline
 
     t0 = time.perf_counter()
     out = ensure_writable_dir(out)
     clip, exprs = demo_clip(seed)
+    report = progress or (lambda stage, done, total: None)
+    report("loading the bundled model", 0, 1)
     pipe = Pipeline.from_pretrained(None)
+    pipe.synthetic_input = True  # the bundled model's own domain: no out-of-domain notice
+    report("loading the bundled model", 1, 1)
     reports = []
     frames = clip.frames
     for j in exprs:
         e = clip.expressions[j]
         qdir = out / f"{e.kind}"
+        def stage(name, done, total, kind=e.kind):
+            report(f"{kind} query: {name}", done, total)
+
         res = pipe(frames, e.text, k=k, tau=tau, mask_backend=DEMO_SETTINGS.mask_backend,
-                   fusion=DEMO_SETTINGS.fusion)
-        files = res.save(qdir)
+                   fusion=DEMO_SETTINGS.fusion, progress=stage)
+        files = res.save(qdir, progress=stage, sheet=True,
+                         gt_mask=lambda t, ids=e.obj_ids: clip.union_mask(ids, t))
         from videomolmo.masks import read_mask
 
         # Score exactly what was written (the mask PNGs), not a second run of the mask stage.

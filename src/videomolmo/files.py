@@ -75,6 +75,43 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def ensure_writable_file(path: str | os.PathLike) -> Path:
+    """Check, before the work that produces it, that an output file can be written at `path`
+    (its folder is created if missing); `ConfigError` otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; give a file name")
+    ensure_writable_dir(p.parent)
+    return p
+
+
+def check_safetensors(path: str | os.PathLike) -> Path:
+    """Check a .safetensors file is complete without reading its tensors: the header must parse
+    and every tensor's byte range must lie inside the file. A file cut short by a crash or a
+    partial copy fails here with `CheckpointError` instead of deep inside a load."""
+    import json
+    import struct
+
+    from videomolmo.errors import CheckpointError
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such safetensors file")
+    size = p.stat().st_size
+    try:
+        with open(p, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{p}: truncated or corrupt safetensors file ({exc})") from None
+    if 8 + n + end > size:
+        raise CheckpointError(f"{p}: truncated safetensors file ({size} bytes, its header needs {8 + n + end})")
+    return p
+
+
 class JsonlLog:
     """An append-only JSONL file whose rows are written atomically.
 

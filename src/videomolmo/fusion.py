@@ -117,11 +117,15 @@ class FusionContext:
 
     `dist_forward` / `dist_backward`: frames between this frame and the anchor each side was
     propagated from (None when that side has no anchor). `tau`: the IoU threshold of `fuse`.
+    `score_forward` / `score_backward`: the backend's confidence in each side's mask, in [0, 1]
+    (`MaskPredictor.object_score`); None when the backend gave none.
     """
 
     tau: float
     dist_forward: int | None = None
     dist_backward: int | None = None
+    score_forward: float | None = None
+    score_backward: float | None = None
 
 
 class Strategy(Protocol):
@@ -193,6 +197,32 @@ def _nearest(f, b, ctx: FusionContext):
     return (f if df <= db else b).copy()
 
 
+CONFIDENCE_RATIO = 0.2
+"""`confidence`: two disagreeing sides are united unless one side's weight (backend score per
+frame of distance from its anchor) is below this fraction of the other's. Chosen on the tuned
+davis16-mini sequences (BENCHMARKS.md): 0.1-0.2 tie with the paper's rule, 0.25-0.7 are worse."""
+
+
+def _confidence(f, b, ctx: FusionContext):
+    f, b = _pair(f, b)
+    decided, out = _one_sided(f, b)
+    if decided:
+        return out
+    if mask_iou(f, b) >= ctx.tau:
+        # The sides agree: the paper's intersection.
+        return f & b
+    # They disagree. The union keeps what either side found (the paper's rule), unless one side
+    # is far less trusted: then it is more likely to add a wrong region than a missed part.
+    # Errors grow with distance from the anchor, so a side's weight is its score per frame.
+    sf = 1.0 if ctx.score_forward is None else max(float(ctx.score_forward), 0.0)
+    sb = 1.0 if ctx.score_backward is None else max(float(ctx.score_backward), 0.0)
+    wf = sf / max(ctx.dist_forward or 1, 1)
+    wb = sb / max(ctx.dist_backward or 1, 1)
+    if min(wf, wb) >= CONFIDENCE_RATIO * max(wf, wb):
+        return f | b
+    return (f if wf > wb else b).copy()
+
+
 STRATEGIES: dict[str, Strategy] = {
     "bidirectional": _bidirectional,
     "forward": _forward_only,
@@ -203,10 +233,13 @@ STRATEGIES: dict[str, Strategy] = {
     "larger": _by_area(True),
     "smaller": _by_area(False),
     "nearest": _nearest,
+    "confidence": _confidence,
 }
 """Every fusion strategy by name. Except `forward`, all fall back to the other side when one side
 is None or empty; `prefer-left`/`prefer-right` take their side whenever it is non-empty,
-`nearest` takes the side whose anchor is fewer frames away."""
+`nearest` takes the side whose anchor is fewer frames away, `confidence` is the paper's rule that
+drops a disagreeing side the backend trusts far less (score per frame of distance; without scores
+only distance counts)."""
 
 STRATEGY_DESCRIPTIONS: dict[str, str] = {
     "bidirectional": "intersection if IoU >= tau else union (paper Eq. 4-6)",
@@ -218,6 +251,7 @@ STRATEGY_DESCRIPTIONS: dict[str, str] = {
     "larger": "the mask with more pixels",
     "smaller": "the mask with fewer pixels",
     "nearest": "the side whose anchor is nearer in time",
+    "confidence": "intersection if IoU >= tau, else union unless one side's confidence / distance is < 0.2x the other's",
 }
 
 

@@ -111,7 +111,7 @@ def _open_ids(path: Path) -> tuple[np.ndarray, bool]:
         raise MaskError(f"{path}: no such mask file") from None
     except IsADirectoryError:
         raise MaskError(f"{path}: is a folder, not a mask PNG") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise MaskError(f"{path}: unreadable mask PNG ({exc.__class__.__name__}: {exc})") from None
 
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -38,11 +37,11 @@ __all__ = [
     "count_accuracy",
     "count_mae",
     "db_statistics",
-    "evaluate_sequences",
     "j_and_f",
     "jaccard",
     "point_hits_mask",
     "point_prf",
+    "prf_from_counts",
     "score_expression",
 ]
 
@@ -492,9 +491,6 @@ class PointScore:
     n_pred: int
     n_gt: int
 
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
 
 def _as_points(points: Any, name: str) -> np.ndarray:
     arr = np.asarray(points, dtype=np.float64)
@@ -567,16 +563,23 @@ def point_prf(
     masks = list(gt_masks)
     if len(masks) != len(gts):
         raise MaskError(f"got {len(gts)} ground-truth points but {len(masks)} ground-truth masks")
-    n_pred, n_gt = len(preds), len(gts)
+    hits = 0
+    if len(preds) and len(gts):
+        rows, cols = linear_sum_assignment(cdist(preds, gts))
+        for i, j in zip(rows, cols):
+            hits += int(point_hits_mask(preds[i : i + 1], masks[j], rule=rule)[0])
+    return prf_from_counts(hits, len(preds), len(gts))
+
+
+def prf_from_counts(hits: int, n_pred: int, n_gt: int) -> PointScore:
+    """Precision / recall / F1 from hit and point counts (of one frame, or summed over many).
+
+    Nothing predicted and nothing to find scores 1; one side empty scores 0."""
     if n_gt == 0:
         v = float(n_pred == 0)
-        return PointScore(v, v, v, 0, n_pred, 0)
+        return PointScore(v, v, v, hits, n_pred, 0)
     if n_pred == 0:
         return PointScore(0.0, 0.0, 0.0, 0, 0, n_gt)
-    rows, cols = linear_sum_assignment(cdist(preds, gts))
-    hits = 0
-    for i, j in zip(rows, cols):
-        hits += int(point_hits_mask(preds[i : i + 1], masks[j], rule=rule)[0])
     precision = hits / n_pred
     recall = hits / n_gt
     f1 = 0.0 if precision == 0 or recall == 0 else 2 * precision * recall / (precision + recall)
@@ -608,71 +611,3 @@ def count_accuracy(pred: Any, gt: Any, tolerance: int = 0) -> float:
     """Fraction of counts within `tolerance` of the truth (0 = exact match; Molmo's "close" is 1)."""
     p, g = _as_counts(pred, gt)
     return float(np.mean(np.abs(p - g) <= tolerance))
-
-
-# --------------------------------------------------------------------------------------------
-# whole benchmarks on all cores
-# --------------------------------------------------------------------------------------------
-
-
-def _read_mask_png(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im) > 0
-    except (OSError, UnidentifiedImageError) as exc:
-        raise MaskError(f"{path}: cannot read mask PNG ({exc})") from None
-
-
-def _load(source: Any) -> tuple[np.ndarray, str]:
-    """(masks, description) from an array, a zero-argument loader, a PNG file or a PNG folder."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.is_dir():
-            files = sorted(path.glob("*.png"))
-            if not files:
-                raise MaskError(f"{path}: no .png masks in this folder")
-            return np.stack([_read_mask_png(f) for f in files]), str(path)
-        if path.is_file():
-            return _read_mask_png(path), str(path)
-        raise MaskError(f"{path}: no such mask file or folder")
-    arr = np.asarray(source() if callable(source) else source)
-    return arr, f"masks of shape {arr.shape}"
-
-
-def _score_item(item: tuple[Any, Any], bound_th: float) -> dict[str, Any]:
-    (gt, gt_name), (pred, pred_name) = _load(item[0]), _load(item[1])
-    if gt.shape != pred.shape:
-        raise MaskError(f"prediction {pred_name} has shape {pred.shape}, ground truth {gt_name} has {gt.shape}")
-    return score_expression(gt, pred, bound_th=bound_th)
-
-
-def evaluate_sequences(
-    items: Sequence[tuple[Any, Any]] | Iterable[tuple[Any, Any]],
-    workers: int | None = None,
-    bound_th: float = DEFAULT_BOUND_TH,
-    description: str = "scoring",
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Score many expressions in parallel; returns one `score_expression` dict per item, in order.
-
-    Each item is a `(gt, pred)` pair where each side is a (T, H, W) mask array, a picklable
-    zero-argument callable returning one (e.g. `functools.partial(load_masks, path)`), a folder
-    of mask PNGs (sorted by name, non-zero = foreground) or one PNG; loaders and paths are read
-    inside the worker processes. Uses `workers` processes (default: all cores), with a rich
-    progress bar.
-
-    Raises:
-        MaskError: an unreadable PNG, an empty folder, or a prediction whose shape differs from
-            its ground truth (the message names both).
-    """
-    from functools import partial
-
-    from videomolmo.parallel import parallel_map
-
-    return parallel_map(
-        partial(_score_item, bound_th=bound_th), list(items), workers=workers,
-        description=description, progress=progress,
-    )
-

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -50,6 +51,15 @@ class PipelineResult:
     points: dict[int, np.ndarray]
     config: PipelineConfig
     predictor_factory: Callable[[], Any] | None = field(default=None, repr=False)
+    #: {frame: (N,) confidence in 0..1 of each point}, or None when the pointer has no scores.
+    scores: dict[int, np.ndarray] | None = field(default=None, repr=False)
+    #: One-line notes a person should read with the result (bundled model, nothing found).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        """False when no sampled frame got a point: the query was not found at all."""
+        return any(len(p) for p in self.points.values())
 
     @property
     def num_frames(self) -> int:
@@ -101,8 +111,13 @@ class PipelineResult:
         masks: bool = True,
         overlay: bool = True,
         progress: ProgressFn | None = None,
+        gt_mask: Callable[[int], np.ndarray] | None = None,
+        sheet: bool = False,
     ) -> dict[str, str]:
         """Write `masks/<frame>.png`, `overlay.mp4`, `points.jsonl` and `count.json` to `out_dir`.
+
+        `gt_mask(i)`, when the truth is known (demo, benchmarks), is drawn as a white outline on
+        the overlay; `sheet=True` adds `overlay.png`, a contact sheet of 8 frames with a legend.
 
         Nothing half-written is ever left looking complete: masks go to a hidden folder that is
         renamed to `masks/` at the end, the overlay to a temp file renamed when encoded, and
@@ -128,13 +143,16 @@ class PipelineResult:
                     if masks:
                         stem = Path(str(names[i])).stem if names is not None else f"{i:05d}"
                         write_mask_png(tmp_masks / f"{stem}.png", m)
-                    yield render.OverlayFrame(self.video[i], i, m, self.points.get(i))
+                    yield render.OverlayFrame(self.video[i], i, m, self.points.get(i),
+                                              None if gt_mask is None else gt_mask(i))
 
             try:
                 if overlay:
                     render.render(stream(), video_path=out / "overlay.mp4", query=self.query, fps=self.fps,
-                                  num_frames=self.num_frames)
+                                  num_frames=self.num_frames, sheet_path=out / "overlay.png" if sheet else None)
                     files["overlay"] = str(out / "overlay.mp4")
+                    if sheet:
+                        files["sheet"] = str(out / "overlay.png")
                 else:
                     for _ in stream():
                         pass
@@ -157,13 +175,20 @@ class PipelineResult:
         return self.save(out_dir, masks=True, overlay=False, progress=progress)
 
     def count_report(self) -> dict:
-        return {
+        report = {
             "query": self.query,
+            "found": self.found,
             "count": self.count,
             "per_frame": {str(i): c for i, c in self.counts.items()},
             "sampled_frames": self.sampled_frames,
             "rule": "max over sampled frames of distinct points",
         }
+        if self.scores is not None:
+            report["point_scores"] = {str(i): [round(float(s), 4) for s in self.scores.get(i, [])]
+                                      for i in self.sampled_frames}
+        if self.notes:
+            report["notes"] = list(self.notes)
+        return report
 
 
 def write_mask_png(path: Path, mask: np.ndarray) -> None:
@@ -214,6 +239,15 @@ class Pipeline:
         # Shared between pipelines that differ only in the pointer (the oracle binds one per
         # sample), so a SAM2 checkpoint is loaded once per run.
         self._predictors: dict[str, Any] = predictors if predictors is not None else {}
+        #: True when the input is synthetic sprite video (demo, synthetic benchmark): the bundled
+        #: model's own domain, so its out-of-domain notice is not due.
+        self.synthetic_input = False
+
+    def notices(self) -> list[str]:
+        """Notes due before running (the bundled model on input outside its domain)."""
+        from videomolmo.notices import BUNDLED_NOTICE, uses_bundled_model
+
+        return [BUNDLED_NOTICE] if uses_bundled_model(self.pointer) and not self.synthetic_input else []
 
     @classmethod
     def from_pretrained(
@@ -245,7 +279,9 @@ class Pipeline:
 
     def with_pointer(self, pointer: Pointer) -> "Pipeline":
         """The same settings and mask predictors with another stage-1 pointer."""
-        return Pipeline(pointer, self.config, self.mask_checkpoint, self.device, self._predictors)
+        pipe = Pipeline(pointer, self.config, self.mask_checkpoint, self.device, self._predictors)
+        pipe.synthetic_input = self.synthetic_input
+        return pipe
 
     def for_sample(self, sample: Any) -> "Pipeline":
         """The pipeline for one benchmark sample (binds pointers that read its ground truth)."""
@@ -274,8 +310,21 @@ class Pipeline:
         q = check_query(query)
         v = open_video(video)
         frames = anchor_frames(len(v), cfg.k, cfg.first_frame_only)
-        pts = self.pointer.point(v, q, frames, l=cfg.l, progress=progress)
-        return PipelineResult(v, q, pts, cfg, None)
+        if hasattr(self.pointer, "point_scored"):
+            pts, scores = self.pointer.point_scored(v, q, frames, l=cfg.l, progress=progress)
+        else:  # a duck-typed pointer (only `point`): no confidences
+            pts, scores = self.pointer.point(v, q, frames, l=cfg.l, progress=progress), None
+        res = PipelineResult(v, q, pts, cfg, None, scores=scores)
+        from videomolmo.notices import BundledModelWarning, NothingFoundWarning, nothing_found
+
+        # Also as Python warnings, so API users see them without reading `notes`.
+        for note in self.notices():
+            res.notes.append(note)
+            warnings.warn(note, BundledModelWarning, stacklevel=2)
+        if not res.found:
+            res.notes.append(nothing_found(q, len(frames)))
+            warnings.warn(res.notes[-1], NothingFoundWarning, stacklevel=2)
+        return res
 
     def __call__(
         self,

@@ -33,6 +33,47 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 STAR_COLOR = (255, 230, 0)
 GT_COLOR = (255, 255, 255)
+# Candidates for a mask colour chosen against the scene: saturated hues far apart, leaving out
+# the stars' yellow and the ground truth's white so the three marks never look alike.
+CONTRAST_COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 255),
+    (0, 255, 0),
+    (255, 64, 0),
+    (0, 200, 255),
+    (160, 0, 255),
+    (0, 0, 255),
+    (255, 0, 0),
+)
+
+
+def contrast_color(frame: np.ndarray, mask: np.ndarray | None = None,
+                   avoid: Sequence[tuple[int, int, int]] = ()) -> tuple[int, int, int]:
+    """The candidate colour farthest from the scene: from the colours under `mask` (the object
+    the tint sits on) and from the frame's dominant colours (what surrounds it), so a blue
+    sprite on a blue clip is not tinted blue. `avoid` keeps colours already used apart."""
+    f = np.asarray(frame, dtype=np.float32).reshape(-1, 3)
+    samples = f[:: max(1, len(f) // 4096)]
+    if mask is not None and np.asarray(mask).any():
+        inside = np.asarray(frame, dtype=np.float32)[np.asarray(mask, dtype=bool)]
+        samples = np.concatenate([samples, inside[:: max(1, len(inside) // 4096)]])
+    best, best_d = CONTRAST_COLORS[0], -1.0
+    for c in CONTRAST_COLORS:
+        if c in avoid:
+            continue
+        # The 5th-percentile distance: the colour must stand out from nearly every pixel.
+        d = float(np.percentile(np.linalg.norm(samples - np.array(c, np.float32), axis=1), 5))
+        if d > best_d:
+            best, best_d = c, d
+    return best
+
+
+def watchable_fps(num_frames: int, fps: float, min_seconds: float = 3.0, min_fps: float = 2.0) -> float:
+    """The overlay's frame rate: the video's own, slowed down for short clips so the overlay
+    lasts at least `min_seconds` (a 12-frame clip at 30 fps would be over in 0.4 s)."""
+    fps = float(fps) if fps and fps > 0 else 24.0
+    if num_frames <= 0:
+        return fps
+    return max(min_fps, min(fps, num_frames / min_seconds))
 
 
 def color_for(obj_id: int) -> tuple[int, int, int]:
@@ -50,6 +91,12 @@ class OverlayStyle:
     gt_px: int = 2
     caption: bool = True
     caption_max_chars: int = 120
+    #: {object id: RGB}; ids not in it use the palette. `render` fills it per video with
+    #: colours chosen against the scene (`contrast_color`).
+    colors: dict[int, tuple[int, int, int]] | None = None
+
+    def color(self, obj_id: int) -> tuple[int, int, int]:
+        return (self.colors or {}).get(int(obj_id)) or color_for(obj_id)
 
 
 def _as_mask_dict(masks) -> dict[int, np.ndarray]:
@@ -145,10 +192,10 @@ def overlay_frame(
             raise VideoMolmoError(f"overlay: mask of object {obj_id} is {m.shape}, frame is {(h, w)}")
         if not m.any():
             continue
-        color = np.array(color_for(obj_id), dtype=np.float32)
+        color = np.array(style.color(obj_id), dtype=np.float32)
         out[m] = out[m] * (1 - style.mask_alpha) + color * style.mask_alpha
         cs, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        contours.append((list(cs), color_for(obj_id)))
+        contours.append((list(cs), style.color(obj_id)))
     img = np.ascontiguousarray(out.round().clip(0, 255).astype(np.uint8))
     for cs, color in contours:
         cv2.drawContours(img, cs, -1, color, style.contour_px, lineType=cv2.LINE_AA)
@@ -216,6 +263,37 @@ def contact_sheet(
     return sheet
 
 
+def legend_entries(style: OverlayStyle | None = None, gt: bool = True) -> list[tuple[str, str, tuple[int, int, int]]]:
+    """(kind, label, colour) of what an overlay draws, for `draw_legend`."""
+    style = style or OverlayStyle()
+    entries = [("mask", "predicted mask", style.color(1)), ("star", "predicted point", STAR_COLOR)]
+    if gt:
+        entries.append(("outline", "ground truth", GT_COLOR))
+    return entries
+
+
+def draw_legend(sheet: np.ndarray, entries: Sequence[tuple[str, str, tuple[int, int, int]]]) -> np.ndarray:
+    """`sheet` with a band below it explaining each mark: a swatch, star or outline plus its label."""
+    h, w = sheet.shape[:2]
+    size = 16
+    font = _font(size)
+    band = np.full((int(size * 2.2), w, 3), 24, np.uint8)
+    x, y = size // 2, band.shape[0] // 2
+    for kind, label, color in entries:
+        if kind == "mask":
+            cv2.rectangle(band, (x, y - size // 2), (x + size, y + size // 2), color, -1)
+        elif kind == "star":
+            draw_stars(band, np.array([[x + size / 2, y]]), size // 2 + 1, color)
+        else:
+            cv2.rectangle(band, (x, y - size // 2), (x + size, y + size // 2), color, 2)
+        pil = Image.fromarray(band)
+        draw = ImageDraw.Draw(pil)
+        draw.text((x + size + 6, y - size // 2 - 1), label, font=font, fill=(235, 235, 235))
+        band = np.asarray(pil).copy()
+        x += size + 6 + int(draw.textlength(label, font=font)) + size * 2
+    return np.concatenate([sheet, band], axis=0)
+
+
 def sample_indices(num_frames: int, count: int) -> list[int]:
     """`count` frame indices spread evenly over `num_frames`, always including first and last."""
     if num_frames <= 0:
@@ -261,6 +339,16 @@ def _enlarge(it: OverlayFrame, min_short_side: int) -> OverlayFrame:
     return OverlayFrame(up(it.frame), it.index, masks, pts, up(it.gt_mask))
 
 
+def _pick_colors(style: OverlayStyle, it: OverlayFrame) -> None:
+    """Choose each object's colour once per video, on the first frame that shows it, so the
+    tint contrasts with the scene and stays the same from frame to frame."""
+    if style.colors is None:
+        style.colors = {}
+    for obj_id, m in _as_mask_dict(it.masks).items():
+        if obj_id not in style.colors and np.asarray(m).any():
+            style.colors[obj_id] = contrast_color(it.frame, m, avoid=list(style.colors.values()))
+
+
 def render(
     items: Iterable[OverlayFrame],
     video_path: str | os.PathLike | None = None,
@@ -279,16 +367,23 @@ def render(
     (otherwise every frame is kept as a small thumbnail and the sheet is sampled at the end).
     Frames whose short side is below `min_short_side` are enlarged by an integer factor (nearest
     neighbour, so pixels stay sharp) before drawing, so captions and stars stay legible on small
-    clips such as the 112 px synthetic benchmark.
+    clips such as the 112 px synthetic benchmark. Short clips play slower than `fps`
+    (`watchable_fps`), and each object's colour is chosen against the scene (`contrast_color`).
     Returns {"frames": n, "video": path or None, "sheet": path or None}.
     """
-    style = style or OverlayStyle()
+    from dataclasses import replace
+
+    style = replace(style or OverlayStyle())
     wanted = set(sample_indices(num_frames, sheet_count)) if num_frames else None
     thumbs: list[tuple[int, np.ndarray]] = []
+    seen_gt = False
 
     def drawn() -> Iterator[np.ndarray]:
+        nonlocal seen_gt
         for it in items:
             it = _enlarge(it, min_short_side)
+            seen_gt = seen_gt or it.gt_mask is not None
+            _pick_colors(style, it)
             img = overlay_frame(it.frame, it.masks, it.points, it.gt_mask, it.index, query, style)
             if sheet_path is not None and (wanted is None or it.index in wanted):
                 # Thumbnails only: a long video must not keep full frames around.
@@ -302,7 +397,7 @@ def render(
 
     n = 0
     if video_path is not None:
-        n = write_overlay_video(video_path, drawn(), fps=fps)
+        n = write_overlay_video(video_path, drawn(), fps=watchable_fps(num_frames, fps) if num_frames else fps)
     else:
         for _ in drawn():
             n += 1
@@ -311,5 +406,5 @@ def render(
             raise VideoMolmoError(f"{sheet_path}: no frames to put on the contact sheet")
         keep = [thumbs[i] for i in sample_indices(len(thumbs), sheet_count)]
         sheet = contact_sheet([t for _, t in keep], cols=sheet_cols, tile_width=min(320, keep[0][1].shape[1]))
-        write_png(sheet_path, sheet)
+        write_png(sheet_path, draw_legend(sheet, legend_entries(style, gt=seen_gt)))
     return {"frames": n, "video": str(video_path) if video_path else None, "sheet": str(sheet_path) if sheet_path else None}

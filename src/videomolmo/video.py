@@ -244,7 +244,12 @@ def _read_image_rgb(path: Path) -> np.ndarray:
     if flags is not None:
         import cv2
 
-        frame = cv2.imread(str(path), flags)
+        try:
+            frame = cv2.imread(str(path), flags)
+        except cv2.error:
+            # OpenCV asserts on images over its pixel limit (a header claiming 100000x100000):
+            # PIL below names the problem.
+            frame = None
         if frame is not None and frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8:
             return frame
     return _read_image_rgb_pil(path)
@@ -261,7 +266,7 @@ def _read_image_rgb_pil(path: Path) -> np.ndarray:
             return np.asarray(im)
     except FileNotFoundError:
         raise VideoError(f"{path}: frame file disappeared") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise VideoError(f"{path}: unreadable frame image ({exc.__class__.__name__}: {exc})") from None
 
 
@@ -271,7 +276,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:  # reads the header only
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise VideoError(f"{path}: unreadable frame image ({exc.__class__.__name__}: {exc})") from None
 
 

@@ -7,6 +7,7 @@ from typing import Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from videomolmo.errors import VideoMolmoError
 
@@ -36,15 +37,20 @@ def _root(
     """VideoMolmo: ground natural-language queries in video by pointing."""
 
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: printed text quotes paths, queries and commands whose square brackets are data.
+# Styled output builds `rich.text.Text` explicitly.
+console = Console(markup=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable)
 
 
 def console_error(message: str) -> None:
-    # One line, no traceback: the message names the file and the problem.
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # One line, no traceback: the message names the file and the problem. The message is printed
+    # as plain text: it quotes paths and commands (`videomolmo[serve]`, `clip[1].mp4`) whose
+    # square brackets rich would otherwise eat as markup.
+    err_console.print(Text.assemble(("error:", "bold red"), " ", " ".join(str(message).splitlines())),
+                      highlight=False, soft_wrap=True)
 
 
 def handles_errors(fn: F) -> F:

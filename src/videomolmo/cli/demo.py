@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console
+from videomolmo.cli.progress import stages
 from videomolmo.demo import DEMO_SETTINGS
 from videomolmo.settings import check_params
 
@@ -35,10 +37,11 @@ def demo(
     # to 96 s (each parallel region waits for the busy core).
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    reports = run_demo(out, seed=seed, k=k, tau=tau)
+    with stages("demo", interval=2.0) as progress:
+        reports = run_demo(out, seed=seed, k=k, tau=tau, progress=progress)
     for r in reports:
         first = min(r.points)
-        console.print(f"[bold]{r.kind}[/] query: {r.query!r}")
+        console.print(Text.assemble((r.kind, "bold"), f" query: {r.query!r}"))
         console.print(f"  frame {first} points: {r.points[first]}")
         console.print(f"  count: {r.count} (ground truth {r.gt_count})")
     table = Table("query", "kind", "point F1", "count / GT", "J", "F", "J&F")
@@ -46,5 +49,5 @@ def demo(
         table.add_row(r.query, r.kind, f"{r.point_f1:.3f}", f"{r.count} / {r.gt_count}",
                       f"{r.j:.3f}", f"{r.f:.3f}", f"{r.jf:.3f}")
     console.print(table)
-    console.print(f"wrote {out}/<kind>/(points.jsonl, count.json, masks/, overlay.mp4) and "
+    console.print(f"wrote {out}/<kind>/(points.jsonl, count.json, masks/, overlay.mp4, overlay.png) and "
                   f"{out}/summary.json in {time.perf_counter() - t0:.1f} s")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from videomolmo.files import atomic_write_json
+from videomolmo.files import atomic_write_json, ensure_writable_dir, ensure_writable_file
 from videomolmo.cli.app import command, console
 
 DATA_HELP = ("Benchmark root: Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or ReasonVOS layout "
@@ -34,7 +34,7 @@ def print_table(result: dict[str, Any], title: str, kinds: dict[tuple[str, str],
     """The J / F / J&F table (percent): one row per video, per expression kind where the
     benchmark labels them (ReVOS referring / reasoning, synthetic kinds), then the overall mean
     over expressions."""
-    from rich.markup import escape
+    from rich.text import Text
     from rich.table import Table
 
     from videomolmo.evaluation.masks import per_group, per_video
@@ -46,22 +46,22 @@ def print_table(result: dict[str, Any], title: str, kinds: dict[tuple[str, str],
     for name in ("J", "F", "J&F"):
         table.add_column(name, justify="right")
     for row in per_video(result):
-        table.add_row(escape(row["video"]), str(row["expressions"]), _pct(row["J"]), _pct(row["F"]), _pct(row["J&F"]))
+        table.add_row(row["video"], str(row["expressions"]), _pct(row["J"]), _pct(row["F"]), _pct(row["J&F"]))
     groups = per_group(result, kinds or {})
     if len(groups) > 1:
         table.add_section()
         for row in groups:
-            table.add_row(f"[italic]kind: {escape(row['group'])}[/]", str(row["expressions"]), _pct(row["J"]),
+            table.add_row(Text(f"kind: {row['group']}", style="italic"), str(row["expressions"]), _pct(row["J"]),
                           _pct(row["F"]), _pct(row["J&F"]))
     overall = result["overall"]
     table.add_section()
-    table.add_row("[bold]overall[/]", str(len(result["expressions"])), f"[bold]{_pct(overall['J'])}[/]",
-                  f"[bold]{_pct(overall['F'])}[/]", f"[bold]{_pct(overall['J&F'])}[/]")
+    table.add_row(*(Text(c, style="bold") for c in ("overall", str(len(result["expressions"])), _pct(overall["J"]),
+                                                     _pct(overall["F"]), _pct(overall["J&F"]))))
     console.print(table)
     if result["missing"]:
-        shown = escape(", ".join(result["missing"][:5])) + (" ..." if len(result["missing"]) > 5 else "")
-        console.print(f"[yellow]{len(result['missing'])} missing prediction(s) scored 0:[/] {shown}",
-                      highlight=False, soft_wrap=True)
+        shown = ", ".join(result["missing"][:5]) + (" ..." if len(result["missing"]) > 5 else "")
+        console.print(Text.assemble((f"{len(result['missing'])} missing prediction(s) scored 0:", "yellow"),
+                                    f" {shown}"), soft_wrap=True)
 
 
 def _kinds(dataset) -> dict[tuple[str, str], str]:
@@ -97,6 +97,8 @@ def eval_masks(
     from videomolmo.evaluation.masks import evaluate_predictions
 
     t0 = time.perf_counter()
+    if json_out is not None:
+        ensure_writable_file(json_out)
     dataset, name = _load(data, split, fmt)
     result = evaluate_predictions(dataset, pred, workers=workers, progress=_progress())
     if json_out is not None:
@@ -123,6 +125,10 @@ def eval_baseline(
     from videomolmo.evaluation.masks import evaluate_predictions, first_frame_baseline
 
     t0 = time.perf_counter()
+    if json_out is not None:
+        ensure_writable_file(json_out)
+    if out is not None:
+        ensure_writable_dir(out)
     dataset, name = _load(data, split, fmt)
 
     def run(pred_dir: Path) -> dict:

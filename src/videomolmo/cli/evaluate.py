@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from videomolmo.cli import options
+from videomolmo.evaluation import journal, runner, summary
 from videomolmo.cli.app import command, console, err_console
+from videomolmo.cli.progress import note, stages
 from videomolmo.errors import ConfigError
 from videomolmo.files import atomic_write_text
 from videomolmo.fusion import get_strategy
@@ -25,6 +28,8 @@ def eval_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory (rerun the same command to resume)."),
     split: Optional[str] = typer.Option(None, help="Split (default: the benchmark's evaluation split)."),
     pointer: str = options.pointer(),
+    method: str = typer.Option("pipeline", "--method", help="pipeline: pointer + mask stage + fusion; sam3-text: "
+                               "the query straight to Sam3VideoModel (--mask-checkpoint: a sam3_video folder)."),
     model: Optional[str] = options.model(),
     preset: Optional[str] = options.preset(),
     baseline: bool = options.baseline(),
@@ -46,7 +51,6 @@ def eval_cmd(
              "shuffle (another clip's context) | none (temporal module off)."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
-    from videomolmo.evaluation import runner, summary
     from videomolmo.model.pointing import check_context_mode
     from videomolmo.pipeline import Pipeline
 
@@ -55,6 +59,14 @@ def eval_cmd(
     if context != "normal" and pointer != "model":
         raise ConfigError("--context applies to --pointer model only")
     pointer_cls = pointer_class(pointer)
+    if method not in ("pipeline", "sam3-text"):
+        raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")
+    if method == "sam3-text":
+        from videomolmo.evaluation.sam3_text import validate_sam3_video_dir
+
+        if mask_checkpoint is None:
+            raise ConfigError("--method sam3-text needs --mask-checkpoint DIR (a sam3_video checkpoint folder)")
+        validate_sam3_video_dir(mask_checkpoint)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     if render_worst < 0:
@@ -63,54 +75,69 @@ def eval_cmd(
                          first_frame_only=baseline)
     get_strategy(fusion)
     if not merge:
-        if not points_only:
+        if not points_only and method == "pipeline":
             check_backend(mask_backend, mask_checkpoint)
         if device is None:
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if "LOCAL_RANK" in os.environ else "cpu"
         check_device(device)
-    shard_ = runner.Shard.parse(shard)
+    shard_ = journal.Shard.parse(shard)
     dataset = runner.load_benchmark(bench, data, split)
     samples = list(dataset)[:limit] if limit else list(dataset)
     if not samples:
         raise ConfigError(f"{data}: the benchmark has no expressions")
+    _check_videos_on_disk(data, samples)
     if pointer_cls.needs_sample and not dataset.has_masks:
         raise ConfigError(f"{data}: --pointer {pointer} needs ground-truth masks, and this split has none")
     run_cfg = runner.RunConfig(
         bench=bench, data=str(Path(data).resolve()), split=dataset.split, model=model, pointer=pointer,
         k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion, baseline=baseline, limit=limit,
         # `context` only when ablating, so run folders from before the option still resume.
-        extra={"points_only": points_only, **({"context": context} if context != "normal" else {})},
+        extra={"points_only": points_only, **({"context": context} if context != "normal" else {}),
+               **({"method": method, "mask_checkpoint": str(mask_checkpoint)} if method != "pipeline" else {})},
     )
     run_dir = runner.prepare_run_dir(out, run_cfg)
     units = runner.make_units(bench, samples)
 
     if not merge:
         ptr = build_pointer(pointer, model=model, preset=preset, device=device, batch_size=cfg.batch_size,
-                            baseline=baseline, **({"context": context} if context != "normal" else {}))
-        pipe = Pipeline(ptr, cfg, mask_checkpoint=mask_checkpoint, device=device)
-        donors = runner.shuffle_donors(samples) if context == "shuffle" else {}
+                            baseline=baseline, **({"context": context} if context != "normal" else {})) \
+            if method == "pipeline" else None
+        if method == "sam3-text":
+            from videomolmo.evaluation.sam3_text import Sam3TextPipeline
 
-        def make_pipeline(sample):
-            if donors:
-                ptr.context_video = donors[sample.video_id].video()
-            return pipe.for_sample(sample)
+            text_pipe = Sam3TextPipeline.from_pretrained(mask_checkpoint, device=device, config=cfg)
+            make_pipeline = lambda sample: text_pipe  # noqa: E731 - one model for every sample
+        else:
+            pipe = Pipeline(ptr, cfg, mask_checkpoint=mask_checkpoint, device=device)
+            pipe.synthetic_input = bench == "synthetic"
+            for text in pipe.notices():
+                note(text)
+            donors = runner.shuffle_donors(samples) if context == "shuffle" else {}
 
+            def make_pipeline(sample):
+                if donors:
+                    ptr.context_video = donors[sample.video_id].video()
+                return pipe.for_sample(sample)
         ev = runner.Evaluator(bench, run_dir, make_pipeline, config=cfg, masks=not points_only)
-        _run_with_progress(run_dir, units, ev, shard_)
+        failures = _run_with_progress(run_dir, units, ev, shard_)
+    else:
+        failures = []
 
-    missing = runner.missing_units(run_dir, units)
+    missing = journal.missing_units(run_dir, units)
+    if missing and shard_.count == 1 and not merge:
+        # Unsharded: nobody else will fill the gaps, so summarize what finished and say why the
+        # rest did not (a rerun after fixing the input evaluates just those).
+        _write_summary(bench, run_dir, units)
+        raise ConfigError(f"{len(missing)} of {len(units)} units failed on bad input (e.g. "
+                          f"{failures[0] if failures else missing[0]}); the summary covers the rest; "
+                          "fix the input and rerun the same command to finish them")
     if missing:
         console.print(f"{len(units) - len(missing)}/{len(units)} units done; waiting for the other shards "
                       f"(missing e.g. {missing[0]}). Rerun with --merge once they finish.")
         if merge:
             raise typer.Exit(code=1)
         return
-    rows = runner.collect_rows(run_dir, units)
-    summ = summary.summarize(bench, rows, expected=sum(len(u.samples) for u in units))
-    atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
-    md = summary.to_markdown(summ)
-    atomic_write_text(run_dir / "summary.md", md)
-    console.print(md, markup=False, highlight=False)
+    rows = _write_summary(bench, run_dir, units)
     if render_worst:
         from videomolmo.evaluation.summary import worst
 
@@ -118,25 +145,50 @@ def eval_cmd(
         console.print(f"rendered {len(paths)} worst expressions to {run_dir / 'worst'}")
 
 
-def _run_with_progress(run_dir: Path, units, ev, shard) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _check_videos_on_disk(data: Path, samples) -> None:
+    """Refuse, before any model loads, a benchmark whose metadata names videos not on disk."""
+    missing = {}
+    for s in samples:
+        if s.video_id in missing:
+            continue
+        paths = list(s.frame_paths)
+        if not paths or not Path(paths[0]).is_file():
+            missing[s.video_id] = paths[0] if paths else None
+    if missing:
+        vid, path = next(iter(missing.items()))
+        where = f"{path} is missing" if path is not None else "no frames listed"
+        raise ConfigError(f"{data}: {len(missing)} video(s) named in the metadata are not on disk "
+                          f"(e.g. {vid}: {where})")
 
-    from videomolmo.evaluation import runner
+
+def _write_summary(bench: str, run_dir: Path, units) -> list[dict]:
+
+    rows = journal.collect_rows(run_dir, units)
+    summ = summary.summarize(bench, rows, expected=sum(len(u.samples) for u in units))
+    atomic_write_text(run_dir / "summary.json", summary.dumps(summ))
+    md = summary.to_markdown(summ)
+    atomic_write_text(run_dir / "summary.md", md)
+    console.print(md)
+    console.print(f"summary: {run_dir / 'summary.md'} (and summary.json, rows in {run_dir})")
+    return rows
+
+
+def _run_with_progress(run_dir: Path, units, ev, shard) -> list[str]:
 
     failures: list[str] = []
-    with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=False,
-                  disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("", total=None)
-
+    with stages("eval") as report:
         def progress(done: int, total: int, key: str) -> None:
-            bar.update(task, completed=done, total=total, description=key)
+            report("units", done, total)
+
+        # Within an expression: its pointing and mask stages, so a long one shows it moves.
+        ev.progress = report
 
         def on_error(unit, exc) -> None:
             failures.append(f"{unit.key}: {exc}")
-            err_console.print(f"[yellow]skipped[/] {unit.key}: {exc}", highlight=False)
+            err_console.print(Text.assemble(("skipped", "yellow"), f" {unit.key}: {exc}"))
 
-        status = runner.run_units(run_dir, units, ev.process, shard, progress=progress, on_error=on_error)
+        status = journal.run_units(run_dir, units, ev.process, shard, progress=progress, on_error=on_error)
+        ev.progress = None
     console.print(
         f"shard {shard.index}/{shard.count}: {status.done_now} units evaluated now, "
         f"{status.done_before} already done, {len(status.failed)} skipped for bad input"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from videomolmo.cli.app import command, console
 
@@ -53,5 +54,5 @@ def probe(
         return
     table = Table(show_header=False, box=None)
     for key, value in info.items():
-        table.add_row(f"[bold]{key}[/]", "-" if value is None else str(value))
+        table.add_row(Text(key, style="bold"), "-" if value is None else str(value))
     console.print(table)

@@ -10,10 +10,13 @@ from typing import Optional
 
 import numpy as np
 import typer
+from rich.text import Text
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console, err_console
-from videomolmo.files import RunSettings, ensure_writable_dir
+from videomolmo.cli.progress import stages
+from videomolmo.errors import ConfigError
+from videomolmo.files import RunSettings, ensure_writable_dir, ensure_writable_file
 from videomolmo.fusion import get_strategy
 from videomolmo.points import PointsFileError, read_points_file
 from videomolmo.segmentation.registry import check_backend, get_predictor
@@ -41,6 +44,22 @@ def _resume(out: Path, settings: dict, names: list[str]):
     return skip
 
 
+def _draw(vid, out: Path, names, pts: dict, overlay: Path, progress) -> None:
+    """The written masks (read back, so a resumed run is drawn whole) and the given points on
+    the video: an mp4 and a contact sheet with a legend."""
+    from videomolmo import render
+    from videomolmo.masks import read_mask
+
+    n = len(vid)
+
+    def items():
+        for i in range(n):
+            progress("overlay", i + 1, n)
+            yield render.OverlayFrame(vid[i], i, read_mask(out / f"{names[i]}.png", "any"), pts.get(i))
+
+    render.render(items(), video_path=overlay, sheet_path=overlay.with_suffix(".png"), fps=vid.fps, num_frames=n)
+
+
 @command("segment")
 def segment(
     video: Path = typer.Argument(..., help="Video file or folder of frames."),
@@ -52,6 +71,9 @@ def segment(
     fusion: str = options.fusion(),
     mask_checkpoint: Optional[Path] = options.mask_checkpoint(),
     cpu_preset: str = typer.Option("default", "--cpu-preset", help="CPU backend preset: default, fast, still."),
+    overlay: Optional[Path] = typer.Option(None, "--overlay",
+                                           help="Also draw the masks and points on the video: this mp4, plus a "
+                                                "contact sheet (.png) beside it."),
     device: str = options.device(),
 ) -> None:
     """Turn points at anchor frames into a mask for every frame: masks at anchors 0, k, 2k, ...,
@@ -59,9 +81,6 @@ def segment(
 
     Resumable: rerunning the same command after an interruption skips the anchor segments whose
     masks are all written."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from videomolmo.masks import write_mask
     from videomolmo.segmentation.propagation import segment_video
 
@@ -82,6 +101,10 @@ def segment(
     predictor = get_predictor(mask_backend, checkpoint=mask_checkpoint, device=device, **extra)
     names = vid.frame_names
     out = ensure_writable_dir(out)
+    if overlay is not None:
+        if overlay.suffix.lower() != ".mp4":
+            raise ConfigError(f"--overlay {overlay}: give an .mp4 file name")
+        ensure_writable_file(overlay)
     used = sum(1 for f in pts if f in anchors)
     settings = {
         "video": str(Path(video).resolve()),
@@ -103,20 +126,20 @@ def segment(
     area = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with Progress(
-            TextColumn("segment"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, transient=False,
-        ) as bar:
-            task = bar.add_task("segment", total=n)
+        with stages("segment") as progress:
             written = 0
             for fi, mask in segment_video(vid, pts, predictor, k=k, tau=tau, strategy=fusion, skip=skip_segment):
                 write_mask(out / f"{names[fi]}.png", mask)
                 area += int(np.count_nonzero(mask))
                 written += 1
-                bar.update(task, completed=written + done[0])
-            bar.update(task, completed=n)
+                progress("masks", written + done[0], n)
+            progress("masks", n, n)
+            if overlay is not None:
+                _draw(vid, out, names, pts, overlay, progress)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("warning:", "yellow"), f" {w.message}"), soft_wrap=True)
+    if overlay is not None:
+        console.print(f"overlay: {overlay} and {overlay.with_suffix('.png')}")
     resumed = f", {done[0]} kept from an earlier run" if done[0] else ""
     console.print(
         f"{out}: {written} masks written{resumed} ({mask_backend} backend, {fusion} fusion, k={k}, tau={tau}); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,7 @@ import typer
 
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console
+from videomolmo.cli.progress import note
 from videomolmo.errors import ConfigError
 
 
@@ -39,12 +41,25 @@ def serve_cmd(
     from videomolmo import serve
     from videomolmo.pipeline import Pipeline
 
-    config = serve.DemoConfig(max_upload_mb=max_upload_mb, max_frames=max_frames)
+    from videomolmo.settings import check_device
+
+    check_device(device)
+    if pointer == "model":
+        from videomolmo.pointers.model import check_model_source
+
+        check_model_source(model)
+    # Say what the 30-odd seconds before "ready" are spent on (stderr may be a log file).
+    note(f"serve: loading the model ({model or 'bundled'}) and the {mask_backend} mask backend ...")
+    t0 = time.perf_counter()
     # Load now, so a bad --model fails here with one line instead of on the first click.
     pipe = Pipeline.from_pretrained(model, pointer=pointer, preset=preset, device=device, mask_backend=mask_backend,
                                     mask_checkpoint=mask_checkpoint)
+    for text in pipe.notices():
+        note(text)
+    note(f"serve: model loaded in {time.perf_counter() - t0:.1f} s; building the page and examples ...")
+    config = serve.DemoConfig(max_upload_mb=max_upload_mb, max_frames=max_frames, notices=pipe.notices())
     demo = serve.build_demo(lambda: pipe, config)
-    console.print(f"VideoMolmo demo on http://{host}:{port}  (Ctrl+C to stop)")
+    console.print(f"VideoMolmo demo ready on http://{host}:{port}  (Ctrl+C to stop; requests are logged below)")
     try:
         serve.launch(demo, host=host, port=port, max_upload_mb=max_upload_mb, block=True)
     except OSError as exc:

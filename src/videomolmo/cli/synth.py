@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from videomolmo.cli.app import command, console
+from videomolmo.files import ensure_writable_dir
 
 
 @command("synth")
@@ -26,6 +27,7 @@ def synth(
     from videomolmo.synth import SynthConfig, split_seed, write_dataset
 
     split_seed(seed, split)  # validates the split name before any work
+    ensure_writable_dir(out)
     cfg = SynthConfig.from_name(preset, size=size, frames=frames)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"synth {split}", total=videos)

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from videomolmo.cli import options
-from videomolmo.cli.app import command, console, err_console
+from videomolmo.cli.app import command, console
+from videomolmo.cli.progress import note, notes_printed_once, stages
 from videomolmo.errors import ConfigError
 from videomolmo.files import ensure_writable_dir
 from videomolmo.fusion import get_strategy
@@ -17,26 +18,6 @@ from videomolmo.points import read_points_file
 from videomolmo.segmentation.registry import check_backend
 from videomolmo.settings import check_params, check_query
 from videomolmo.video import open_video
-
-
-def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, disable=not err_console.is_terminal)
-
-
-class _Stages:
-    """Adapts the pipeline's (stage, done, total) callbacks to one rich task per stage."""
-
-    def __init__(self, bar):
-        self.bar = bar
-        self.tasks: dict[str, int] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
-        self.bar.update(self.tasks[stage], completed=done, total=total)
 
 
 def _pipeline(pointer, model, preset, baseline, device, first_frame_only, mask_checkpoint=None, **cfg):
@@ -77,7 +58,8 @@ def _read_points(path: Path, k: int) -> dict:
 def track_cmd(
     video: Path = typer.Argument(..., help="Video file or folder of frames."),
     query: str = typer.Option(..., "--query", "-q", help="What to track, e.g. \"the dog chasing the ball\"."),
-    out: Path = typer.Option(..., "--out", help="Output folder: points.jsonl, count.json, masks/, overlay.mp4."),
+    out: Path = typer.Option(..., "--out", help="Output folder: points.jsonl, count.json, masks/, overlay.mp4, "
+                                                "overlay.png (contact sheet)."),
     pointer: str = options.pointer(),
     model: Optional[str] = options.model(),
     preset: Optional[str] = options.preset(),
@@ -109,11 +91,36 @@ def track_cmd(
         pipe = _static_pipeline(given, device, mask_checkpoint, **cfg)
     else:
         pipe = _pipeline(pointer, model, preset, baseline, device, first_frame_only, mask_checkpoint, **cfg)
-    with _progress_bar() as bar:
-        res = pipe(vid, q, progress=_Stages(bar))
-        files = res.save(out, masks=masks, overlay=overlay, progress=_Stages(bar))
-    console.print(f"{len(vid)} frames, points on {len(res.points)}, count {res.count}: "
-                  + ", ".join(f"{k_}={v}" for k_, v in files.items()), markup=False, highlight=False)
+    _announce(pipe)
+    with stages("track") as progress, notes_printed_once():
+        res = pipe(vid, q, progress=progress)
+        files = res.save(out, masks=masks, overlay=overlay, progress=progress, sheet=overlay)
+    _report_found(res)
+    console.print(f"{len(vid)} frames, points on {len(res.points)}, count {res.count}{_score_text(res)}: "
+                  + ", ".join(f"{k_}={v}" for k_, v in files.items()))
+
+
+def _announce(pipe) -> None:
+    """Notes due before the (slow) run: the bundled model on real footage."""
+    for text in pipe.notices():
+        note(text)
+
+
+def _report_found(res) -> None:
+    if not res.found:
+        from videomolmo.notices import nothing_found
+
+        note(nothing_found(res.query, len(res.points)))
+
+
+def _score_text(res) -> str:
+    """The mean point confidence, when the pointer gives one."""
+    if not res.scores:
+        return ""
+    import numpy as np
+
+    flat = [float(s) for v in res.scores.values() for s in v]
+    return f", mean point confidence {np.mean(flat):.2f}" if flat else ""
 
 
 def _static_pipeline(points: dict, device: str, mask_checkpoint, **cfg):
@@ -145,8 +152,10 @@ def point_cmd(
     if out is not None:
         out = ensure_writable_dir(out)
     pipe = _pipeline(pointer, model, preset, baseline, device, first_frame_only, k=k, l=l)
-    with _progress_bar() as bar:
-        res = pipe.point(vid, q, progress=_Stages(bar))
+    _announce(pipe)
+    with stages("point") as progress, notes_printed_once():
+        res = pipe.point(vid, q, progress=progress)
+    _report_found(res)
     if out is None:
         console.print(res.points_jsonl(), end="", markup=False, highlight=False, soft_wrap=True)
     else:
@@ -173,8 +182,10 @@ def count_cmd(
     if out is not None:
         out = ensure_writable_dir(out)
     pipe = _pipeline(pointer, model, preset, False, device, None, k=k, l=l)
-    with _progress_bar() as bar:
-        res = pipe.point(vid, q, progress=_Stages(bar))
+    _announce(pipe)
+    with stages("count") as progress, notes_printed_once():
+        res = pipe.point(vid, q, progress=progress)
+    _report_found(res)
     if out is not None:
         res.save(out, masks=False, overlay=False)
     report = res.count_report()
@@ -182,4 +193,4 @@ def count_cmd(
         console.print(json.dumps(report), markup=False, highlight=False, soft_wrap=True)
     else:
         per = ", ".join(f"#{i}: {c}" for i, c in res.counts.items())
-        console.print(f"count: {res.count}   (per sampled frame: {per})", markup=False, highlight=False)
+        console.print(f"count: {res.count}   (per sampled frame: {per}){_score_text(res)}")

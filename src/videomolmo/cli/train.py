@@ -8,6 +8,48 @@ from typing import Optional
 import typer
 
 from videomolmo.cli.app import command, console
+from videomolmo.errors import ConfigError
+from videomolmo.files import check_safetensors, ensure_writable_dir
+
+
+def _check_weights(folder: Path) -> None:
+    """`--init DIR`: every weights file in it must be complete (checked before the model is built)."""
+    from videomolmo.errors import CheckpointError
+
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: --init needs a saved model folder (config.json + *.safetensors)")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder}: no *.safetensors weights in it")
+    for f in files:
+        check_safetensors(f)
+
+
+def _check_latest_checkpoint(out: Path) -> None:
+    """On resume: the checkpoint to resume from must be complete, optimizer state included."""
+    from videomolmo.training.checkpoint import latest_checkpoint
+
+    ck = latest_checkpoint(out) if (out / "checkpoints").exists() else None
+    if ck is not None:
+        for f in sorted(ck.glob("*.safetensors")):
+            check_safetensors(f)
+
+
+def _check_run_dir(out: Path, resume: bool) -> None:
+    """A run folder that already holds a run is continued (--resume) or refused, never
+    silently overwritten from step 0."""
+    import os
+
+    ensure_writable_dir(out)
+    if resume:
+        _check_latest_checkpoint(out)
+        return
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun rank 0 may already have started writing this very run
+    held = [name for name in ("checkpoints", "log.jsonl", "final") if (out / name).exists()]
+    if held:
+        raise ConfigError(f"{out}: holds a training run already ({', '.join(held)}); pass --resume to continue "
+                          "it, or choose another --out")
 
 
 @command("train")
@@ -88,6 +130,11 @@ def train_cmd(
     if data != "synth" and not Path(data).exists():
         from videomolmo.errors import DatasetError
         raise DatasetError(f"{data}: dataset folder not found")
+    _check_run_dir(out, resume)
+    if init is not None:
+        _check_weights(init)
+    if init_vision is not None:
+        check_safetensors(init_vision)
 
     def show(row: dict) -> None:
         if "eval" in row:
@@ -138,9 +185,15 @@ def pretrain_vision_cmd(
         return
     cfg = VisionPretrainConfig.from_name(preset)
     if steps is not None:
+        if steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {steps}")
         cfg.steps = steps
+    ensure_writable_dir(out)
     if init is not None:
+        check_safetensors(init)
         cfg.init = str(init)
+    if resume:
+        _check_latest_checkpoint(out)
     if sincos is not None:
         cfg.sincos_positions = sincos
     if absolute is not None:

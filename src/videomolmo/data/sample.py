@@ -61,7 +61,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"{path}: unreadable image ({exc})") from None
     return h, w
 
@@ -219,12 +219,6 @@ class Sample:
                 return video
             video.close()
         return ImageSequenceVideo(self.frame_paths, frame_names=self.frame_names)
-
-    def frame_size(self) -> tuple[int, int]:
-        """(H, W) of the video, read from the first frame's header."""
-        if not self.frame_paths:
-            raise DatasetError(f"{self.video_id}: the sample lists no frames")
-        return image_size(self.frame_paths[0])
 
     def gt_mask(self, i: int) -> np.ndarray:
         """Ground-truth mask of listed frame `i`: bool (H, W), union of all referred objects."""

@@ -9,21 +9,17 @@ A run directory holds::
     summary.json, summary.md        written once every unit of every shard has its rows
     worst/                          optional renders of the worst expressions
 
-Work is split into *units* (one expression; for Ref-DAVIS17 all objects of one annotator variant
-of one video, because its masks are scored as one multi-object map). A unit's rows are written
-with one `write` + `flush` + `fsync` after its predictions are on disk, so a row is the commit
-mark of its unit: after a crash or `kill -9` a rerun skips every unit whose rows are all present,
-redoes the rest (overwriting any half-written PNGs) and never duplicates a row (reading dedups by
-key, last wins, and a torn last line is cut off before appending).
-
-Shards (`--shard i/n`, or RANK / WORLD_SIZE under torchrun) take every n-th unit of the sorted
-unit list and write their own rows file, so no two processes ever append to the same file.
+This module holds the benchmark protocols: which benchmarks exist, how expressions group into
+*units* (one expression; for Ref-DAVIS17 all objects of one annotator variant of one video,
+because its masks are scored as one multi-object map), and how a unit is predicted and scored
+(`Evaluator`). The resumable, sharded bookkeeping is `evaluation/journal.py`: a unit's rows are
+written after its predictions are on disk, so after a crash or `kill -9` a rerun redoes exactly
+the units without rows (overwriting any half-written PNGs) and never duplicates a row.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -31,76 +27,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
-from videomolmo.files import JsonlLog, RunSettings, ensure_writable_dir
+from videomolmo.evaluation.journal import Unit, sample_key
+from videomolmo.files import RunSettings, ensure_writable_dir
+from videomolmo.metrics import point_hits_mask, point_prf, prf_from_counts
 from videomolmo.settings import DEFAULTS, PipelineConfig
-
-ROWS_GLOB = "rows*.jsonl"
-
-
-# --------------------------------------------------------------------------- append-only rows
-
-
-def read_all_rows(run_dir: str | os.PathLike) -> dict[str, dict]:
-    """All rows of every shard's file, deduplicated by `key` (the last written wins)."""
-    out: dict[str, dict] = {}
-    for path in sorted(Path(run_dir).glob(ROWS_GLOB)):
-        for row in JsonlLog(path).read():
-            if "key" in row:
-                out[row["key"]] = row
-    return out
-
-
-def complete_units(rows: dict[str, dict]) -> set[str]:
-    """Units all of whose rows (`unit_size` of them) are present."""
-    seen: dict[str, set[str]] = {}
-    size: dict[str, int] = {}
-    for key, row in rows.items():
-        unit = row.get("unit", key)
-        seen.setdefault(unit, set()).add(key)
-        size[unit] = int(row.get("unit_size", 1))
-    return {u for u, keys in seen.items() if len(keys) >= size[u]}
-
-
-# --------------------------------------------------------------------------- shards
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard `index` of `count` (0-based)."""
-
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str | None) -> "Shard":
-        """`"i/n"` (0 <= i < n), or None/"" for the whole run; falls back to torchrun's env."""
-        if not text:
-            return cls.from_env()
-        try:
-            i, n = (int(p) for p in text.split("/"))
-        except ValueError:
-            raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-        if n < 1 or not 0 <= i < n:
-            raise ConfigError(f"--shard {text!r}: need 0 <= i < n")
-        return cls(i, n)
-
-    @classmethod
-    def from_env(cls) -> "Shard":
-        """RANK / WORLD_SIZE as set by torchrun (data parallel = one shard per process)."""
-        try:
-            n = int(os.environ.get("WORLD_SIZE", "1"))
-            i = int(os.environ.get("RANK", "0"))
-        except ValueError:
-            return cls()
-        return cls(i, n) if n > 1 and 0 <= i < n else cls()
-
-    @property
-    def rows_name(self) -> str:
-        return "rows.jsonl" if self.count == 1 else f"rows.shard-{self.index}-of-{self.count}.jsonl"
-
-    def take(self, items: Sequence) -> list:
-        return list(items[self.index :: self.count])
-
 
 # --------------------------------------------------------------------------- config
 
@@ -137,22 +67,6 @@ def prepare_run_dir(run_dir: str | os.PathLike, config: RunConfig) -> Path:
 # --------------------------------------------------------------------------- units
 
 
-@dataclass
-class Unit:
-    """One piece of work: the samples scored together, and the row keys it produces."""
-
-    key: str
-    samples: list
-
-    @property
-    def row_keys(self) -> list[str]:
-        return [sample_key(s) for s in self.samples]
-
-
-def sample_key(sample) -> str:
-    return f"{sample.video_id}/{sample.exp_id}"
-
-
 def davis_annotator(exp_id) -> int:
     """Ref-DAVIS17 orders each object's expressions as annotator-1 first-frame, annotator-1
     full-video, annotator-2 first-frame, annotator-2 full-video (ReferFormer's conversion);
@@ -180,103 +94,6 @@ def make_units(bench: str, samples: Iterable) -> list[Unit]:
             raise DatasetError(f"duplicate expression {k} in the benchmark")
         seen.add(k)
     return [units[k] for k in sorted(units)]
-
-
-# --------------------------------------------------------------------------- the run
-
-
-@dataclass
-class RunStatus:
-    total_units: int
-    shard_units: int
-    done_before: int
-    done_now: int
-    failed: list[str]
-    complete: bool  # every unit of every shard has its rows
-
-
-ProcessUnit = Callable[[Unit], list[dict]]
-
-
-def run_units(
-    run_dir: str | os.PathLike,
-    units: Sequence[Unit],
-    process: ProcessUnit,
-    shard: Shard = Shard(),
-    progress: Callable[[int, int, str], None] | None = None,
-    on_error: Callable[[Unit, VideoMolmoError], None] | None = None,
-) -> RunStatus:
-    """Process this shard's units that have no rows yet, appending each unit's rows atomically.
-
-    `process(unit)` returns one row per sample of the unit (each with at least `key`); the
-    runner adds `unit`, `unit_size`, `shard` and `time`. A unit whose input is bad
-    (`VideoMolmoError`) is reported through `on_error` and skipped, not recorded, so a rerun
-    after fixing the data retries it. Anything else propagates (our bug: stop the run).
-    """
-    run_dir = Path(run_dir)
-    log = JsonlLog(run_dir / shard.rows_name)
-    log.repair()
-    done = complete_units(read_all_rows(run_dir))
-    mine = shard.take(units)
-    todo = [u for u in mine if u.key not in done]
-    done_before = len(mine) - len(todo)
-    failed: list[str] = []
-    n_done = 0
-    for i, unit in enumerate(todo):
-        if progress:
-            progress(done_before + i, len(mine), unit.key)
-        t0 = time.perf_counter()
-        try:
-            rows = process(unit)
-        except VideoMolmoError as exc:
-            failed.append(unit.key)
-            if on_error:
-                on_error(unit, exc)
-            continue
-        keys = unit.row_keys
-        got = [r.get("key") for r in rows]
-        if sorted(got) != sorted(keys):
-            raise RuntimeError(f"unit {unit.key}: rows for {got}, expected {keys}")
-        dt = time.perf_counter() - t0
-        for r in rows:
-            r.update(unit=unit.key, unit_size=len(keys), shard=f"{shard.index}/{shard.count}", seconds=round(dt, 3))
-        log.append(rows)
-        n_done += 1
-    if progress:
-        progress(len(mine), len(mine), "")
-    all_done = complete_units(read_all_rows(run_dir))
-    return RunStatus(
-        total_units=len(units),
-        shard_units=len(mine),
-        done_before=done_before,
-        done_now=n_done,
-        failed=failed,
-        complete=all(u.key in all_done for u in units),
-    )
-
-
-def missing_units(run_dir: str | os.PathLike, units: Sequence[Unit]) -> list[str]:
-    """Keys of units that no shard has finished yet."""
-    done = complete_units(read_all_rows(run_dir))
-    return [u.key for u in units if u.key not in done]
-
-
-def collect_rows(run_dir: str | os.PathLike, units: Sequence[Unit]) -> list[dict]:
-    """The rows of the given units (deduplicated), in unit order: what the summary is built on."""
-    rows = read_all_rows(run_dir)
-    out = []
-    for u in units:
-        for k in u.row_keys:
-            if k in rows:
-                out.append(rows[k])
-    return out
-
-
-def iter_samples_limited(samples: Iterable, limit: int | None) -> Iterator:
-    for i, s in enumerate(samples):
-        if limit is not None and i >= limit:
-            return
-        yield s
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -341,8 +158,6 @@ def count_gt(sample) -> int | None:
 def _per_object_masks(sample, i: int, union: np.ndarray, points: np.ndarray) -> list[np.ndarray]:
     """One mask per ground-truth point on frame i: the referred object's mask that contains it
     (`Sample.gt_object_masks`), else the union of all referred objects."""
-    from videomolmo.metrics import point_hits_mask
-
     getter = getattr(sample, "gt_object_masks", None)
     objs = list(getter(i)) if getter is not None else []
     out = []
@@ -358,8 +173,6 @@ def score_points(sample, pred_points: dict[int, np.ndarray]) -> dict[str, Any] |
     gts = getattr(sample, "gt_points", None)
     if gts is None:
         return None
-    from videomolmo.metrics import point_prf
-
     tp = n_pred = n_gt = 0
     frames = 0
     for i, pred in sorted(pred_points.items()):
@@ -377,10 +190,9 @@ def score_points(sample, pred_points: dict[int, np.ndarray]) -> dict[str, Any] |
         frames += 1
     if frames == 0:
         return None
-    p = tp / n_pred if n_pred else float(n_gt == 0)
-    r = tp / n_gt if n_gt else float(n_pred == 0)
-    f1 = 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
-    return {"P": p, "R": r, "F1": f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp, "point_frames": frames}
+    total = prf_from_counts(tp, n_pred, n_gt)
+    return {"P": total.precision, "R": total.recall, "F1": total.f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp,
+            "point_frames": frames}
 
 
 @dataclass
@@ -397,20 +209,33 @@ class Evaluator:
     make_pipeline: Callable[[Any], Any]
     config: PipelineConfig = DEFAULTS
     masks: bool = True  # False: points only (no mask stage, no J/F)
+    #: (stage, done, total) within the expression being evaluated (pointing, masks).
+    progress: Callable[[str, int, int], None] | None = None
 
     @property
     def pred_dir(self) -> Path:
         return self.run_dir / "predictions"
 
     def predict_sample(self, sample) -> tuple[dict[str, Any], Iterator[tuple[int, np.ndarray]] | None]:
+        import warnings
+
+        from videomolmo.notices import BundledModelWarning, NothingFoundWarning
+
+        # A benchmark's rows say what was found; a warning per expression would drown the log.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BundledModelWarning)
+            warnings.simplefilter("ignore", NothingFoundWarning)
+            return self._predict_sample(sample)
+
+    def _predict_sample(self, sample) -> tuple[dict[str, Any], Iterator[tuple[int, np.ndarray]] | None]:
         pipe = self.make_pipeline(sample)
         video = sample.video()
         if self.masks:
             c = self.config
-            res = pipe(video, sample.expression, k=c.k, tau=c.tau, l=c.l, fusion=c.fusion)
-            stream = res.masks()
+            res = pipe(video, sample.expression, k=c.k, tau=c.tau, l=c.l, fusion=c.fusion, progress=self.progress)
+            stream = res.masks(self.progress)
         else:
-            res = pipe.point(video, sample.expression, k=self.config.k, l=self.config.l)
+            res = pipe.point(video, sample.expression, k=self.config.k, l=self.config.l, progress=self.progress)
             stream = None
         info = {
             "points": {str(i): np.round(p, 2).tolist() for i, p in sorted(res.points.items())},
@@ -426,24 +251,37 @@ class Evaluator:
         has_gt = sample.has_masks
         js: list[float] = []
         fs: list[float] = []
+        # The first-frame baseline (frame 0's true mask copied to every frame), scored beside
+        # the method so a reader sees whether the method beats doing nothing.
+        bjs: list[float] = []
+        bfs: list[float] = []
+        gt0 = None
         n = 0
         for i, mask in stream:
             if i >= len(sample.frame_names):
                 break
             write_submission_mask(self.pred_dir, sample.video_id, sample.exp_id, sample.frame_names[i], mask)
-            if has_gt and not exclusive:
+            if has_gt:
                 gt = sample.gt_mask(i)
-                js.append(float(jaccard(gt, mask)))
-                fs.append(float(boundary_f(gt, mask)))
+                gt0 = gt if gt0 is None else gt0
+                bjs.append(float(jaccard(gt, gt0)))
+                bfs.append(float(boundary_f(gt, gt0)))
+                if not exclusive:
+                    js.append(float(jaccard(gt, mask)))
+                    fs.append(float(boundary_f(gt, mask)))
             n += 1
         if n != len(sample.frame_names):
             raise VideoMolmoError(
                 f"{sample.video_id}/{sample.exp_id}: mask stage produced {n} frames for {len(sample.frame_names)}"
             )
+        base = {}
+        if bjs:
+            bj, bf = float(np.mean(bjs)), float(np.mean(bfs))
+            base = {"baseline_J": bj, "baseline_F": bf, "baseline_JF": (bj + bf) / 2}
         if not has_gt or exclusive:
-            return {"J": None, "F": None, "JF": None, "frames": n}
+            return {"J": None, "F": None, "JF": None, "frames": n, **base}
         j, f = float(np.mean(js)), float(np.mean(fs))
-        return {"J": j, "F": f, "JF": (j + f) / 2, "frames": n}
+        return {"J": j, "F": f, "JF": (j + f) / 2, "frames": n, **base}
 
     def process(self, unit: Unit) -> list[dict]:
         rows = []

@@ -108,10 +108,16 @@ def summarize(bench: str, rows: Sequence[dict], expected: int | None = None) -> 
     """Every table that applies to these rows, overall and per category."""
     rows = list(rows)
 
+    def masks(rs: Sequence[dict]) -> dict[str, object]:
+        return davis_scores(rs) if bench == "ref-davis17" else mask_scores(rs)
+
     def block(rs: Sequence[dict]) -> dict[str, object]:
         b: dict[str, object] = {}
         if any(r.get("J") is not None for r in rs):
-            b["masks"] = davis_scores(rs) if bench == "ref-davis17" else mask_scores(rs)
+            b["masks"] = masks(rs)
+            if any(r.get("baseline_J") is not None for r in rs):
+                # The first-frame baseline, aggregated by the same protocol as the method.
+                b["baseline"] = masks([{**r, **{m: r.get(f"baseline_{m}") for m in MASK_METRICS}} for r in rs])
         if any(r.get("P") is not None for r in rs):
             b["points"] = point_scores(rs)
         if any(r.get("count_gt") is not None for r in rs):
@@ -124,6 +130,9 @@ def summarize(bench: str, rows: Sequence[dict], expected: int | None = None) -> 
     cats = sorted({r["category"] for r in rows if r.get("category")})
     if cats:
         out["categories"] = {c: block([r for r in rows if r.get("category") == c]) for c in cats}
+    videos = list(dict.fromkeys(r["video"] for r in rows if r.get("video") is not None))
+    if len(videos) > 1:
+        out["videos"] = {v: block([r for r in rows if r.get("video") == v]) for v in videos}
     if not any(r.get("J") is not None or r.get("P") is not None for r in rows):
         out["note"] = "no ground truth in this split: submit predictions/ to the benchmark's server"
     return out
@@ -142,16 +151,24 @@ def to_markdown(summary: dict) -> str:
     lines = [f"# {summary['bench']}: {summary['expressions']} expressions", ""]
     if "note" in summary:
         lines += [summary["note"], ""]
-    sections = [("overall", summary["overall"])] + list(summary.get("categories", {}).items())
+    sections = [("overall", summary["overall"])] + [(f"category {c}", b) for c, b in
+                                                    summary.get("categories", {}).items()]
+    sections += [(f"video {v}", b) for v, b in summary.get("videos", {}).items()]
     tables: dict[str, list[str]] = defaultdict(list)
+    annotators = False
     for name, block in sections:
         if "masks" in block:
             m = block["masks"]
-            tables["masks"].append(f"| {name} | {_fmt(m['J'])} | {_fmt(m['F'])} | {_fmt(m['JF'])} | {m['n']} |")
-            for vname, v in (m.get("variants") or {}).items():
-                tables["masks"].append(
-                    f"| {name} {vname} | {_fmt(v['J'])} | {_fmt(v['F'])} | {_fmt(v['JF'])} | {v['n']} |"
-                )
+            base = block.get("baseline") or {}
+            tables["masks"].append(f"| {name} | {_fmt(m['J'])} | {_fmt(m['F'])} | {_fmt(m['JF'])} | "
+                                   f"{_fmt(base.get('JF'))} | {m['n']} |")
+            if name == "overall":
+                bvars = base.get("variants") or {}
+                for vname, v in (m.get("variants") or {}).items():
+                    annotators = True
+                    who = vname.replace("anno_", "annotator ")
+                    tables["masks"].append(f"| {name}, {who} | {_fmt(v['J'])} | {_fmt(v['F'])} | {_fmt(v['JF'])} | "
+                                           f"{_fmt((bvars.get(vname) or {}).get('JF'))} | {v['n']} |")
         if "points" in block:
             p = block["points"]
             tables["points"].append(
@@ -163,13 +180,20 @@ def to_markdown(summary: dict) -> str:
             mae = "-" if c["MAE"] is None else f"{c['MAE']:.2f}"
             tables["counting"].append(f"| {name} | {mae} | {_fmt(c['EMA'])} | {_fmt_ci(c.get('EMA_ci'))} | {c['n']} |")
     heads = {
-        "masks": "| split | J | F | J&F | n |\n|---|---|---|---|---|",
+        "masks": "| split | J | F | J&F | first-frame baseline J&F | n |\n|---|---|---|---|---|---|",
         "points": "| split | Precision | Recall | F1 | F1 95% CI | micro F1 | n |\n|---|---|---|---|---|---|---|",
         "counting": "| split | MAE | EMA | EMA 95% CI | n |\n|---|---|---|---|---|",
     }
     for kind in ("masks", "points", "counting"):
         if tables[kind]:
             lines += [heads[kind], *tables[kind], ""]
+    if tables["masks"]:
+        lines.append("first-frame baseline: the first frame's true mask copied to every frame (no model).")
+    if annotators:
+        lines.append("Ref-DAVIS17 has expressions from several annotators; J&F is scored per annotator and "
+                     "then averaged (ReferFormer's protocol).")
+    if tables["masks"]:
+        lines.append("")
     return "\n".join(lines)
 
 

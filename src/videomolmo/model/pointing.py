@@ -20,7 +20,7 @@ import torch
 
 from videomolmo.errors import ConfigError
 from videomolmo.model.temporal import temporal_class
-from videomolmo.settings import anchor_frames
+from videomolmo.settings import anchor_frames, check_query
 from videomolmo.video import open_video
 
 
@@ -55,11 +55,15 @@ def apply_context_mode(mode: str, context: torch.Tensor, current: torch.Tensor,
 
 @dataclass
 class FramePoints:
-    """The model's answer for one frame: generated text and its points in pixels (N, 2) (x, y)."""
+    """The model's answer for one frame: generated text and its points in pixels (N, 2) (x, y).
+
+    `scores` (N,): each point's confidence in 0..1, the geometric mean of the probabilities of
+    the tokens that wrote it (see `point_scores`)."""
 
     frame_idx: int
     text: str
     points_px: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
 
 class VideoPoints(list):
@@ -71,9 +75,32 @@ class VideoPoints(list):
                 return fp.points_px
         return default
 
-    def by_frame(self) -> dict[int, FramePoints]:
-        return {fp.frame_idx: fp for fp in self}
 
+def point_scores(tokenizer, ids: Sequence[int], probs: Sequence[float], num_points: int) -> np.ndarray:
+    """Per-point confidence from token probabilities.
+
+    A point's tokens run from just after the previous point was complete to the token that
+    completed it, so the first point also carries the decision to point at all. Its score is the
+    geometric mean of those tokens' probabilities (independent of how many tokens a number took).
+    """
+    from videomolmo.points import parse_points_percent
+
+    scores = np.zeros(num_points)
+    if not num_points or not len(ids):
+        return scores
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+    start, found = 0, 0
+    for i in range(len(ids)):
+        n = len(parse_points_percent(tokenizer.decode(list(ids[: i + 1]))))
+        while found < min(n, num_points):
+            scores[found] = float(np.exp(logp[start:i + 1].mean()))
+            found += 1
+            start = i + 1
+        if found == num_points:
+            break
+    # Points only readable from the whole text (not from any prefix) get the answer's mean.
+    scores[found:] = float(np.exp(logp.mean()))
+    return scores
 
 def point_video(model, processor, video, query: str, k: int | None = None, l: int | None = None,
                 batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
@@ -96,12 +123,10 @@ def point_video(model, processor, video, query: str, k: int | None = None, l: in
             shuffle (needs `context_video`, another clip) | none (module off, as temporal=False).
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
-    if not isinstance(query, str) or not query.strip():
-        raise ConfigError("the query is empty: give a referring expression or question")
+    check_query(query)
     return point_video_queries(model, processor, video, [query], k=k, l=l, batch_size=batch_size, frames=frames,
                                temporal=temporal, feature_cache=feature_cache, max_new_tokens=max_new_tokens,
                                progress=progress, bf16=bf16, context=context, context_video=context_video)[query]
-
 
 def point_video_queries(model, processor, video, queries: Sequence[str], k: int | None = None, l: int | None = None,
                         batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
@@ -119,8 +144,7 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     if not queries:
         raise ConfigError("no queries given")
     for q in queries:
-        if not isinstance(q, str) or not q.strip():
-            raise ConfigError("the query is empty: give a referring expression or question")
+        check_query(q)  # validation only: each query is answered under its own text
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     check_context_mode(context)
@@ -194,15 +218,16 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
                     rows = torch.tensor([j for j, _ in sub])
                     exs = [processor(None, None, q, image=image_inputs[chunk[j]]) for j, q in sub]
                     batch = collate(exs, tok.pad_token_id, padding_side="left")
-                    gen = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                    gen, probs = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
                                          frame_features=feats[rows],
                                          context_features=ctx_feats[rows] if ctx_feats is not None else None,
-                                         use_temporal=bool(l))
-                    for (j, q), ids in zip(sub, gen):
+                                         use_temporal=bool(l), return_probs=True)
+                    for (j, q), ids, pr in zip(sub, gen, probs):
                         t = chunk[j]
                         text = tok.decode(ids)
                         h, w = frames_np[t].shape[:2]
-                        results[q].append(FramePoints(t, text, parse_points(text, w, h)))
+                        pts = parse_points(text, w, h)
+                        results[q].append(FramePoints(t, text, pts, point_scores(tok, ids, pr, len(pts))))
             if feature_cache:
                 # Keep only what later frames can still use as context.
                 nxt = targets[start + step] if start + step < len(targets) else n
@@ -235,7 +260,6 @@ def _donor_context(model, processor, donor, chunk: Sequence[int], l: int,
 def _encode_list(model, crops_list: Sequence[np.ndarray]) -> torch.Tensor:
     arr = torch.from_numpy(np.stack(crops_list))
     return model.encode_frames(arr)
-
 
 def _encode_missing(model, processor, frames_np: dict[int, np.ndarray], image_inputs: dict, cache: dict,
                     indices) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from videomolmo.errors import ConfigError, VideoError
 from videomolmo.model.temporal import temporal_class
+from videomolmo.settings import check_query
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -269,8 +270,7 @@ class Processor:
     # -- text ---------------------------------------------------------------------------------
     def prompt_ids(self, query: str, image_tokens: np.ndarray, context_tokens: np.ndarray | None):
         """Token ids of the prompt and the offsets of the image (and context) blocks."""
-        if not isinstance(query, str) or not query.strip():
-            raise ConfigError("the query is empty: give a referring expression or question")
+        check_query(query)  # validation only: the text is tokenised as given
         tok = self.tokenizer
         blocks = [] if context_tokens is None else [context_tokens]
         blocks.append(image_tokens)

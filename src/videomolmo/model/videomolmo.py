@@ -251,9 +251,12 @@ class VideoMolmo(nn.Module):
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int | None = None,
                  eos_token_id: int | None = None, use_kv_cache: bool = True,
                  frame_features: torch.Tensor | None = None,
-                 context_features: torch.Tensor | None = None, use_temporal: bool = True) -> list[list[int]]:
+                 context_features: torch.Tensor | None = None, use_temporal: bool = True,
+                 return_probs: bool = False):
         """Greedy decoding from `inputs_embeds` with a KV cache; returns new token ids per row
         (EOS excluded). The batch must be left-padded (`collate(..., padding_side="left")`).
+        `return_probs=True` returns `(ids, probs)`: per row, also the softmax probability of each
+        chosen token (the model's confidence in it).
         """
         max_new = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
         ids = batch["input_ids"].to(self.device)
@@ -268,6 +271,7 @@ class VideoMolmo(nn.Module):
             use_temporal)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         out_tokens = torch.zeros((B, 0), dtype=torch.long, device=self.device)
+        out_probs = torch.zeros((B, 0), dtype=torch.float32, device=self.device)
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         cache = None
         step_embeds, step_pos = embeds, positions
@@ -279,7 +283,10 @@ class VideoMolmo(nn.Module):
             else:
                 out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                use_cache=False, logits_to_keep=1)
-            nxt = out.logits[:, -1].float().argmax(-1)
+            step_logits = out.logits[:, -1].float()
+            nxt = step_logits.argmax(-1)
+            if return_probs:
+                out_probs = torch.cat([out_probs, step_logits.softmax(-1).gather(1, nxt[:, None])], 1)
             if eos_token_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                 done = done | (nxt == eos_token_id)
@@ -297,6 +304,8 @@ class VideoMolmo(nn.Module):
             if eos_token_id is not None and eos_token_id in row:
                 row = row[: row.index(eos_token_id)]
             result.append(row)
+        if return_probs:
+            return result, [p[: len(r)] for p, r in zip(out_probs.tolist(), result)]
         return result
 
     # -- bookkeeping ------------------------------------------------------------------------------

@@ -62,6 +62,12 @@ class Pointer(ABC):
         """{frame index: (N, 2) float64 pixel (x, y)} for every index in `frames` (N may be 0).
         `l` is the number of context frames (None: the model's own)."""
 
+    def point_scored(self, video, query: str, frames: Sequence[int], l: int | None = None,
+                     progress: ProgressFn | None = None) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray] | None]:
+        """`point` plus each point's confidence in 0..1 ({frame: (N,)}), or None when this
+        pointer has no notion of confidence (given points, ground truth)."""
+        return self.point(video, query, frames, l=l, progress=progress), None
+
 
 def register_pointer(name: str) -> Callable[[type[Pointer]], type[Pointer]]:
     """Class decorator: make a `Pointer` subclass selectable as `--pointer name`."""
@@ -95,3 +101,4 @@ def build_pointer(name: str, **options: Any) -> Pointer:
 from videomolmo.pointers import model as _model  # noqa: E402,F401
 from videomolmo.pointers import oracle as _oracle  # noqa: E402,F401
 from videomolmo.pointers import static as _static  # noqa: E402,F401
+from videomolmo.pointers import molmo2 as _molmo2  # noqa: E402,F401

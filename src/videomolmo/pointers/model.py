@@ -44,13 +44,22 @@ class ModelPointer(Pointer):
         return any(self.model is m for m, _ in _BUNDLED.values())
 
     def point(self, video, query, frames, l=None, progress=None):
+        return self.point_scored(video, query, frames, l=l, progress=progress)[0]
+
+    def point_scored(self, video, query, frames, l=None, progress=None):
         from videomolmo.model import point_video
 
         report = None if progress is None else (lambda done, total: progress("pointing", done, total))
         ctx = {} if self.context == "normal" else {"context": self.context, "context_video": self.context_video}
         out = point_video(self.model, self.processor, video, query, frames=list(frames), l=l,
                           batch_size=self.batch_size, temporal=self.temporal, progress=report, **ctx)
-        return {int(i): np.asarray(out.get(i, np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2) for i in frames}
+        out = {fp.frame_idx: fp for fp in out}
+        points, scores = {}, {}
+        for i in frames:
+            fp = out.get(int(i))
+            points[int(i)] = (np.zeros((0, 2)) if fp is None else np.asarray(fp.points_px, np.float64)).reshape(-1, 2)
+            scores[int(i)] = np.zeros(0) if fp is None else np.asarray(fp.scores, np.float64).reshape(-1)
+        return points, scores
 
 
 def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str | None = None):
@@ -69,6 +78,24 @@ def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str
     from videomolmo.model import ModelConfig
     from videomolmo.model import checkpoint as ckpt
 
+    p = check_model_source(model)
+    if preset is not None:
+        mdl = ckpt.load_molmo_checkpoint(p, ModelConfig.from_name(preset), device=device)
+    else:
+        mdl = ckpt.from_pretrained(p, device=device)
+    processor = getattr(mdl, "processor", None)
+    if processor is None:
+        raise CheckpointError(f"{p}: the checkpoint has no tokenizer files (tokenizer.json) to build its processor")
+    return mdl, processor
+
+
+def check_model_source(model: str | os.PathLike | None) -> Path | None:
+    """The checks on `--model` that need no loading (a folder with weights, not a bare preset
+    name); None for the bundled model. Commands call it before announcing a slow load."""
+    if model is None or str(model) in ("default", "bundled"):
+        return None
+    from videomolmo.model import ModelConfig
+
     p = Path(model)
     if not p.exists():
         try:
@@ -82,14 +109,7 @@ def load_model(model: str | os.PathLike | None, device: str = "cpu", preset: str
         raise CheckpointError(f"{p}: not a checkpoint directory (expected a folder with config.json and *.safetensors)")
     if not any(p.glob("*.safetensors")):
         raise CheckpointError(f"{p}: not a checkpoint directory (no *.safetensors weights in it)")
-    if preset is not None:
-        mdl = ckpt.load_molmo_checkpoint(p, ModelConfig.from_name(preset), device=device)
-    else:
-        mdl = ckpt.from_pretrained(p, device=device)
-    processor = getattr(mdl, "processor", None)
-    if processor is None:
-        raise CheckpointError(f"{p}: the checkpoint has no tokenizer files (tokenizer.json) to build its processor")
-    return mdl, processor
+    return p
 
 
 _BUNDLED: dict[str, tuple[Any, Any]] = {}

@@ -18,15 +18,39 @@ Point -> mask (`add_points`, `predict_image`)
     Only the connected components that hold a positive point are kept, holes are filled.
 
 Propagation (`propagate`)
-    The previous frame's mask is warped into the next frame with dense DIS optical flow
-    (backward warping: flow from the new frame to the previous one). `refine="grabcut"` adds a
-    GrabCut clean-up confined to a band around the warped mask; it is off by default because
-    it measured no better on davis16-mini (J 0.546 vs 0.548 at k=5) at 1.6x the cost: with
-    anchors every few frames, flow drift is small and the anchors' errors dominate.
-    Everything runs at `work_height` pixels and masks are upsampled bilinearly to the frame size.
+    Each frame is re-decided, not just warped. The previous mask is warped into the new frame with
+    dense DIS optical flow (backward warping), and a forward-backward flow check marks the pixels
+    whose flow does not return to them: pixels hidden in the previous frame (the background a
+    moving object uncovers, things entering). Plain warping drags the mask over exactly those
+    pixels, so two flow-warped sides trail the object in opposite directions and the paper's union
+    adds both errors. Here every pixel near the warped mask is scored
+    `a * warped + (1 - a) * P(object | colour)`, with `a = warp_weight` where the flow is reliable
+    and `occluded_warp_weight` where it is not; P comes from colour histograms of the object and
+    a ring of its surroundings learnt at the anchor (kept fixed: an anchor is at most k frames
+    away, and updating the model from propagated masks lets errors teach it). A pixel is kept at
+    `keep_threshold` (0.6: colour must back a warped pixel a little), only in components that
+    touch the reliably warped core. When the warped mask as a whole stops looking like the
+    object (its mean P below `lost_ratio` of the anchor's: occluded, gone), the object is lost:
+    empty mask, score 0. What no longer matches is dropped rather than dragged along,
+    so each side errs by losing parts of the object (as SAM2's memory tracker does) and the
+    paper's union of two disagreeing sides recovers them (BENCHMARKS.md, "Mask stage": k = 5,
+    peak points, bidirectional - forward +0.050 J&F on the four tuned sequences, but -0.010, no
+    effect, on the two held out; on kite-surf the colour gate drops the same parts on both
+    sides).
+    `propagation="warp"` is the previous behaviour (warp only, optional banded GrabCut
+    clean-up with `refine="grabcut"`).
 
-State holds only the previous frame's small grey image and each object's previous mask, so
-memory is flat in video length; `state.masks` keeps only prompted frames.
+Confidence (`object_score`)
+    At the anchor: the mean vote share inside the mask (1.0 when every box scale and the motion
+    voter agree on every pixel; stability across scales). Each propagated frame multiplies the
+    previous score by IoU(warped mask, re-decided mask): a mask that keeps needing correction is
+    one to doubt. The `confidence` fusion strategy uses it; `bidirectional` ignores it.
+
+Everything runs at `work_height` pixels and masks are upsampled bilinearly to the frame size.
+
+State holds only the previous frame's small grey image, each object's previous mask and colour
+table, so memory is flat in video length; `state.masks` keeps only prompted frames and
+`state.scores` only prompted frames and the frame yielded last.
 """
 
 from __future__ import annotations
@@ -40,6 +64,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.fusion import mask_iou
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
 from videomolmo.segmentation.registry import register_backend
 
@@ -79,6 +104,20 @@ class CpuConfig:
     bg_ring: 0 learns GrabCut's background colours from the whole frame; > 0 only from a ring
         this many box half-sizes wide around each box (faster on large frames, but measured
         worse on davis16-mini: anchor IoU 0.43 vs 0.60 on blackswan/car-shadow/motocross-jump).
+    propagation: "appearance" (re-decide each frame from warp, flow check and colour model) or
+        "warp" (the previous backend: warp only, `refine` applies).
+    colour_bins: quantisation of each RGB channel for the anchor's colour model.
+    ring_width: the colour model's background ring, as a fraction of the mask's equivalent
+        diameter.
+    warp_weight / occluded_warp_weight: weight of the warped mask against the colour model where
+        the forward-backward flow check passes / fails.
+    fb_tolerance: forward-backward error (work pixels, plus 10 % of the flow) still "reliable".
+    keep_threshold: a pixel is kept when its score reaches this; above 0.5 colour must back the
+        warp, which biases each side towards losing parts rather than trailing. Tuned on the four
+        tuned sequences (BENCHMARKS.md): 0.6.
+    lost_ratio: the object is declared lost (empty mask, score 0) when the mean P(object |
+        colour) over its warped mask falls below this fraction of that mean at the anchor
+        (occluded, or gone from the frame, while the flow over the background looks fine).
     """
 
     work_height: int = 240
@@ -95,6 +134,14 @@ class CpuConfig:
     refine_iters: int = 2
     point_radius: int = 3
     bg_ring: float = 0.0
+    propagation: str = "appearance"
+    colour_bins: int = 8
+    ring_width: float = 0.5
+    warp_weight: float = 0.7
+    occluded_warp_weight: float = 0.3
+    fb_tolerance: float = 1.0
+    keep_threshold: float = 0.6
+    lost_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.work_height < 16:
@@ -109,6 +156,14 @@ class CpuConfig:
             raise ConfigError(f"cpu backend: motion_thresholds must be in (0, 2], got {self.motion_thresholds}")
         if self.refine not in ("grabcut", "none"):
             raise ConfigError(f"cpu backend: refine must be 'grabcut' or 'none', got {self.refine!r}")
+        if self.propagation not in ("appearance", "warp"):
+            raise ConfigError(
+                f"cpu backend: propagation must be 'appearance' or 'warp', got {self.propagation!r}"
+            )
+        if not (2 <= self.colour_bins <= 64):
+            raise ConfigError(f"cpu backend: colour_bins must be in [2, 64], got {self.colour_bins}")
+        if not (0 <= self.occluded_warp_weight <= 1 and 0 <= self.warp_weight <= 1):
+            raise ConfigError("cpu backend: warp_weight and occluded_warp_weight must be in [0, 1]")
         if not (0 < self.vote_fraction <= 1):
             raise ConfigError(f"cpu backend: vote_fraction must be in (0, 1], got {self.vote_fraction}")
 
@@ -192,6 +247,17 @@ def _roi(box: tuple[float, float, float, float], margin: float, w: int, h: int) 
         min(w, int(np.ceil(x1 + margin)) + 1),
         min(h, int(np.ceil(y1 + margin)) + 1),
     )
+
+
+def _keep_overlapping(mask: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """The connected components of `mask` that touch `core`."""
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(lab[core])] = True
+    keep[0] = False
+    return keep[lab]
 
 
 def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -320,14 +386,18 @@ class CpuPredictor(MaskPredictor):
 
     def _point_mask_small(
         self, img: np.ndarray, pos: np.ndarray, neg: np.ndarray, motion: np.ndarray | None
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, float]:
+        """(mask, stability): stability is the mean vote share inside the mask, 1.0 when every
+        voter (box scale, motion) agrees on every pixel and ~vote_fraction on a split vote."""
         if len(pos) == 0:
-            return np.zeros(img.shape[:2], bool)
+            return np.zeros(img.shape[:2], bool), 0.0
         votes, total = self._colour_votes(img, pos, neg)
         if motion is not None and self.config.motion_weight > 0:
             votes += self.config.motion_weight * motion
             total += self.config.motion_weight
-        return _keep_components(votes >= self.config.vote_fraction * total - 1e-6, pos)
+        mask = _keep_components(votes >= self.config.vote_fraction * total - 1e-6, pos)
+        stability = float(votes[mask].mean() / total) if mask.any() else 0.0
+        return mask, min(1.0, stability)
 
     def predict_image(
         self, frame: np.ndarray, points: np.ndarray, labels: np.ndarray | None = None
@@ -338,7 +408,7 @@ class CpuPredictor(MaskPredictor):
         h, w = frame.shape[:2]
         pts, lab = clean_points(points, labels, (w, h), where="cpu backend: ")
         small, s = self._small(frame)
-        mask = self._point_mask_small(small, pts[lab == 1] * s, pts[lab == 0] * s, None)
+        mask, _ = self._point_mask_small(small, pts[lab == 1] * s, pts[lab == 0] * s, None)
         return _upsample(mask, (w, h))
 
     # -- video API ----------------------------------------------------------------------
@@ -398,8 +468,10 @@ class CpuPredictor(MaskPredictor):
                     greys.append(self._grey(self._small(self._frame(state, j))[0]))
             if len(greys) > 1:
                 motion = self._motion_vote(greys, pos)
-        small_mask = self._point_mask_small(small, pos, neg, motion)
+        small_mask, stability = self._point_mask_small(small, pos, neg, motion)
         state.masks.setdefault(frame_idx, {})[obj_id] = small_mask
+        state.scores.setdefault(frame_idx, {})[obj_id] = stability
+        state.extra.setdefault("appearance", {})[obj_id] = self._appearance(small, small_mask)
         return _upsample(small_mask, (w, h))
 
     def _refine(self, img: np.ndarray, warped: np.ndarray) -> np.ndarray:
@@ -422,27 +494,98 @@ class CpuPredictor(MaskPredictor):
         roi = _roi((xs.min(), ys.min(), xs.max(), ys.max()), band, w, h)
         m = _grabcut(img, init, cfg.refine_iters, roi)
         # Keep only what overlaps the warp: GrabCut may grab look-alike background regions.
-        lab, n = ndi.label(m)
-        if n == 0:
-            return m
-        keep = np.zeros(n + 1, bool)
-        keep[np.unique(lab[warped & m])] = True
-        keep[0] = False
-        return ndi.binary_fill_holes(keep[lab])
+        return ndi.binary_fill_holes(_keep_overlapping(m, warped & m))
 
-    def _step(self, prev_grey: np.ndarray, prev_masks: dict[int, np.ndarray], img: np.ndarray, grey: np.ndarray):
+    # -- propagation --------------------------------------------------------------------
+
+    def _colour_index(self, img: np.ndarray) -> np.ndarray:
+        b = self.config.colour_bins
+        q = (img.astype(np.int32) * b) >> 8
+        return (q[..., 0] * b + q[..., 1]) * b + q[..., 2]
+
+    def _appearance(self, img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """P(object | colour) as a lookup table over quantised RGB, learnt at the anchor from the
+        mask against a ring of its surroundings (the colours it must be told apart from), and
+        the table's mean over the anchor mask (how much the object looks like itself there)."""
+        if not mask.any():
+            return None
+        diam = 2.0 * np.sqrt(mask.sum() / np.pi)
+        r = max(3, int(round(self.config.ring_width * diam)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        ring = (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~mask
+        idx = self._colour_index(img)
+        nb = self.config.colour_bins ** 3
+        fg = np.bincount(idx[mask], minlength=nb).astype(np.float64)
+        bg = np.bincount(idx[ring], minlength=nb).astype(np.float64)
+        # One pseudo-count per bin: a colour seen on neither side is undecided (0.5).
+        pf = (fg + 1) / (fg.sum() + nb)
+        pb = (bg + 1) / (bg.sum() + nb)
+        lut = (pf / (pf + pb)).astype(np.float32)
+        return lut, float(lut[idx[mask]].mean())
+
+    def _step(
+        self,
+        state: PredictorState,
+        prev_grey: np.ndarray,
+        prev_masks: dict[int, np.ndarray],
+        prev_scores: dict[int, float],
+        img: np.ndarray,
+        grey: np.ndarray,
+    ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        cfg = self.config
         flow = self._flow(grey, prev_grey)
         h, w = grey.shape
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         mx, my = xx + flow[..., 0], yy + flow[..., 1]
-        out = {}
+        out: dict[int, np.ndarray] = {}
+        scores: dict[int, float] = {}
+        appearance = state.extra.get("appearance", {})
+        reliable = colour_idx = None
         for oid, m in prev_masks.items():
+            prev_score = prev_scores.get(oid, 1.0)
             if not m.any():
-                out[oid] = m
+                out[oid], scores[oid] = m, 0.0
                 continue
-            warped = cv2.remap(m.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderValue=0) >= 0.5
-            out[oid] = self._refine(img, warped) if self.config.refine == "grabcut" else warped
-        return out
+            soft = cv2.remap(m.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderValue=0)
+            warped = soft >= 0.5
+            model = appearance.get(oid)
+            if cfg.propagation == "warp" or model is None:
+                new = self._refine(img, warped) if cfg.refine == "grabcut" else warped
+                out[oid], scores[oid] = new, prev_score * (1.0 if new.any() else 0.0)
+                continue
+            if reliable is None:
+                # Forward-backward check: where the flow into the previous frame and back does not
+                # return to the pixel, the pixel was hidden there (disoccluded background behind
+                # a moving object, or something entering). Warping drags the mask over exactly
+                # those pixels, so there the colour model decides instead.
+                back = self._flow(prev_grey, grey)
+                ret = cv2.remap(back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                err = np.linalg.norm(flow + ret, axis=2)
+                outside = (mx < 0) | (mx > w - 1) | (my < 0) | (my > h - 1)
+                reliable = (err <= cfg.fb_tolerance + 0.1 * np.linalg.norm(flow, axis=2)) & ~outside
+                colour_idx = self._colour_index(img)
+            lut, anchor_match = model
+            colour = lut[colour_idx]
+            if colour[warped].mean() < cfg.lost_ratio * anchor_match:
+                # Whatever the flow carried here does not look like the object any more
+                # (occluded, or gone): stop rather than drag a wrong mask along.
+                out[oid], scores[oid] = np.zeros_like(warped), 0.0
+                continue
+            a = np.where(reliable, cfg.warp_weight, cfg.occluded_warp_weight).astype(np.float32)
+            score = a * soft + (1 - a) * colour
+            # Only near the warped mask: the colour model alone would find every look-alike.
+            diam = 2.0 * np.sqrt(warped.sum() / np.pi)
+            r = max(2, int(round(0.1 * diam)))
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+            band = cv2.dilate(warped.astype(np.uint8), kernel) > 0
+            new = (score >= cfg.keep_threshold) & band
+            core = new & warped & reliable
+            new = _keep_overlapping(new, core if core.any() else new & warped)
+            new = cv2.morphologyEx(new.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+            # Confidence: how much of the carried mask survived this frame's checks, compounded
+            # from the anchor (a mask that keeps being corrected is a mask to doubt).
+            out[oid], scores[oid] = new, prev_score * mask_iou(new, warped)
+        return out, scores
 
     def propagate(
         self,
@@ -456,6 +599,7 @@ class CpuPredictor(MaskPredictor):
         The masks of a prompted frame replace the propagated ones there (prompts are ground
         truth). Frames before the first prompted frame on the walk yield `{}`; objects prompted
         later join from their prompted frame on. Only the previous frame is held in memory.
+        After each yielded frame, `object_score` gives the confidence of its masks.
         """
         n = state.extra["n_frames"]
         for name, idx in (("start_frame", start_frame), ("end_frame", end_frame)):
@@ -468,6 +612,8 @@ class CpuPredictor(MaskPredictor):
         step = -1 if reverse else 1
         prev_grey: np.ndarray | None = None
         prev: dict[int, np.ndarray] = {}
+        prev_scores: dict[int, float] = {}
+        last_yielded: int | None = None
         full_size: tuple[int, int] | None = None
         for idx in range(start_frame, end_frame + step, step):
             frame = self._frame(state, idx)
@@ -475,10 +621,19 @@ class CpuPredictor(MaskPredictor):
             full_size = (w, h)
             small, _ = self._small(frame)
             grey = self._grey(small)
-            cur = self._step(prev_grey, prev, small, grey) if prev and prev_grey is not None else {}
+            cur, scores = {}, {}
+            if prev and prev_grey is not None:
+                cur, scores = self._step(state, prev_grey, prev, prev_scores, small, grey)
             for oid, m in state.masks.get(idx, {}).items():
                 cur[oid] = m
-            prev, prev_grey = cur, grey
+                scores[oid] = state.scores.get(idx, {}).get(oid, 1.0)
+            # Scores of the frame just left are dropped unless it was prompted: flat memory.
+            if last_yielded is not None and last_yielded not in state.masks:
+                state.scores.pop(last_yielded, None)
+            if idx not in state.masks:
+                state.scores[idx] = dict(scores)
+            last_yielded = idx
+            prev, prev_grey, prev_scores = cur, grey, scores
             yield idx, {oid: _upsample(m, full_size) for oid, m in cur.items()}
 
 

@@ -4,6 +4,12 @@ Modelled on SAM2's video predictor: a state is opened on a video, point prompts 
 object ids on a frame, and masks are propagated forward or backward over a frame range. A state
 belongs to one propagation direction; bidirectional fusion opens a fresh state per side so that
 prompts from one side never leak into the other.
+
+Confidence: besides its masks, a backend may say how sure it is of each propagated mask, like
+SAM2's object score. `object_score(state, frame_idx, obj_id)` returns a number in [0, 1] for a
+frame `propagate` has just yielded (read it before advancing the iterator: backends keep only the
+latest frame's scores so that memory stays flat). Backends that compute no score leave
+`state.scores` empty and every lookup answers 1.0 ("no doubt expressed").
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class PredictorState:
     `video` is a `videomolmo.video.Video` (random access by index, streaming iteration).
     `prompts` maps frame index -> object id -> (points (N, 2) pixels, labels (N,) 1=positive 0=negative).
     `masks` maps frame index -> object id -> bool (H, W) mask for frames the backend has resolved.
+    `scores` maps frame index -> object id -> confidence in [0, 1] of that frame's mask; backends
+    keep only the prompted frames and the frame most recently yielded by `propagate`.
     Backends may keep anything else they need in `extra` (features, memory banks, flow caches),
     and must prune it so memory stays flat in video length.
     """
@@ -70,6 +78,7 @@ class PredictorState:
     video: Any
     prompts: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     masks: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    scores: dict[int, dict[int, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,8 +124,17 @@ class MaskPredictor(ABC):
     ) -> np.ndarray:
         """Single-frame point-to-mask: bool (H, W) mask for one object on one RGB frame."""
 
+    def object_score(self, state: PredictorState, frame_idx: int, obj_id: int) -> float:
+        """How sure the backend is of object `obj_id`'s mask on `frame_idx`, in [0, 1].
+
+        Valid for prompted frames and for the frame `propagate` yielded last; 1.0 when the backend
+        computes no score (or no longer holds it).
+        """
+        return float(state.scores.get(frame_idx, {}).get(obj_id, 1.0))
+
     def reset_state(self, state: PredictorState) -> None:
         """Forget every prompt and mask, keeping the video open."""
         state.prompts.clear()
         state.masks.clear()
+        state.scores.clear()
         state.extra.clear()

@@ -41,6 +41,8 @@ class Segment:
 
     `forward[j]` / `backward[j]` are the candidate masks of frame `start + 1 + j`; `backward` is
     None for the tail after the last anchor and when the strategy never looks at it.
+    `forward_scores[j]` / `backward_scores[j]` are the backend's confidence in those masks
+    (`MaskPredictor.object_score`; 1.0 from backends that compute none), None when not recorded.
     """
 
     start: int
@@ -48,6 +50,8 @@ class Segment:
     anchor_mask: np.ndarray
     forward: list[np.ndarray]
     backward: list[np.ndarray] | None
+    forward_scores: list[float] | None = None
+    backward_scores: list[float] | None = None
 
     @property
     def is_tail(self) -> bool:
@@ -122,22 +126,28 @@ class _Anchor:
             ll = np.concatenate([[1], np.zeros(len(neg), np.int64)])
             self.mask |= np.asarray(predictor.add_points(self.state, idx, obj_id, pp, ll), bool)
 
-    def walk(self, to: int) -> list[np.ndarray]:
-        """Masks of the frames from the anchor (exclusive) to `to` (inclusive), in walk order."""
+    def walk(self, to: int) -> tuple[list[np.ndarray], list[float]]:
+        """Masks of the frames from the anchor (exclusive) to `to` (inclusive), in walk order,
+        and the backend's confidence in each (an empty side is sure of nothing: 0.0)."""
         n = abs(to - self.idx)
         if n == 0:
-            return []
+            return [], []
         if self.state is None:
-            return [np.zeros(self.shape, bool) for _ in range(n)]
+            return [np.zeros(self.shape, bool) for _ in range(n)], [0.0] * n
         reverse = to < self.idx
-        out = []
+        out, scores = [], []
+        # Backends registered by duck typing may lack `object_score`: they express no doubt.
+        score_of = getattr(self.predictor, "object_score", None) or (lambda state, fi, o: 1.0)
         for fi, objs in self.predictor.propagate(self.state, self.idx, to, reverse=reverse):
             if fi == self.idx:
                 continue
             out.append(_union(objs, self.shape))
+            # Scores are read before the iterator advances (backends keep only the latest).
+            # Several objects make one mask: the least sure object bounds the whole.
+            scores.append(min((score_of(self.state, fi, o) for o in objs), default=0.0))
         if len(out) != n:
             raise RuntimeError(f"{self.predictor.name} backend yielded {len(out)} frames, expected {n}")
-        return out
+        return out, scores
 
     def close(self) -> None:
         if self.state is not None:
@@ -201,14 +211,15 @@ def iter_segments(
                 continue
             if cur is None:
                 cur = _Anchor(predictor, video, a, prompts.get(a), shape)
-            fwd = cur.walk(end - 1)
+            fwd, fwd_scores = cur.walk(end - 1)
             nxt = None
-            bwd = None
+            bwd = bwd_scores = None
             if nxt_idx is not None:
                 nxt = _Anchor(predictor, video, nxt_idx, prompts.get(nxt_idx), shape)
                 if backward:
-                    bwd = nxt.walk(a + 1)[::-1]
-            seg = Segment(a, end, cur.mask, fwd, bwd)
+                    bwd, bwd_scores = nxt.walk(a + 1)
+                    bwd, bwd_scores = bwd[::-1], bwd_scores[::-1]
+            seg = Segment(a, end, cur.mask, fwd, bwd, fwd_scores, bwd_scores)
             cur.close()
             yield seg
             cur = nxt
@@ -230,6 +241,8 @@ def fuse_segment(
             tau=tau,
             dist_forward=t - seg.start,
             dist_backward=(seg.end - t) if b is not None else None,
+            score_forward=seg.forward_scores[j] if seg.forward_scores else None,
+            score_backward=seg.backward_scores[j] if (b is not None and seg.backward_scores) else None,
         )
         out = fn(f, b, ctx)
         yield t, (out if out is not None else np.zeros_like(f))

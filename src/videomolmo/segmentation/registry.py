@@ -86,3 +86,4 @@ def get_predictor(name: str = "cpu", checkpoint: str | os.PathLike | None = None
 # Backends register themselves on import; one line each.
 from videomolmo.segmentation import cpu as _cpu  # noqa: E402,F401
 from videomolmo.segmentation import sam2 as _sam2  # noqa: E402,F401
+from videomolmo.segmentation import sam3 as _sam3  # noqa: E402,F401

@@ -24,7 +24,6 @@ import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError, VideoMolmoError
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
-from videomolmo.segmentation.registry import register_backend
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,8 +68,12 @@ def _check_safetensors_file(path: Path) -> None:
         )
 
 
-def validate_checkpoint_dir(path: str | Path) -> Path:
-    """Check that `path` is a loadable SAM2 checkpoint directory; return it as a `Path`.
+def validate_checkpoint_dir(
+    path: str | Path, accepted: Sequence[str] = _ACCEPTED_MODEL_TYPES, label: str = "SAM2"
+) -> Path:
+    """Check that `path` is a loadable checkpoint directory of a model type in `accepted`; return it.
+
+    `label` names the model in messages (the SAM3 backends reuse this check).
 
     Raises `CheckpointError` naming the directory and what is wrong: missing, not a directory,
     no or unreadable `config.json`, a config for another model, no `*.safetensors`, a sharded
@@ -78,20 +81,20 @@ def validate_checkpoint_dir(path: str | Path) -> Path:
     """
     root = Path(path)
     if not root.exists():
-        raise CheckpointError(f"{root}: SAM2 checkpoint directory does not exist")
+        raise CheckpointError(f"{root}: {label} checkpoint directory does not exist")
     if not root.is_dir():
-        raise CheckpointError(f"{root}: SAM2 checkpoint must be a directory (config.json + *.safetensors)")
+        raise CheckpointError(f"{root}: {label} checkpoint must be a directory (config.json + *.safetensors)")
     config_path = root / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"{root}: no config.json in the SAM2 checkpoint directory")
+        raise CheckpointError(f"{root}: no config.json in the {label} checkpoint directory")
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type not in _ACCEPTED_MODEL_TYPES:
+    if model_type not in accepted:
         raise CheckpointError(
-            f"{config_path}: model_type is {model_type!r}, expected one of {list(_ACCEPTED_MODEL_TYPES)}"
+            f"{config_path}: model_type is {model_type!r}, expected one of {list(accepted)}"
         )
     index_path = root / "model.safetensors.index.json"
     if index_path.is_file():
@@ -107,7 +110,7 @@ def validate_checkpoint_dir(path: str | Path) -> Path:
     else:
         files = sorted(root.glob("*.safetensors"))
         if not files:
-            raise CheckpointError(f"{root}: no *.safetensors weights in the SAM2 checkpoint directory")
+            raise CheckpointError(f"{root}: no *.safetensors weights in the {label} checkpoint directory")
     for f in files:
         _check_safetensors_file(f)
     return root
@@ -160,6 +163,23 @@ def _check_frame(frame: np.ndarray, where: str = "frame") -> np.ndarray:
     return frame
 
 
+def square_model_input(frame: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
+                       device: Any, dtype: Any) -> Any:
+    """RGB uint8 (H, W, 3) -> (3, size, size) tensor: bilinear resize, [0, 1], (x - mean) / std.
+
+    The SAM family's processors all do this (only mean/std differ); done here in torch because
+    their processors need torchvision."""
+    import torch
+    import torch.nn.functional as F
+
+    frame = _check_frame(frame)
+    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x / 255.0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return ((x - m) / s)[0].to(dtype)
+
+
 class Sam2Predictor(MaskPredictor):
     """SAM2 (transformers `Sam2VideoModel`) as a `MaskPredictor`.
 
@@ -170,6 +190,23 @@ class Sam2Predictor(MaskPredictor):
     """
 
     name = "sam2"
+    #: Subclasses for other SAM-style trackers (the `sam3` backend) override these five.
+    label = "SAM2"
+    accepted_model_types: tuple[str, ...] = _ACCEPTED_MODEL_TYPES
+    image_mean = IMAGENET_MEAN
+    image_std = IMAGENET_STD
+
+    @staticmethod
+    def _model_class() -> Any:
+        from transformers import Sam2VideoModel
+
+        return Sam2VideoModel
+
+    @staticmethod
+    def _session_class() -> Any:
+        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+        return Sam2VideoInferenceSession
 
     def __init__(self, model: Any, device: str = "cpu", dtype: Any = None):
         import torch
@@ -186,44 +223,18 @@ class Sam2Predictor(MaskPredictor):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam2Predictor":
-        """Load a SAM2 checkpoint directory (HF format) after checking it is complete."""
-        root = validate_checkpoint_dir(path)
-        from transformers import Sam2VideoModel
-        from transformers.utils import logging as hf_logging
+        """Load a checkpoint directory (HF format) after checking it is complete."""
+        root = validate_checkpoint_dir(path, cls.accepted_model_types, cls.label)
+        from videomolmo.hf_local import load_native_model
 
         torch_dtype = _resolve_dtype(dtype)
-        hf_logging.disable_progress_bar()
-        try:
-            model, info = Sam2VideoModel.from_pretrained(
-                str(root), output_loading_info=True, dtype=torch_dtype
-            )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{root}: cannot load the SAM2 checkpoint ({str(exc).splitlines()[0]})") from None
-        finally:
-            hf_logging.enable_progress_bar()
-        missing = sorted(info.get("missing_keys") or [])
-        mismatched = list(info.get("mismatched_keys") or [])
-        if missing or mismatched:
-            what = missing[:3] if missing else [str(m) for m in mismatched[:3]]
-            raise CheckpointError(
-                f"{root}: weights do not match config.json "
-                f"({len(missing)} missing, {len(mismatched)} mismatched tensors, e.g. {what})"
-            )
+        model = load_native_model(cls._model_class(), root, cls.label, torch_dtype)
         return cls(model, device=device, dtype=torch_dtype)
 
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, frame: np.ndarray) -> Any:
         """RGB uint8 (H, W, 3) -> normalised float (3, S, S) tensor on the model's device."""
-        import torch
-        import torch.nn.functional as F
-
-        frame = _check_frame(frame)
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x / 255.0, size=(self.image_size, self.image_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
-        return ((x - mean) / std)[0].to(self.dtype)
+        return square_model_input(frame, self.image_size, self.image_mean, self.image_std, self.device, self.dtype)
 
     def _point_inputs(self, pts: np.ndarray, labels: np.ndarray, width: int, height: int) -> dict:
         import torch
@@ -243,9 +254,7 @@ class Sam2Predictor(MaskPredictor):
 
     # ------------------------------------------------------------------ video API
     def _new_session(self, height: int, width: int) -> Any:
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
-
-        return Sam2VideoInferenceSession(
+        return self._session_class()(
             video_height=height,
             video_width=width,
             inference_device=self.device,
@@ -318,7 +327,7 @@ class Sam2Predictor(MaskPredictor):
         """Prompt `obj_id` on `frame_idx` (replacing earlier prompts there); return its mask there."""
         frame_idx = self._check_frame_idx(state, frame_idx)
         height, width = state.extra["size"]
-        pts, lab = clean_points(points, labels, (width, height), where="sam2 backend: ")
+        pts, lab = clean_points(points, labels, (width, height), where=f"{self.name} backend: ")
         if len(pts) == 0:
             # Nothing usable to prompt with: the object stays unknown to the session (an empty
             # side for fusion) instead of failing the whole video.
@@ -392,7 +401,7 @@ class Sam2Predictor(MaskPredictor):
 
         frame = _check_frame(frame)
         height, width = frame.shape[:2]
-        pts, lab = clean_points(points, labels, (width, height), where="sam2 backend: ")
+        pts, lab = clean_points(points, labels, (width, height), where=f"{self.name} backend: ")
         if len(pts) == 0:
             return np.zeros((height, width), dtype=bool)
         session = self._image_session(frame)
@@ -448,6 +457,10 @@ def tiny_sam2_config(image_size: int = 128) -> Any:
         memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=256,
     )
 
+
+# Imported here, after `Sam2Predictor` exists: importing the registry imports every backend,
+# and the sam3 backend subclasses this one.
+from videomolmo.segmentation.registry import register_backend  # noqa: E402
 
 register_backend(
     "sam2",

@@ -311,6 +311,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         # The run's own recipe wins on resume; only `steps` may be changed (to extend a run).
         saved = json.loads((out / "train_config.json").read_text())
         cfg = replace(TrainConfig(**saved), steps=cfg.steps)
+        if cfg.fsdp:
+            # Checkpoints hold rank 0's optimizer shard only; resuming would silently lose the rest.
+            raise ConfigError(f"{out}: resuming an FSDP run is not supported (its checkpoints hold the full "
+                              "weights but only rank 0's optimizer shard); start from final/ with --init")
     mcfg = ModelConfig.from_name(cfg.model, **cfg.model_overrides)
     torch.manual_seed(cfg.seed)
     if cfg.init is None and "temporal_init" not in cfg.model_overrides:
@@ -379,7 +383,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
         ddp_model = FSDP(module, auto_wrap_policy=ModuleWrapPolicy({Qwen2DecoderLayer, CLIPEncoderLayer}),
-                         device_id=device if device.type == "cuda" else None, use_orig_params=True)
+                         # An explicit device: without one FSDP refuses CPU (the gloo CI run).
+                         device_id=device, use_orig_params=True)
     elif distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -399,8 +404,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             gathered: list = [None] * world
             dist.all_gather_object(gathered, stream.state())
             streams = {str(r): s for r, s in enumerate(gathered)}
+        weights = _full_state(ddp_model, module, cfg.fsdp)  # a collective under FSDP: every rank
         if is_main:
-            save_checkpoint(out, step, {**model.state_dict(), **module.head_state()}, optimizer=opt, keep=cfg.keep_checkpoints,
+            save_checkpoint(out, step, weights, optimizer=opt, keep=cfg.keep_checkpoints,
                             extra={"streams": streams, "cpu_s": cpu_before + time.process_time() - t_cpu,
                                    "examples": examples_seen})
         if distributed:
@@ -454,7 +460,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                 answer_loss += float(ans.detach()) / cfg.grad_accum
                 if aux is not None:
                     grounding_loss += float(aux.detach()) / cfg.grad_accum
-            gnorm = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+            if cfg.fsdp:
+                # Each rank holds a shard of the gradients: the norm must be reduced across ranks.
+                gnorm = ddp_model.clip_grad_norm_(cfg.grad_clip)
+            else:
+                gnorm = torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
             opt.step()
             step += 1
             n_ex = cfg.batch_size * cfg.grad_accum * world
@@ -488,11 +498,39 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         if bar is not None:
             bar.stop()
     final = out / "final"
+    if cfg.fsdp:
+        # The wrapped model's parameters are shards; hand back (and save) a plain full copy.
+        state, _ = split_head_state(_full_state(ddp_model, module, True))
+        model = VideoMolmo(mcfg)
+        model.load_state_dict(state)
     if is_main:
         save_model(model, final)
     if distributed:
         dist.barrier()
     return TrainResult(final=final, model=model, step=step)
+
+
+def _full_state(wrapped, module, fsdp: bool) -> dict:
+    """The model's and grounding head's weights as full tensors (`{**model, **head_state}`).
+
+    Under FSDP the parameters are sharded and a state dict is an all-gather that every rank
+    must enter; calling `state_dict()` on rank 0 alone deadlocks."""
+    if not fsdp:
+        return {**module.model.state_dict(), **module.head_state()}
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from videomolmo.training.grounding import HEAD_PREFIX
+
+    # Offloading gathers to host memory on GPU; on CPU, torch 2.13's "offload" of CPU tensors
+    # segfaults in the state-dict clone, and there is nothing to offload anyway.
+    on_gpu = next(module.parameters()).device.type != "cpu"
+    with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT,
+                              FullStateDictConfig(offload_to_cpu=on_gpu, rank0_only=False)):
+        full = wrapped.state_dict()
+    state = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
+    state.update({HEAD_PREFIX + k[len("head."):]: v for k, v in full.items() if k.startswith("head.")})
+    return state
 
 
 class _null:
