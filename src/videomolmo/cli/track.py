@@ -14,15 +14,16 @@ from videomolmo.cli.progress import note, notes_printed_once, stages
 from videomolmo.errors import ConfigError
 from videomolmo.files import ensure_writable_dir
 from videomolmo.fusion import get_strategy
+from videomolmo.notices import nothing_found
+from videomolmo.pipeline import Pipeline, PipelineConfig
+from videomolmo.pointers import build_pointer
 from videomolmo.points import read_points_file
 from videomolmo.segmentation.registry import check_backend
-from videomolmo.settings import check_params, check_query
+from videomolmo.settings import check_device, check_params, check_query
 from videomolmo.video import open_video
 
 
 def _pipeline(pointer, model, preset, baseline, device, first_frame_only, mask_checkpoint=None, **cfg):
-    from videomolmo.pipeline import Pipeline
-
     if first_frame_only is not None:
         cfg["first_frame_only"] = first_frame_only
     return Pipeline.from_pretrained(model, pointer=pointer, baseline=baseline, device=device,
@@ -32,8 +33,6 @@ def _pipeline(pointer, model, preset, baseline, device, first_frame_only, mask_c
 def _validate(query: str, k: int, tau: float, l: Optional[int], device: str, fusion: str | None = None,
               mask_backend: str | None = None, mask_checkpoint: Path | None = None) -> str:
     """Fail on bad options before loading a model (which takes seconds)."""
-    from videomolmo.settings import check_device
-
     q = check_query(query)
     check_params(k, tau, l)
     if fusion is not None:
@@ -108,8 +107,6 @@ def _announce(pipe) -> None:
 
 def _report_found(res) -> None:
     if not res.found:
-        from videomolmo.notices import nothing_found
-
         note(nothing_found(res.query, len(res.points)))
 
 
@@ -124,9 +121,6 @@ def _score_text(res) -> str:
 
 
 def _static_pipeline(points: dict, device: str, mask_checkpoint, **cfg):
-    from videomolmo.pipeline import Pipeline, PipelineConfig
-    from videomolmo.pointers import build_pointer
-
     return Pipeline(build_pointer("static", points=points), PipelineConfig(**cfg), mask_checkpoint=mask_checkpoint,
                     device=device)
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError
+from videomolmo.hf_local import load_native_model
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, check_rgb_frame, clean_points
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -188,7 +189,6 @@ class Sam2Predictor(MaskPredictor):
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam2Predictor":
         """Load a checkpoint directory (HF format) after checking it is complete."""
         root = validate_checkpoint_dir(path, cls.accepted_model_types, cls.label)
-        from videomolmo.hf_local import load_native_model
 
         torch_dtype = _resolve_dtype(dtype)
         model = load_native_model(cls._model_class(), root, cls.label, torch_dtype)
