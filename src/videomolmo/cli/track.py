@@ -19,7 +19,7 @@ from videomolmo.pipeline import Pipeline, PipelineConfig
 from videomolmo.pointers import build_pointer
 from videomolmo.points import read_points_file
 from videomolmo.segmentation.registry import check_backend
-from videomolmo.settings import check_device, check_params, check_query
+from videomolmo.settings import DEFAULTS, check_device, check_params, check_query
 from videomolmo.video import open_video
 
 
@@ -125,6 +125,20 @@ def _static_pipeline(points: dict, device: str, mask_checkpoint, **cfg):
                     device=device)
 
 
+def _points_only(stage, video, query, out, pointer, model, preset, baseline, device, first_frame_only, k, l):
+    """Stage 1 alone (point, count): options checked before the model loads; (result, out dir)."""
+    q = _validate(query, k, DEFAULTS.tau, l, device)
+    vid = open_video(video)
+    if out is not None:
+        out = ensure_writable_dir(out)
+    pipe = _pipeline(pointer, model, preset, baseline, device, first_frame_only, k=k, l=l)
+    _announce(pipe)
+    with stages(stage) as progress, notes_printed_once():
+        res = pipe.point(vid, q, progress=progress)
+    _report_found(res)
+    return res, out
+
+
 @command("point")
 def point_cmd(
     video: Path = typer.Argument(..., help="Video file or folder of frames."),
@@ -141,15 +155,8 @@ def point_cmd(
     device: str = options.device(),
 ) -> None:
     """Points only (no masks): frame index -> list of (x, y) pixels, as upstream's points.jsonl."""
-    q = _validate(query, k, 0.5, l, device)
-    vid = open_video(video)
-    if out is not None:
-        out = ensure_writable_dir(out)
-    pipe = _pipeline(pointer, model, preset, baseline, device, first_frame_only, k=k, l=l)
-    _announce(pipe)
-    with stages("point") as progress, notes_printed_once():
-        res = pipe.point(vid, q, progress=progress)
-    _report_found(res)
+    res, out = _points_only("point", video, query, out, pointer, model, preset, baseline, device,
+                            first_frame_only, k, l)
     if out is None:
         console.print(res.points_jsonl(), end="", markup=False, highlight=False, soft_wrap=True)
     else:
@@ -171,15 +178,7 @@ def count_cmd(
     device: str = options.device(),
 ) -> None:
     """Count = distinct points per sampled frame; the video-level answer is the maximum over them."""
-    q = _validate(query, k, 0.5, l, device)
-    vid = open_video(video)
-    if out is not None:
-        out = ensure_writable_dir(out)
-    pipe = _pipeline(pointer, model, preset, False, device, None, k=k, l=l)
-    _announce(pipe)
-    with stages("count") as progress, notes_printed_once():
-        res = pipe.point(vid, q, progress=progress)
-    _report_found(res)
+    res, out = _points_only("count", video, query, out, pointer, model, preset, False, device, None, k, l)
     if out is not None:
         res.save(out, masks=False, overlay=False)
     report = res.count_report()
