@@ -96,7 +96,8 @@ def test_states_are_isolated(small, car):
     # b has no prompt: propagation yields no objects (nothing leaks from a)
     assert [objs for _, objs in predictor.propagate(b, 0, 1)] == [{}, {}]
     predictor.reset_state(a)
-    assert a.prompts == {} and a.masks == {} and a.extra == {}
+    # Only what describes the (still open) video stays.
+    assert a.prompts == {} and a.masks == {} and a.scores == {} and set(a.extra) == {"num_frames", "size"}
 
 
 def test_negative_points_and_edge_cases(small, car):
@@ -148,7 +149,7 @@ def test_presets_and_registry():
 
 def test_init_state_opens_a_frame_folder(small, car):
     state = small.init_state(str(DATA / "JPEGImages" / "car-shadow"))
-    assert state.extra["n_frames"] == 40
+    assert state.extra["num_frames"] == 40
     with pytest.raises(VideoMolmoError, match="no such video"):
         small.init_state(str(DATA / "JPEGImages" / "no-such-sequence"))
 
@@ -246,3 +247,16 @@ def test_propagation_stops_when_the_object_is_gone():
 def test_bad_propagation_config():
     with pytest.raises(ConfigError, match="propagation"):
         CpuPredictor(propagation="magic")
+
+
+def test_a_second_click_adds_to_the_first(small, car):
+    """The shared click rule: two clicks one at a time give the mask of both clicks at once."""
+    frames, masks = car
+    video = np.stack(frames[:2])
+    p, q = peak(masks[0])[0], np.array([5.0, 5.0])
+    a = small.init_state(video)
+    small.add_points(a, 0, 1, p[None])
+    twice = small.add_points(a, 0, 1, q[None], np.array([0]))
+    assert a.prompts[0][1][0].tolist() == [p.tolist(), q.tolist()]
+    once = small.add_points(small.init_state(video), 0, 1, np.stack([p, q]), np.array([1, 0]))
+    np.testing.assert_array_equal(twice, once)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -28,9 +27,8 @@ class FakePredictor(MaskPredictor):
         self.walks: list[tuple[int, int, bool]] = []
 
     def init_state(self, video):
-        st = PredictorState(video=video)
-        self.states.append(st)
-        return st
+        self.states.append(super().init_state(video))
+        return self.states[-1]
 
     def _square(self, points):
         m = np.zeros((H, W), bool)
@@ -38,23 +36,24 @@ class FakePredictor(MaskPredictor):
             m[max(0, int(y) - 1) : int(y) + 2, max(0, int(x) - 1) : int(x) + 2] = True
         return m
 
-    def add_points(self, state, frame_idx, obj_id, points, labels=None):
-        labels = np.ones(len(points), int) if labels is None else np.asarray(labels)
-        state.prompts.setdefault(frame_idx, {})[obj_id] = (np.asarray(points), labels)
-        m = self._square(np.asarray(points)[labels == 1])
-        state.masks.setdefault(frame_idx, {})[obj_id] = m
-        return m
+    def _mask_from_prompt(self, state, frame_idx, obj_id, points, labels):
+        return self._square(points[labels == 1]), 1.0
 
-    def propagate(self, state, start_frame, end_frame, reverse=False) -> Iterator:
-        self.walks.append((start_frame, end_frame, reverse))
+    def _start_walk(self, state, start_frame, reverse):
         # isolation: a state used by the runner only ever holds its own anchor's prompts
         assert len(state.prompts) == 1 and start_frame in state.prompts
-        step = -1 if reverse else 1
-        base = state.masks[start_frame]
-        for i, fi in enumerate(range(start_frame, end_frame + step, step)):
-            # A backend that doubts its masks more with every frame from the anchor.
-            state.scores = {fi: {oid: 1.0 / (1 + i) for oid in base}}
-            yield fi, {oid: np.roll(m, i * step, axis=1) for oid, m in base.items()}
+        state.extra["walk"] = (start_frame, reverse)
+
+    def propagate(self, state, start_frame, end_frame, reverse=False):
+        self.walks.append((start_frame, end_frame, reverse))
+        return super().propagate(state, start_frame, end_frame, reverse)
+
+    def _track_step(self, state, frame_idx, reverse):
+        start, _ = state.extra["walk"]
+        i = abs(frame_idx - start)
+        # A backend that doubts its masks more with every frame from the anchor.
+        return {oid: (np.roll(m, -i if reverse else i, axis=1), 1.0 / (1 + i))
+                for oid, m in state.masks[start].items()}
 
     def predict_image(self, frame, points, labels=None):
         return self._square(points)

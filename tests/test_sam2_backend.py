@@ -334,3 +334,18 @@ def test_annotate_cli_with_the_sam2_backend(ckpt_dir, tmp_path):
     before = out.read_bytes()
     assert CliRunner().invoke(app, args).exit_code == 0  # resumed: nothing to do
     assert out.read_bytes() == before
+
+
+def test_a_second_click_adds_to_the_first(predictor, video):
+    """The shared click rule (MaskPredictor.add_points): clicks on the same frame and object
+    accumulate, so two clicks one at a time give the mask of both clicks at once."""
+    a = predictor.init_state(video)
+    predictor.add_points(a, 0, 1, np.array([[15.0, 20.0]]))
+    twice = predictor.add_points(a, 0, 1, np.array([[20.0, 12.0]]), np.array([0]))
+    pts, lab = a.prompts[0][1]
+    assert pts.tolist() == [[15.0, 20.0], [20.0, 12.0]] and lab.tolist() == [1, 0]
+    b = predictor.init_state(video)
+    once = predictor.add_points(b, 0, 1, np.array([[15.0, 20.0], [20.0, 12.0]]), np.array([1, 0]))
+    np.testing.assert_array_equal(twice, once)
+    predictor.reset_state(a)
+    assert a.prompts == {} and [objs for _, objs in predictor.propagate(a, 0, 1)] == [{}, {}]

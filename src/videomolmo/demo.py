@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from videomolmo.files import atomic_write_json, ensure_writable_dir
+from videomolmo.masks import read_mask
+from videomolmo.metrics import j_and_f, point_prf
+from videomolmo.pipeline import Pipeline
 from videomolmo.settings import DEFAULTS
 from videomolmo.synth import Clip, SynthConfig, clip_rng, generate_clip
 
@@ -58,8 +61,6 @@ def demo_clip(seed: int = DEMO_SEED, frames: int = 12, size: int = 112) -> tuple
 def score_query(clip: Clip, expr: int, points: dict[int, np.ndarray],
                 masks: dict[int, np.ndarray]) -> dict:
     """Point F1 (mean over frames), video count (max distinct points) and J / F / J&F."""
-    from videomolmo.metrics import j_and_f, point_prf
-
     e = clip.expressions[expr]
     f1s = []
     for t, p in points.items():
@@ -78,8 +79,6 @@ def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int 
     """Run the demo; returns one report per query and writes `<out>/summary.json`.
 
     `progress(stage, done, total)` hears about loading, pointing and masks of each query."""
-    from videomolmo.pipeline import Pipeline
-
     t0 = time.perf_counter()
     out = ensure_writable_dir(out)
     clip, exprs = demo_clip(seed)
@@ -100,7 +99,6 @@ def run_demo(out: str | Path = "videomolmo-demo", seed: int = DEMO_SEED, k: int 
                    fusion=DEMO_SETTINGS.fusion, progress=stage)
         files = res.save(qdir, progress=stage, sheet=True,
                          gt_mask=lambda t, ids=e.obj_ids: clip.union_mask(ids, t))
-        from videomolmo.masks import read_mask
 
         # Score exactly what was written (the mask PNGs), not a second run of the mask stage.
         masks = {}

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from videomolmo.errors import ConfigError
+from videomolmo.errors import CheckpointError, ConfigError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "ensure_writable_dir",
            "JsonlLog", "RunSettings"]
@@ -91,8 +91,6 @@ def check_safetensors(path: str | os.PathLike) -> Path:
     partial copy fails here with `CheckpointError` instead of deep inside a load."""
     import json
     import struct
-
-    from videomolmo.errors import CheckpointError
 
     p = Path(path)
     if not p.is_file():

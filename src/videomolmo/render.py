@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from videomolmo.files import atomic_path
 from videomolmo.errors import VideoMolmoError
+from videomolmo.files import atomic_path
+from videomolmo.video import write_video
 
 # Distinct, saturated colours (RGB) for object ids 1, 2, ...: tab10 without the greys, so that
 # neighbouring ids never look alike on natural images.
@@ -231,8 +232,6 @@ def write_overlay_video(
     """Stream RGB frames into an H.264 mp4 at `path` (appears only when complete).
 
     Memory is one frame, whatever the length. Returns the number of frames written."""
-    from videomolmo.video import write_video
-
     # veryfast: overlays are for looking at, and encoding must not dominate a CPU run.
     return write_video(path, frames, fps=fps, crf=23, preset="veryfast")
 

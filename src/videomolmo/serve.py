@@ -25,7 +25,10 @@ from typing import Any, Callable
 import numpy as np
 
 from videomolmo.errors import ConfigError, VideoError, VideoMolmoError
+from videomolmo.files import atomic_path
+from videomolmo.notices import BundledModelWarning, NothingFoundWarning, nothing_found
 from videomolmo.settings import DEFAULTS, check_params, check_query
+from videomolmo.video import open_video, write_video
 
 
 @dataclass
@@ -54,8 +57,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def check_upload(path: str | os.PathLike | None, config: DemoConfig):
     """Open an uploaded file as a video or raise `VideoMolmoError` with a message for the page."""
-    from videomolmo.video import open_video
-
     if path is None:
         # Also what a person sees after dropping an image or a text file: the page's video box
         # does not take them.
@@ -98,7 +99,6 @@ def _reason(exc: BaseException, path: Path) -> str:
 def example_clips(out_dir: str | os.PathLike, count: int = 2) -> list[tuple[str, str]]:
     """Write `count` deterministic synthetic clips as mp4; return (path, a query that fits)."""
     from videomolmo import synth
-    from videomolmo.video import write_video
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,8 +160,6 @@ def run_query(pipeline, video_path, query: str, k: int, tau: float, config: Demo
     import time
     import warnings
 
-    from videomolmo.notices import BundledModelWarning, NothingFoundWarning, nothing_found
-
     q = check_query(query)
     check_params(int(k), float(tau))
     video = check_upload(video_path, config)
@@ -196,8 +194,6 @@ def run_query(pipeline, video_path, query: str, k: int, tau: float, config: Demo
 def _zip_results(out: Path, masks: Path, points: Path, count: Path) -> Path:
     """masks/*.png, points.jsonl and count.json in one zip, for the page's download."""
     import zipfile
-
-    from videomolmo.files import atomic_path
 
     target = out / "videomolmo-results.zip"
     with atomic_path(target, suffix=".zip") as tmp:

@@ -7,11 +7,14 @@ from typing import Optional
 
 import typer
 
+from videomolmo.annotation import AnnotationConfig, annotate_dataset, parse_shard
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console
+from videomolmo.data import load_dataset
 from videomolmo.errors import DatasetError
 from videomolmo.segmentation.registry import check_backend, get_predictor
 from videomolmo.settings import check_device
+
 
 @command("annotate")
 def annotate(
@@ -33,8 +36,6 @@ def annotate(
     then concatenate the outputs)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from videomolmo.annotation import AnnotationConfig, annotate_dataset, parse_shard
-
     AnnotationConfig(candidates=candidates, frame_step=frame_step, backend=mask_backend)  # validate before any loading
     check_backend(mask_backend, mask_checkpoint)
     check_device(device)
@@ -43,7 +44,6 @@ def annotate(
         raise DatasetError(f"{data_dir}: dataset folder does not exist")
     if not data_dir.is_dir():
         raise DatasetError(f"{data_dir}: not a folder")
-    from videomolmo.data import load_dataset
 
     dataset = load_dataset(data_dir, split=split)
     predictor = get_predictor(mask_backend, checkpoint=mask_checkpoint, device=device)

@@ -10,7 +10,7 @@ from rich.text import Text
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console
 from videomolmo.cli.progress import stages
-from videomolmo.demo import DEMO_SETTINGS
+from videomolmo.demo import DEMO_SETTINGS, run_demo
 from videomolmo.settings import check_params
 
 
@@ -27,8 +27,6 @@ def demo(
 
     import torch
     from rich.table import Table
-
-    from videomolmo.demo import run_demo
 
     check_params(k, tau)
 

@@ -11,8 +11,10 @@ from typing import Any, Optional
 
 import typer
 
-from videomolmo.files import atomic_write_json, ensure_writable_dir, ensure_writable_file
 from videomolmo.cli.app import command, console
+from videomolmo.data import FORMAT_NAMES, load_dataset
+from videomolmo.evaluation.masks import evaluate_predictions, first_frame_baseline, per_group, per_video
+from videomolmo.files import atomic_write_json, ensure_writable_dir, ensure_writable_file
 
 DATA_HELP = ("Benchmark root: Ref-DAVIS17, Ref-YouTube-VOS, MeViS, ReVOS or ReasonVOS layout "
              "(auto-detected), e.g. ../shared/data/davis16-mini.")
@@ -34,10 +36,8 @@ def print_table(result: dict[str, Any], title: str, kinds: dict[tuple[str, str],
     """The J / F / J&F table (percent): one row per video, per expression kind where the
     benchmark labels them (ReVOS referring / reasoning, synthetic kinds), then the overall mean
     over expressions."""
-    from rich.text import Text
     from rich.table import Table
-
-    from videomolmo.evaluation.masks import per_group, per_video
+    from rich.text import Text
 
     console.print(title, highlight=False, soft_wrap=True, markup=False)
     table = Table()
@@ -69,8 +69,6 @@ def _kinds(dataset) -> dict[tuple[str, str], str]:
 
 
 def _load(data: Path, split: Optional[str], fmt: Optional[str]):
-    from videomolmo.data import FORMAT_NAMES, load_dataset
-
     dataset = load_dataset(data, split=split, fmt=fmt)
     return dataset, FORMAT_NAMES.get(dataset.format, dataset.format)
 
@@ -94,8 +92,6 @@ def eval_masks(
 
     A missing expression folder or frame scores 0 and is listed; a prediction whose size differs from the ground truth is an error.
     """
-    from videomolmo.evaluation.masks import evaluate_predictions
-
     t0 = time.perf_counter()
     if json_out is not None:
         ensure_writable_file(json_out)
@@ -122,8 +118,6 @@ def eval_baseline(
 
     Prints the J / F / J&F table; the interim main job on ../shared/data/davis16-mini.
     """
-    from videomolmo.evaluation.masks import evaluate_predictions, first_frame_baseline
-
     t0 = time.perf_counter()
     if json_out is not None:
         ensure_writable_file(json_out)

@@ -7,6 +7,9 @@ from typing import Optional
 import typer
 
 from videomolmo.cli.app import command, console
+from videomolmo.fusion import STRATEGY_DESCRIPTIONS, strategy_names
+from videomolmo.pointers import POINTERS, pointer_names
+from videomolmo.segmentation.registry import BACKENDS, backend_names
 
 
 @command("info")
@@ -54,11 +57,7 @@ def info(
 
 
 def _print_registries() -> None:
-    from videomolmo.fusion import STRATEGY_DESCRIPTIONS, strategy_names
     from videomolmo.model.temporal import TEMPORAL_MODULES
-    from videomolmo.pointers import POINTERS, pointer_names
-    from videomolmo.segmentation.registry import BACKENDS, backend_names
-
     def doc(obj) -> str:
         return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
 

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from videomolmo.fusion import strategy_names
+from videomolmo.pointers import pointer_names
 from videomolmo.segmentation.registry import backend_names
 from videomolmo.settings import PipelineConfig
 
@@ -49,7 +50,6 @@ def mask_checkpoint() -> Any:
 def pointer() -> Any:
     # The pointer registry imports cv2 (the oracle) but not torch; its names are listed lazily in
     # the error message, and here from the same source.
-    from videomolmo.pointers import pointer_names
 
     return typer.Option("model", "--pointer", help=f"Stage-1 pointer: {', '.join(pointer_names())}.")
 

@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from videomolmo.cli.app import command, console
+from videomolmo.video import FileVideo, FolderVideo, open_video
 
 
 @command("probe")
@@ -20,8 +21,6 @@ def probe(
     """Show frame count, fps, size and duration of a video as videomolmo reads it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
-
-    from videomolmo.video import FileVideo, FolderVideo, open_video
 
     with open_video(source) as video:
         info: dict = {

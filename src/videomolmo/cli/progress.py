@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from videomolmo.cli.app import err_console
+from videomolmo.notices import BundledModelWarning, NothingFoundWarning
 
 
 def _fmt_seconds(s: float) -> str:
@@ -79,8 +80,14 @@ def stages(prefix: str = "", interval: float = 5.0) -> Iterator:
     if not err_console.is_terminal:
         yield LogLines(prefix, interval)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console) as bar:
@@ -96,8 +103,6 @@ def note(message: str) -> None:
 def notes_printed_once() -> Iterator[None]:
     """Silence the API's notice warnings: the CLI prints each note itself, once, as a line."""
     import warnings
-
-    from videomolmo.notices import BundledModelWarning, NothingFoundWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BundledModelWarning)

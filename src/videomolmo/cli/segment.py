@@ -12,17 +12,19 @@ import numpy as np
 import typer
 from rich.text import Text
 
+from videomolmo import render
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.cli.progress import stages
 from videomolmo.errors import ConfigError
 from videomolmo.files import RunSettings, ensure_writable_dir, ensure_writable_file
 from videomolmo.fusion import get_strategy
+from videomolmo.masks import read_mask, write_mask
 from videomolmo.points import PointsFileError, read_points_file
+from videomolmo.segmentation.propagation import segment_video
 from videomolmo.segmentation.registry import check_backend, get_predictor
 from videomolmo.settings import anchor_frames, check_device, check_params
 from videomolmo.video import open_video
-
 
 SETTINGS_FILE = ".videomolmo-segment.json"
 
@@ -47,9 +49,6 @@ def _resume(out: Path, settings: dict, names: list[str]):
 def _draw(vid, out: Path, names, pts: dict, overlay: Path, progress) -> None:
     """The written masks (read back, so a resumed run is drawn whole) and the given points on
     the video: an mp4 and a contact sheet with a legend."""
-    from videomolmo import render
-    from videomolmo.masks import read_mask
-
     n = len(vid)
 
     def items():
@@ -81,9 +80,6 @@ def segment(
 
     Resumable: rerunning the same command after an interruption skips the anchor segments whose
     masks are all written."""
-    from videomolmo.masks import write_mask
-    from videomolmo.segmentation.propagation import segment_video
-
     # Validate every option before the (possibly slow) backend loads.
     check_params(k, tau)
     get_strategy(fusion)

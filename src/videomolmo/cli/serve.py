@@ -8,10 +8,14 @@ from typing import Optional
 
 import typer
 
+from videomolmo import serve
 from videomolmo.cli import options
 from videomolmo.cli.app import command, console
 from videomolmo.cli.progress import note
 from videomolmo.errors import ConfigError
+from videomolmo.pipeline import Pipeline
+from videomolmo.pointers.model import check_model_source
+from videomolmo.settings import check_device
 
 
 @command("serve")
@@ -38,15 +42,8 @@ def serve_cmd(
         raise ConfigError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be in 1..65535, got {port}")
-    from videomolmo import serve
-    from videomolmo.pipeline import Pipeline
-
-    from videomolmo.settings import check_device
-
     check_device(device)
     if pointer == "model":
-        from videomolmo.pointers.model import check_model_source
-
         check_model_source(model)
     # Say what the 30-odd seconds before "ready" are spent on (stderr may be a log file).
     note(f"serve: loading the model ({model or 'bundled'}) and the {mask_backend} mask backend ...")

@@ -8,6 +8,7 @@ import typer
 
 from videomolmo.cli.app import command, console
 from videomolmo.files import ensure_writable_dir
+from videomolmo.synth import SynthConfig, split_seed, write_dataset
 
 
 @command("synth")
@@ -23,8 +24,6 @@ def synth(
 ) -> None:
     """Generate clips with appearance, motion-only, multi-object, counting and absent queries."""
     from rich.progress import Progress
-
-    from videomolmo.synth import SynthConfig, split_seed, write_dataset
 
     split_seed(seed, split)  # validates the split name before any work
     ensure_writable_dir(out)

@@ -14,15 +14,16 @@ from videomolmo.cli.progress import note, notes_printed_once, stages
 from videomolmo.errors import ConfigError
 from videomolmo.files import ensure_writable_dir
 from videomolmo.fusion import get_strategy
+from videomolmo.notices import nothing_found
+from videomolmo.pipeline import Pipeline, PipelineConfig
+from videomolmo.pointers import build_pointer
 from videomolmo.points import read_points_file
 from videomolmo.segmentation.registry import check_backend
-from videomolmo.settings import check_params, check_query
+from videomolmo.settings import DEFAULTS, check_device, check_params, check_query
 from videomolmo.video import open_video
 
 
 def _pipeline(pointer, model, preset, baseline, device, first_frame_only, mask_checkpoint=None, **cfg):
-    from videomolmo.pipeline import Pipeline
-
     if first_frame_only is not None:
         cfg["first_frame_only"] = first_frame_only
     return Pipeline.from_pretrained(model, pointer=pointer, baseline=baseline, device=device,
@@ -32,8 +33,6 @@ def _pipeline(pointer, model, preset, baseline, device, first_frame_only, mask_c
 def _validate(query: str, k: int, tau: float, l: Optional[int], device: str, fusion: str | None = None,
               mask_backend: str | None = None, mask_checkpoint: Path | None = None) -> str:
     """Fail on bad options before loading a model (which takes seconds)."""
-    from videomolmo.settings import check_device
-
     q = check_query(query)
     check_params(k, tau, l)
     if fusion is not None:
@@ -108,8 +107,6 @@ def _announce(pipe) -> None:
 
 def _report_found(res) -> None:
     if not res.found:
-        from videomolmo.notices import nothing_found
-
         note(nothing_found(res.query, len(res.points)))
 
 
@@ -124,11 +121,22 @@ def _score_text(res) -> str:
 
 
 def _static_pipeline(points: dict, device: str, mask_checkpoint, **cfg):
-    from videomolmo.pipeline import Pipeline, PipelineConfig
-    from videomolmo.pointers import build_pointer
-
     return Pipeline(build_pointer("static", points=points), PipelineConfig(**cfg), mask_checkpoint=mask_checkpoint,
                     device=device)
+
+
+def _points_only(stage, video, query, out, pointer, model, preset, baseline, device, first_frame_only, k, l):
+    """Stage 1 alone (point, count): options checked before the model loads; (result, out dir)."""
+    q = _validate(query, k, DEFAULTS.tau, l, device)
+    vid = open_video(video)
+    if out is not None:
+        out = ensure_writable_dir(out)
+    pipe = _pipeline(pointer, model, preset, baseline, device, first_frame_only, k=k, l=l)
+    _announce(pipe)
+    with stages(stage) as progress, notes_printed_once():
+        res = pipe.point(vid, q, progress=progress)
+    _report_found(res)
+    return res, out
 
 
 @command("point")
@@ -147,15 +155,8 @@ def point_cmd(
     device: str = options.device(),
 ) -> None:
     """Points only (no masks): frame index -> list of (x, y) pixels, as upstream's points.jsonl."""
-    q = _validate(query, k, 0.5, l, device)
-    vid = open_video(video)
-    if out is not None:
-        out = ensure_writable_dir(out)
-    pipe = _pipeline(pointer, model, preset, baseline, device, first_frame_only, k=k, l=l)
-    _announce(pipe)
-    with stages("point") as progress, notes_printed_once():
-        res = pipe.point(vid, q, progress=progress)
-    _report_found(res)
+    res, out = _points_only("point", video, query, out, pointer, model, preset, baseline, device,
+                            first_frame_only, k, l)
     if out is None:
         console.print(res.points_jsonl(), end="", markup=False, highlight=False, soft_wrap=True)
     else:
@@ -177,15 +178,7 @@ def count_cmd(
     device: str = options.device(),
 ) -> None:
     """Count = distinct points per sampled frame; the video-level answer is the maximum over them."""
-    q = _validate(query, k, 0.5, l, device)
-    vid = open_video(video)
-    if out is not None:
-        out = ensure_writable_dir(out)
-    pipe = _pipeline(pointer, model, preset, False, device, None, k=k, l=l)
-    _announce(pipe)
-    with stages("count") as progress, notes_printed_once():
-        res = pipe.point(vid, q, progress=progress)
-    _report_found(res)
+    res, out = _points_only("count", video, query, out, pointer, model, preset, False, device, None, k, l)
     if out is not None:
         res.save(out, masks=False, overlay=False)
     report = res.count_report()

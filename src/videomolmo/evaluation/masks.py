@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from videomolmo.files import atomic_write_bytes
 from videomolmo.data.sample import Dataset, PngMaskSource, Sample
 from videomolmo.errors import DatasetError
+from videomolmo.files import atomic_write_bytes
 from videomolmo.masks import check_same_size, foreground, submission_path
+from videomolmo.parallel import parallel_map
 
 __all__ = [
     "evaluate_predictions",
@@ -154,8 +155,6 @@ def evaluate_predictions(dataset: Dataset, pred_dir: str | Path, workers: int | 
     dataset order, `missing` as paths relative to `pred_dir` (an expression folder, or one frame
     PNG). Runs on `workers` processes (default: all cores) with a progress bar on stderr.
     """
-    from videomolmo.parallel import parallel_map
-
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DatasetError(f"{pred_dir}: prediction folder does not exist")
@@ -251,8 +250,6 @@ def first_frame_baseline(dataset: Dataset, out_dir: str | Path, workers: int | N
     listed frame (0/255 L-mode PNGs at the original resolution). Files are replaced atomically,
     so rerunning into the same folder is safe. Returns the number of PNGs written.
     """
-    from videomolmo.parallel import parallel_map
-
     if len(dataset) and not dataset.has_masks:
         raise DatasetError(f"{dataset.root}: the baseline needs ground-truth masks and this split has none")
     out_dir = Path(out_dir)

@@ -27,10 +27,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from videomolmo.errors import CheckpointError
+from videomolmo.hf_local import byte_level_tokenizer, load_local_tokenizer, load_native_model
 from videomolmo.pipeline import PipelineResult
 from videomolmo.pointers import ProgressFn
 from videomolmo.pointers.oracle import interior_points
-from videomolmo.segmentation.sam3 import SAM3_MEAN, SAM3_STD
+from videomolmo.segmentation.sam2 import _resolve_dtype, square_model_input, validate_checkpoint_dir
+from videomolmo.segmentation.sam3 import SAM3_MEAN, SAM3_STD, tiny_sam3_tracker_config, tiny_sam3_vision_config
 from videomolmo.settings import PipelineConfig, anchor_frames, check_query
 from videomolmo.video import open_video
 
@@ -39,8 +41,6 @@ TEXT_MAX_LENGTH = 32  # Sam3VideoProcessor pads every text prompt to 32 tokens
 
 def validate_sam3_video_dir(path: str | Path) -> Path:
     """A complete `Sam3VideoModel` folder (config, weights, text tokenizer), or `CheckpointError`."""
-    from videomolmo.segmentation.sam2 import validate_checkpoint_dir
-
     root = validate_checkpoint_dir(path, ("sam3_video",), "SAM3 video")
     if not (root / "tokenizer.json").is_file() and not (root / "tokenizer_config.json").is_file():
         raise CheckpointError(f"{root}: no tokenizer.json / tokenizer_config.json in the SAM3 video checkpoint "
@@ -54,8 +54,6 @@ class Sam3TextSegmenter:
     def __init__(self, model: Any, tokenizer: Any, device: str = "cpu", dtype: Any = None):
         import torch
 
-        from videomolmo.segmentation.sam2 import _resolve_dtype
-
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -66,9 +64,6 @@ class Sam3TextSegmenter:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam3TextSegmenter":
         from transformers import Sam3VideoModel
-
-        from videomolmo.hf_local import load_local_tokenizer, load_native_model
-        from videomolmo.segmentation.sam2 import _resolve_dtype
 
         root = validate_sam3_video_dir(path)
         tokenizer = load_local_tokenizer(root, "SAM3 video")
@@ -82,8 +77,6 @@ class Sam3TextSegmenter:
         import torch
         import torch.nn.functional as F
         from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoInferenceSession
-
-        from videomolmo.segmentation.sam2 import square_model_input
 
         h, w = int(video.height), int(video.width)
         session = Sam3VideoInferenceSession(video_height=h, video_width=w, inference_device=self.device,
@@ -179,8 +172,6 @@ def tiny_sam3_video_config(image_size: int = 112, vocab_size: int = 300) -> Any:
     from transformers import Sam3VideoConfig
     from transformers.models.sam3.configuration_sam3 import Sam3Config
 
-    from videomolmo.segmentation.sam3 import tiny_sam3_tracker_config, tiny_sam3_vision_config
-
     small = dict(hidden_size=128, num_layers=1, num_attention_heads=2, intermediate_size=128)
     detector = Sam3Config(
         vision_config=tiny_sam3_vision_config(image_size),
@@ -200,8 +191,6 @@ def save_tiny_sam3_video(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random `Sam3VideoModel` folder with a byte-level text tokenizer."""
     import torch
     from transformers import Sam3VideoModel
-
-    from videomolmo.hf_local import byte_level_tokenizer
 
     out = Path(out_dir)
     tok = byte_level_tokenizer(["<|startoftext|>", "<|endoftext|>"], bos_token="<|startoftext|>",

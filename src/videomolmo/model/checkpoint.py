@@ -31,10 +31,13 @@ from typing import Iterable
 
 import torch
 
-from videomolmo.files import atomic_path, atomic_write_text
 from videomolmo.errors import CheckpointError, ConfigError
+from videomolmo.files import atomic_path, atomic_write_text
 from videomolmo.model.config import ModelConfig
+from videomolmo.model.preprocess import Processor
 from videomolmo.model.temporal import build_temporal
+from videomolmo.model.tokenizer import build_tokenizer
+from videomolmo.model.videomolmo import VideoMolmo
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -236,8 +239,6 @@ def _load_into(model, state: dict[str, torch.Tensor], source: str, allow_missing
 
 def _build_empty(cfg: ModelConfig, init_modules: Iterable[str] = ()):
     """Build on the meta device (no memory); modules named in `init_modules` get real weights."""
-    from videomolmo.model.videomolmo import VideoMolmo
-
     with torch.device("meta"):
         model = VideoMolmo(cfg)
     for name in init_modules:
@@ -259,9 +260,6 @@ def _finish(model, device, dtype, directory=None):
 def attach_processor(model, directory=None) -> None:
     """Give a loaded model its `processor` (and `tokenizer`) when the tokenizer is available:
     always for byte-tokenizer presets, else from the checkpoint directory's tokenizer files."""
-    from videomolmo.model.preprocess import Processor
-    from videomolmo.model.tokenizer import build_tokenizer
-
     cfg = model.config
     if cfg.tokenizer == "hf":
         d = Path(directory) if directory is not None else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from videomolmo.errors import ConfigError
+from videomolmo.model.temporal import temporal_class
 
 CROP_MODES = ("overlap-and-resize-c2", "resize")
 POOL_MODES = ("attention_meanq", "none")
@@ -119,8 +120,6 @@ class ModelConfig:
     # -- checks -----------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise `ConfigError` naming the first field whose value is outside its allowed set."""
-        from videomolmo.model.temporal import temporal_class
-
         temporal_class(self.temporal)
         choices = {
             "crop_mode": CROP_MODES,

@@ -30,42 +30,16 @@ what the variant needs; their defaults fit a module that fuses the context windo
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videomolmo.errors import ConfigError
+from videomolmo.registry import ClassRegistry
 
 __all__ = ["TEMPORAL_MODULES", "TemporalBase", "register_temporal", "temporal_class", "build_temporal",
            "to_windows", "from_windows"]
-
-TEMPORAL_MODULES: dict[str, type["TemporalBase"]] = {}
-
-
-def register_temporal(name: str) -> Callable[[type["TemporalBase"]], type["TemporalBase"]]:
-    """Class decorator: make a `TemporalBase` subclass selectable as `ModelConfig.temporal = name`."""
-
-    def deco(cls: type[TemporalBase]) -> type[TemporalBase]:
-        if not (isinstance(cls, type) and issubclass(cls, TemporalBase)):
-            raise TypeError(f"temporal module {name!r} must subclass TemporalBase")
-        cls.name = name
-        TEMPORAL_MODULES[name] = cls
-        return cls
-
-    return deco
-
-
-def temporal_class(name: str) -> type["TemporalBase"]:
-    """The registered class for `name`; `ConfigError` listing the registered names otherwise."""
-    try:
-        return TEMPORAL_MODULES[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown temporal module {name!r}; registered: {', '.join(sorted(TEMPORAL_MODULES))}"
-        ) from None
-
 
 def build_temporal(config: Any) -> "TemporalBase":
     return temporal_class(config.temporal)(config)
@@ -121,6 +95,11 @@ class TemporalBase(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         return x
+
+
+TEMPORAL_MODULES = ClassRegistry("temporal module", TemporalBase)
+register_temporal = TEMPORAL_MODULES.register
+temporal_class = TEMPORAL_MODULES.lookup
 
 
 def _on_meta(*params: torch.Tensor) -> bool:

@@ -30,15 +30,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from videomolmo.errors import ConfigError
+from videomolmo.registry import ClassRegistry
 
 __all__ = ["POINTERS", "Pointer", "register_pointer", "pointer_names", "pointer_class", "build_pointer",
            "ProgressFn"]
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
-
-POINTERS: dict[str, type["Pointer"]] = {}
-
 
 class Pointer(ABC):
     """Stage 1: points for a query on given frames of a video."""
@@ -69,28 +66,10 @@ class Pointer(ABC):
         return self.point(video, query, frames, l=l, progress=progress), None
 
 
-def register_pointer(name: str) -> Callable[[type[Pointer]], type[Pointer]]:
-    """Class decorator: make a `Pointer` subclass selectable as `--pointer name`."""
-
-    def deco(cls: type[Pointer]) -> type[Pointer]:
-        if not (isinstance(cls, type) and issubclass(cls, Pointer)):
-            raise TypeError(f"pointer {name!r} must subclass Pointer")
-        cls.name = name
-        POINTERS[name] = cls
-        return cls
-
-    return deco
-
-
-def pointer_names() -> list[str]:
-    return sorted(POINTERS)
-
-
-def pointer_class(name: str) -> type[Pointer]:
-    try:
-        return POINTERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown pointer {name!r}; registered: {', '.join(pointer_names())}") from None
+POINTERS = ClassRegistry("pointer", Pointer)
+register_pointer = POINTERS.register
+pointer_names = POINTERS.names
+pointer_class = POINTERS.lookup
 
 
 def build_pointer(name: str, **options: Any) -> Pointer:

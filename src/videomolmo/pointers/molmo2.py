@@ -45,7 +45,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError, VideoMolmoError
+from videomolmo.hf_local import byte_level_tokenizer, load_local_tokenizer, load_native_model
 from videomolmo.pointers import Pointer, ProgressFn, register_pointer
+from videomolmo.segmentation.sam2 import _resolve_dtype, validate_checkpoint_dir
+from videomolmo.settings import check_device
+from videomolmo.video import open_video
 
 #: Tokens that make up a frame's patch block (`Molmo2Processor.image_token_ids`): they get
 #: `mm_token_type_ids == 1`, which the model attends to bidirectionally.
@@ -190,8 +194,6 @@ def load_video_processor(root: Path) -> Any:
 
 def validate_molmo2_dir(path: str | Path) -> Path:
     """A complete Molmo2 folder: config.json (model_type molmo2), safetensors, tokenizer files."""
-    from videomolmo.segmentation.sam2 import validate_checkpoint_dir
-
     root = validate_checkpoint_dir(path, ("molmo2",), "Molmo2")
     if not (root / "tokenizer.json").is_file() and not (root / "tokenizer_config.json").is_file():
         raise CheckpointError(f"{root}: no tokenizer.json / tokenizer_config.json in the Molmo2 checkpoint directory")
@@ -205,9 +207,6 @@ def load_molmo2(path: str | Path, device: str = "cpu", dtype: Any = None) -> tup
     """
     root = validate_molmo2_dir(path)
     from transformers import Molmo2ForConditionalGeneration
-
-    from videomolmo.hf_local import load_local_tokenizer, load_native_model
-    from videomolmo.segmentation.sam2 import _resolve_dtype
 
     torch_dtype = _resolve_dtype(dtype)
     tokenizer = load_local_tokenizer(root, "Molmo2")
@@ -273,7 +272,6 @@ class Molmo2Pointer(Pointer):
         """`--pointer molmo2 --model DIR`: the other CLI options (preset, baseline) do not apply."""
         if model is None:
             raise ConfigError("--pointer molmo2 needs --model DIR (a local Molmo2 checkpoint folder)")
-        from videomolmo.settings import check_device
 
         return cls.from_pretrained(model, device=check_device(device))
 
@@ -336,8 +334,6 @@ class Molmo2Pointer(Pointer):
     def point(self, video, query: str, frames: Sequence[int], l: int | None = None,
               progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
         """{frame: (N, 2) pixel points} for every anchor in `frames` (`l` is VideoMolmo's and unused)."""
-        from videomolmo.video import open_video
-
         video = open_video(video)
         frames = [int(i) for i in frames]
         h, w, fps = int(video.height), int(video.width), float(video.fps)
@@ -377,8 +373,6 @@ def save_tiny_molmo2(out_dir: str | Path, seed: int = 0, frame_size: int = 56) -
     are meaningless, its code paths are the real model's."""
     import torch
     from transformers import Molmo2Config, Molmo2ForConditionalGeneration
-
-    from videomolmo.hf_local import byte_level_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,17 +55,16 @@ table, so memory is flat in video length; `state.masks` keeps only prompted fram
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from videomolmo.errors import ConfigError, VideoMolmoError
+from videomolmo.errors import ConfigError
 from videomolmo.fusion import mask_iou
-from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, check_rgb_frame, clean_points
 from videomolmo.segmentation.registry import register_backend
 
 __all__ = ["CpuConfig", "CPU_PRESETS", "CpuPredictor"]
@@ -179,15 +178,6 @@ CPU_PRESETS: dict[str, CpuConfig] = {
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _check_frame(frame: Any, what: str = "frame") -> np.ndarray:
-    arr = np.asarray(frame)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise VideoMolmoError(
-            f"cpu backend: {what} must be an RGB uint8 (H, W, 3) array, got {arr.dtype} {arr.shape}"
-        )
-    return np.ascontiguousarray(arr)
 
 
 def _keep_components(mask: np.ndarray, seeds: np.ndarray, adopt_nearest: bool = True) -> np.ndarray:
@@ -404,7 +394,7 @@ class CpuPredictor(MaskPredictor):
     ) -> np.ndarray:
         """Single-frame point -> mask (colour vote only). Out-of-frame / NaN points are ignored;
         no positive point gives an empty mask."""
-        frame = _check_frame(frame)
+        frame = check_rgb_frame(frame)
         h, w = frame.shape[:2]
         pts, lab = clean_points(points, labels, (w, h), where="cpu backend: ")
         small, s = self._small(frame)
@@ -413,66 +403,27 @@ class CpuPredictor(MaskPredictor):
 
     # -- video API ----------------------------------------------------------------------
 
-    def init_state(self, video: Any) -> PredictorState:
-        """Open a state on a `Video`, a path (via `videomolmo.video.open_video`) or frames."""
-        if isinstance(video, (str, os.PathLike)):
-            from videomolmo.video import open_video
+    def _small_frame(self, state: PredictorState, idx: int) -> tuple[np.ndarray, float]:
+        return self._small(self.frame(state, idx))
 
-            frames = open_video(video)
-        elif isinstance(video, np.ndarray) or isinstance(video, (list, tuple)):
-            frames = video
-            if len(frames) == 0:
-                raise VideoMolmoError("cpu backend: the video has no frames")
-        elif hasattr(video, "__getitem__") and hasattr(video, "__len__"):
-            frames = video
-        else:
-            from videomolmo.video import open_video
-
-            frames = open_video(video)
-        state = PredictorState(video=frames)
-        state.extra["n_frames"] = len(frames)
-        return state
-
-    def _frame(self, state: PredictorState, idx: int) -> np.ndarray:
-        n = state.extra["n_frames"]
-        if not (0 <= idx < n):
-            raise VideoMolmoError(f"cpu backend: frame index {idx} is outside the video (0..{n - 1})")
-        return _check_frame(state.video[idx], f"frame {idx}")
-
-    def add_points(
-        self,
-        state: PredictorState,
-        frame_idx: int,
-        obj_id: int,
-        points: np.ndarray,
-        labels: np.ndarray | None = None,
-    ) -> np.ndarray:
-        frame = self._frame(state, frame_idx)
-        h, w = frame.shape[:2]
-        pts, lab = clean_points(points, labels, (w, h), where="cpu backend: ")
-        # SAM2 semantics: new clicks on the same frame and object add to the earlier ones.
-        prev = state.prompts.get(frame_idx, {}).get(obj_id)
-        if prev is not None:
-            pts = np.concatenate([prev[0], pts])
-            lab = np.concatenate([prev[1], lab])
-        state.prompts.setdefault(frame_idx, {})[obj_id] = (pts, lab)
-
-        small, s = self._small(frame)
-        pos, neg = pts[lab == 1] * s, pts[lab == 0] * s
+    def _mask_from_prompt(self, state, frame_idx, obj_id, points, labels):
+        small, s = self._small_frame(state, frame_idx)
+        pos, neg = points[labels == 1] * s, points[labels == 0] * s
         motion = None
         if self.config.motion_weight > 0 and len(pos):
             greys = [self._grey(small)]
-            n = state.extra["n_frames"]
+            n = state.extra["num_frames"]
             for j in (frame_idx - self.config.motion_gap, frame_idx + self.config.motion_gap):
                 if 0 <= j < n and j != frame_idx:
-                    greys.append(self._grey(self._small(self._frame(state, j))[0]))
+                    greys.append(self._grey(self._small_frame(state, j)[0]))
             if len(greys) > 1:
                 motion = self._motion_vote(greys, pos)
         small_mask, stability = self._point_mask_small(small, pos, neg, motion)
-        state.masks.setdefault(frame_idx, {})[obj_id] = small_mask
-        state.scores.setdefault(frame_idx, {})[obj_id] = stability
+        # Tracking runs at the working size: keep the prompted mask there too.
+        state.extra.setdefault("small_masks", {}).setdefault(frame_idx, {})[obj_id] = small_mask
         state.extra.setdefault("appearance", {})[obj_id] = self._appearance(small, small_mask)
-        return _upsample(small_mask, (w, h))
+        h, w = state.extra["size"]
+        return _upsample(small_mask, (w, h)), stability
 
     def _refine(self, img: np.ndarray, warped: np.ndarray) -> np.ndarray:
         cfg = self.config
@@ -587,54 +538,25 @@ class CpuPredictor(MaskPredictor):
             out[oid], scores[oid] = new, prev_score * mask_iou(new, warped)
         return out, scores
 
-    def propagate(
-        self,
-        state: PredictorState,
-        start_frame: int,
-        end_frame: int,
-        reverse: bool = False,
-    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
-        """Walk from `start_frame` to `end_frame` inclusive (backwards when `reverse`).
+    def _start_walk(self, state: PredictorState, start_frame: int, reverse: bool) -> None:
+        # Only the previous frame is carried: its small grey image, masks and scores.
+        state.extra["walk"] = (None, {}, {})
 
-        The masks of a prompted frame replace the propagated ones there (prompts are ground
-        truth). Frames before the first prompted frame on the walk yield `{}`; objects prompted
-        later join from their prompted frame on. Only the previous frame is held in memory.
-        After each yielded frame, `object_score` gives the confidence of its masks.
-        """
-        n = state.extra["n_frames"]
-        for name, idx in (("start_frame", start_frame), ("end_frame", end_frame)):
-            if not (0 <= idx < n):
-                raise VideoMolmoError(f"cpu backend: {name} {idx} is outside the video (0..{n - 1})")
-        if (end_frame < start_frame) != reverse and end_frame != start_frame:
-            raise VideoMolmoError(
-                f"cpu backend: cannot walk from frame {start_frame} to {end_frame} with reverse={reverse}"
-            )
-        step = -1 if reverse else 1
-        prev_grey: np.ndarray | None = None
-        prev: dict[int, np.ndarray] = {}
-        prev_scores: dict[int, float] = {}
-        last_yielded: int | None = None
-        full_size: tuple[int, int] | None = None
-        for idx in range(start_frame, end_frame + step, step):
-            frame = self._frame(state, idx)
-            h, w = frame.shape[:2]
-            full_size = (w, h)
-            small, _ = self._small(frame)
-            grey = self._grey(small)
-            cur, scores = {}, {}
-            if prev and prev_grey is not None:
-                cur, scores = self._step(state, prev_grey, prev, prev_scores, small, grey)
-            for oid, m in state.masks.get(idx, {}).items():
-                cur[oid] = m
-                scores[oid] = state.scores.get(idx, {}).get(oid, 1.0)
-            # Scores of the frame just left are dropped unless it was prompted: flat memory.
-            if last_yielded is not None and last_yielded not in state.masks:
-                state.scores.pop(last_yielded, None)
-            if idx not in state.masks:
-                state.scores[idx] = dict(scores)
-            last_yielded = idx
-            prev, prev_grey, prev_scores = cur, grey, scores
-            yield idx, {oid: _upsample(m, full_size) for oid, m in cur.items()}
+    def _track_step(self, state, frame_idx, reverse):
+        """Warp the previous frame's masks here (see `_step`); a prompted frame's own masks
+        replace them (prompts are ground truth), and objects prompted later join from there."""
+        prev_grey, prev, prev_scores = state.extra["walk"]
+        small, _ = self._small_frame(state, frame_idx)
+        grey = self._grey(small)
+        cur, scores = {}, {}
+        if prev and prev_grey is not None:
+            cur, scores = self._step(state, prev_grey, prev, prev_scores, small, grey)
+        for oid, m in state.extra.get("small_masks", {}).get(frame_idx, {}).items():
+            cur[oid] = m
+            scores[oid] = state.scores.get(frame_idx, {}).get(oid, 1.0)
+        state.extra["walk"] = (grey, cur, scores)
+        h, w = state.extra["size"]
+        return {oid: (_upsample(m, (w, h)), scores[oid]) for oid, m in cur.items()}
 
 
 register_backend(

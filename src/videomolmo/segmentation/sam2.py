@@ -18,20 +18,17 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from videomolmo.errors import CheckpointError, ConfigError, VideoMolmoError
-from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, clean_points
+from videomolmo.errors import CheckpointError, ConfigError
+from videomolmo.hf_local import load_native_model
+from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, check_rgb_frame, clean_points
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _ACCEPTED_MODEL_TYPES = ("sam2_video", "sam2")
-
-
-class PromptError(VideoMolmoError):
-    """A point prompt or frame range that the predictor cannot use."""
 
 
 def _check_safetensors_file(path: Path) -> None:
@@ -130,39 +127,6 @@ def _resolve_dtype(dtype: Any) -> Any:
     return names[str(dtype)]
 
 
-class _FrameList:
-    """Random access over an in-memory (T, H, W, 3) array or list of frames."""
-
-    def __init__(self, frames: Sequence[np.ndarray] | np.ndarray):
-        self.frames = frames
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, idx: int) -> np.ndarray:
-        return np.asarray(self.frames[idx])
-
-
-def _as_video(video: Any) -> Any:
-    if isinstance(video, (np.ndarray, list, tuple)):
-        arr = video
-        if isinstance(video, np.ndarray) and (video.ndim != 4 or video.shape[-1] != 3):
-            raise PromptError(f"frames array must be (T, H, W, 3), got shape {video.shape}")
-        return _FrameList(arr)
-    if isinstance(video, (str, Path)):
-        from videomolmo.video import open_video
-
-        return open_video(video)
-    return video
-
-
-def _check_frame(frame: np.ndarray, where: str = "frame") -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise PromptError(f"{where}: expected an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
-    return frame
-
-
 def square_model_input(frame: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
                        device: Any, dtype: Any) -> Any:
     """RGB uint8 (H, W, 3) -> (3, size, size) tensor: bilinear resize, [0, 1], (x - mean) / std.
@@ -172,7 +136,7 @@ def square_model_input(frame: np.ndarray, size: int, mean: Sequence[float], std:
     import torch
     import torch.nn.functional as F
 
-    frame = _check_frame(frame)
+    frame = check_rgb_frame(frame)
     x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float()
     x = F.interpolate(x / 255.0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
@@ -225,7 +189,6 @@ class Sam2Predictor(MaskPredictor):
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: Any = None) -> "Sam2Predictor":
         """Load a checkpoint directory (HF format) after checking it is complete."""
         root = validate_checkpoint_dir(path, cls.accepted_model_types, cls.label)
-        from videomolmo.hf_local import load_native_model
 
         torch_dtype = _resolve_dtype(dtype)
         model = load_native_model(cls._model_class(), root, cls.label, torch_dtype)
@@ -263,47 +226,29 @@ class Sam2Predictor(MaskPredictor):
             dtype=self.dtype,
         )
 
-    def init_state(self, video: Any) -> PredictorState:
-        """Open a state on a video; frames are read lazily, one at a time, during calls."""
-        vid = _as_video(video)
-        n = len(vid)
-        if n == 0:
-            raise PromptError("video has no frames")
-        first = _check_frame(vid[0], "frame 0")
-        height, width = first.shape[:2]
-        state = PredictorState(video=vid)
-        state.extra.update(session=self._new_session(height, width), size=(height, width), num_frames=n)
-        return state
+    def _open(self, state: PredictorState) -> None:
+        state.extra["session"] = self._new_session(*state.extra["size"])
 
-    def _frame_tensor(self, state: PredictorState, frame_idx: int) -> Any:
-        frame = _check_frame(state.video[frame_idx], f"frame {frame_idx}")
-        if frame.shape[:2] != state.extra["size"]:
-            raise PromptError(
-                f"frame {frame_idx} is {frame.shape[1]}x{frame.shape[0]}, the video's first frame is "
-                f"{state.extra['size'][1]}x{state.extra['size'][0]}"
-            )
-        return self.preprocess(frame)
-
-    def _check_frame_idx(self, state: PredictorState, frame_idx: int) -> int:
-        n = state.extra["num_frames"]
-        if not isinstance(frame_idx, (int, np.integer)) or not 0 <= int(frame_idx) < n:
-            raise PromptError(f"frame index {frame_idx} is outside the video (0..{n - 1})")
-        return int(frame_idx)
-
-    def _step(self, state: PredictorState, frame_idx: int, reverse: bool) -> dict[int, np.ndarray]:
-        """Run the model on one streamed frame; return {obj_id: mask}; prune what is no longer needed."""
+    def _step(self, state: PredictorState, frame_idx: int, reverse: bool) -> dict[int, tuple[np.ndarray, float]]:
+        """Run the model on one streamed frame; return {obj_id: (mask, object score)}; prune
+        what is no longer needed."""
         import torch
 
         session = state.extra["session"]
         # Only the frame being processed is kept; its image features live in the session cache.
         session.processed_frames = {}
         with torch.inference_mode():
-            out = self.model(session, frame_idx=frame_idx, frame=self._frame_tensor(state, frame_idx),
+            out = self.model(session, frame_idx=frame_idx, frame=self.preprocess(self.frame(state, frame_idx)),
                              reverse=reverse)
         height, width = state.extra["size"]
         masks = self._to_masks(out.pred_masks, height, width)
+        # SAM2's object score: how sure the model is that the object is in this frame at all.
+        logits = getattr(out, "object_score_logits", None)
+        scores = (torch.sigmoid(logits.float()).reshape(-1).cpu().numpy() if logits is not None
+                  else np.ones(len(out.object_ids)))
         self._prune(session, frame_idx)
-        return {int(obj_id): masks[i] for i, obj_id in enumerate(out.object_ids)}
+        return {int(obj_id): (masks[i], float(scores[i]) if i < len(scores) else 1.0)
+                for i, obj_id in enumerate(out.object_ids)}
 
     def _prune(self, session: Any, frame_idx: int) -> None:
         window = self.memory_window
@@ -316,69 +261,27 @@ class Sam2Predictor(MaskPredictor):
             for t in [t for t in tracked if abs(t - frame_idx) > window]:
                 del tracked[t]
 
-    def add_points(
-        self,
-        state: PredictorState,
-        frame_idx: int,
-        obj_id: int,
-        points: np.ndarray,
-        labels: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Prompt `obj_id` on `frame_idx` (replacing earlier prompts there); return its mask there."""
-        frame_idx = self._check_frame_idx(state, frame_idx)
+    def _mask_from_prompt(self, state, frame_idx, obj_id, points, labels):
+        """The session's inputs for this frame and object become all the clicks so far."""
         height, width = state.extra["size"]
-        pts, lab = clean_points(points, labels, (width, height), where=f"{self.name} backend: ")
-        if len(pts) == 0:
-            # Nothing usable to prompt with: the object stays unknown to the session (an empty
-            # side for fusion) instead of failing the whole video.
-            return np.zeros((height, width), dtype=bool)
         session = state.extra["session"]
-        obj_idx = session.obj_id_to_idx(int(obj_id))
+        obj_idx = session.obj_id_to_idx(obj_id)
         # A prompted frame is a conditioning frame even if it was tracked before: drop its tracked
         # output, or transformers would store the new prediction as non-conditioning and the
         # prompt would be pruned away with the memory window.
         session.frames_tracked_per_obj[obj_idx].pop(frame_idx, None)
         session.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].pop(frame_idx, None)
         session.output_dict_per_obj[obj_idx]["cond_frame_outputs"].pop(frame_idx, None)
-        session.add_point_inputs(obj_idx, frame_idx, self._point_inputs(pts, lab, width, height))
+        session.add_point_inputs(obj_idx, frame_idx, self._point_inputs(points, labels, width, height))
         session.remove_mask_inputs(obj_idx, frame_idx)
-        session.obj_with_new_inputs = [int(obj_id)]
-        masks = self._step(state, frame_idx, reverse=False)
-        state.prompts.setdefault(frame_idx, {})[int(obj_id)] = (pts, lab.astype(np.int64))
-        state.masks.setdefault(frame_idx, {})[int(obj_id)] = masks[int(obj_id)]
-        return masks[int(obj_id)]
+        session.obj_with_new_inputs = [obj_id]
+        return self._step(state, frame_idx, reverse=False)[obj_id]
 
-    def propagate(
-        self,
-        state: PredictorState,
-        start_frame: int,
-        end_frame: int,
-        reverse: bool = False,
-    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
-        """Track every prompted object from `start_frame` to `end_frame` inclusive.
-
-        With no prompts in the state every frame is yielded with an empty dict, so a caller
-        handling an anchor without points never has to special-case it.
-        """
-        start = self._check_frame_idx(state, start_frame)
-        end = self._check_frame_idx(state, end_frame)
-        if reverse and start < end or not reverse and start > end:
-            direction = "backward" if reverse else "forward"
-            raise PromptError(f"cannot propagate {direction} from frame {start} to frame {end}")
-        order = range(start, end - 1, -1) if reverse else range(start, end + 1)
-        session = state.extra["session"]
-        for frame_idx in order:
-            if session.get_obj_num() == 0:
-                yield frame_idx, {}
-                continue
-            yield frame_idx, self._step(state, frame_idx, reverse=reverse)
-
-    def reset_state(self, state: PredictorState) -> None:
-        """Forget every prompt, mask and tracking output; the video stays open."""
-        state.extra["session"].reset_inference_session()
-        state.extra["session"].cache.clear_all()
-        state.prompts.clear()
-        state.masks.clear()
+    def _track_step(self, state, frame_idx, reverse):
+        """Track every prompted object onto `frame_idx`; with no prompt yet, no object."""
+        if state.extra["session"].get_obj_num() == 0:
+            return {}
+        return self._step(state, frame_idx, reverse=reverse)
 
     # ------------------------------------------------------------------ single image
     def _image_session(self, frame: np.ndarray) -> Any:
@@ -399,7 +302,7 @@ class Sam2Predictor(MaskPredictor):
         """Single-frame point-to-mask with no memory (SAM2's image path through the video model)."""
         import torch
 
-        frame = _check_frame(frame)
+        frame = check_rgb_frame(frame)
         height, width = frame.shape[:2]
         pts, lab = clean_points(points, labels, (width, height), where=f"{self.name} backend: ")
         if len(pts) == 0:
