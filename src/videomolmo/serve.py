@@ -104,13 +104,19 @@ def example_clips(out_dir: str | os.PathLike, count: int = 2) -> list[tuple[str,
     out.mkdir(parents=True, exist_ok=True)
     cfg = synth.SynthConfig(size=224, frames=24)
     clips = []
-    for i in range(count):
-        clip = synth.generate_clip(synth.clip_rng(0, "test", i), cfg)
-        path = out / f"synthetic-{i}.mp4"
+    index = 0
+    while len(clips) < count:
+        clip = synth.generate_clip(synth.clip_rng(0, "test", index), cfg)
+        index += 1
+        # An example should refer to one visible sprite (motion-only first): the kinds a user
+        # tries first. The test stream is fixed, so the chosen clips are too.
+        refs = [e for kind in ("motion", "appearance") for e in clip.expressions if e.kind == kind]
+        if not refs and index < 100:
+            continue
+        path = out / f"synthetic-{len(clips)}.mp4"
         if not path.exists():
             write_video(path, list(clip.frames), fps=8)
-        query = clip.expressions[0].text if clip.expressions else "the red circle"
-        clips.append((str(path), query))
+        clips.append((str(path), refs[0].text if refs else "the red circle"))
     return clips
 
 
