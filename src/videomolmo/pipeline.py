@@ -27,12 +27,22 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from videomolmo import render
 from videomolmo.counting import distinct_points, video_count
 from videomolmo.errors import ConfigError
 from videomolmo.files import atomic_write_text, ensure_writable_dir
 from videomolmo.fusion import get_strategy
+from videomolmo.masks import write_mask
+from videomolmo.notices import (
+    BUNDLED_NOTICE,
+    BundledModelWarning,
+    NothingFoundWarning,
+    nothing_found,
+    uses_bundled_model,
+)
 from videomolmo.pointers import Pointer, ProgressFn, build_pointer
 from videomolmo.segmentation import registry
+from videomolmo.segmentation.propagation import segment_video
 from videomolmo.settings import PipelineConfig, anchor_frames, check_query
 from videomolmo.video import open_video
 
@@ -128,8 +138,6 @@ class PipelineResult:
         out = ensure_writable_dir(out_dir)
         files: dict[str, str] = {}
         if masks or overlay:
-            from videomolmo import render
-
             tmp_masks = out / ".masks.partial"
             shutil.rmtree(tmp_masks, ignore_errors=True)
             if masks:
@@ -193,8 +201,6 @@ class PipelineResult:
 
 def write_mask_png(path: Path, mask: np.ndarray) -> None:
     """A 0/255 PNG, written atomically (the DAVIS convention for a single object)."""
-    from videomolmo.masks import write_mask
-
     write_mask(path, np.asarray(mask, dtype=bool))
 
 
@@ -205,8 +211,6 @@ def run_mask_stage(
     video, points: Mapping[int, np.ndarray], predictor, config: PipelineConfig, progress: ProgressFn | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stage 2: points on anchor frames -> one bool mask per frame, streamed in frame order."""
-    from videomolmo.segmentation.propagation import segment_video
-
     n = len(video)
     k = n if config.first_frame_only else config.k
     produced = segment_video(video, dict(points), predictor, k=k, tau=config.tau, strategy=config.fusion)
@@ -245,8 +249,6 @@ class Pipeline:
 
     def notices(self) -> list[str]:
         """Notes due before running (the bundled model on input outside its domain)."""
-        from videomolmo.notices import BUNDLED_NOTICE, uses_bundled_model
-
         return [BUNDLED_NOTICE] if uses_bundled_model(self.pointer) and not self.synthetic_input else []
 
     @classmethod
@@ -315,7 +317,6 @@ class Pipeline:
         else:  # a duck-typed pointer (only `point`): no confidences
             pts, scores = self.pointer.point(v, q, frames, l=cfg.l, progress=progress), None
         res = PipelineResult(v, q, pts, cfg, None, scores=scores)
-        from videomolmo.notices import BundledModelWarning, NothingFoundWarning, nothing_found
 
         # Also as Python warnings, so API users see them without reading `notes`.
         for note in self.notices():

@@ -10,12 +10,15 @@ import typer
 from rich.text import Text
 
 from videomolmo.cli import options
-from videomolmo.evaluation import journal, runner, summary
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.cli.progress import note, stages
 from videomolmo.errors import ConfigError
+from videomolmo.evaluation import journal, paired, runner, summary
+from videomolmo.evaluation.sam3_text import Sam3TextPipeline, validate_sam3_video_dir
+from videomolmo.evaluation.summary import worst
 from videomolmo.files import atomic_write_text
 from videomolmo.fusion import get_strategy
+from videomolmo.pipeline import Pipeline
 from videomolmo.pointers import build_pointer, pointer_class
 from videomolmo.segmentation.registry import check_backend
 from videomolmo.settings import PipelineConfig, check_device
@@ -52,7 +55,6 @@ def eval_cmd(
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
     from videomolmo.model.pointing import check_context_mode
-    from videomolmo.pipeline import Pipeline
 
     bench = runner.check_bench(bench)
     check_context_mode(context)
@@ -62,8 +64,6 @@ def eval_cmd(
     if method not in ("pipeline", "sam3-text"):
         raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")
     if method == "sam3-text":
-        from videomolmo.evaluation.sam3_text import validate_sam3_video_dir
-
         if mask_checkpoint is None:
             raise ConfigError("--method sam3-text needs --mask-checkpoint DIR (a sam3_video checkpoint folder)")
         validate_sam3_video_dir(mask_checkpoint)
@@ -103,8 +103,6 @@ def eval_cmd(
                             baseline=baseline, **({"context": context} if context != "normal" else {})) \
             if method == "pipeline" else None
         if method == "sam3-text":
-            from videomolmo.evaluation.sam3_text import Sam3TextPipeline
-
             text_pipe = Sam3TextPipeline.from_pretrained(mask_checkpoint, device=device, config=cfg)
             make_pipeline = lambda sample: text_pipe  # noqa: E731 - one model for every sample
         else:
@@ -139,8 +137,6 @@ def eval_cmd(
         return
     rows = _write_summary(bench, run_dir, units)
     if render_worst:
-        from videomolmo.evaluation.summary import worst
-
         paths = runner.render_rows(run_dir, dataset, worst(rows, render_worst), run_dir / "worst")
         console.print(f"rendered {len(paths)} worst expressions to {run_dir / 'worst'}")
 
@@ -207,8 +203,6 @@ def eval_compare_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Paired differences (B - A) with bootstrap 95% CIs, per expression kind, of two eval runs."""
-    from videomolmo.evaluation import paired
-
     for p in (run_a, run_b):
         if not p.is_dir():
             raise ConfigError(f"{p}: not a run folder")

@@ -8,14 +8,13 @@ from typing import Optional
 import typer
 
 from videomolmo.cli.app import command, console
-from videomolmo.errors import ConfigError
+from videomolmo.errors import CheckpointError, ConfigError, DatasetError
 from videomolmo.files import check_safetensors, ensure_writable_dir
+from videomolmo.training.examples import Curriculum
 
 
 def _check_weights(folder: Path) -> None:
     """`--init DIR`: every weights file in it must be complete (checked before the model is built)."""
-    from videomolmo.errors import CheckpointError
-
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: --init needs a saved model folder (config.json + *.safetensors)")
     files = sorted(folder.glob("*.safetensors"))
@@ -125,10 +124,8 @@ def train_cmd(
         temporal_class(temporal)  # one-line error listing the registered names, before any work
         cfg.model_overrides = {**cfg.model_overrides, "temporal": temporal}
     if curriculum is not None:
-        from videomolmo.training.examples import Curriculum
         Curriculum.from_name(curriculum)  # one-line error for a bad name before any work
     if data != "synth" and not Path(data).exists():
-        from videomolmo.errors import DatasetError
         raise DatasetError(f"{data}: dataset folder not found")
     _check_run_dir(out, resume)
     if init is not None:

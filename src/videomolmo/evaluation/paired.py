@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from videomolmo.errors import ConfigError, DatasetError
+from videomolmo.evaluation.journal import read_all_rows
 from videomolmo.evaluation.summary import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
 
 # Per-expression metrics (fraction scale): name -> value of a row, or None if not scored.
@@ -84,8 +85,6 @@ def paired_difference(rows_a: Sequence[dict], rows_b: Sequence[dict], metric: st
 def compare_runs(run_a: str | Path, run_b: str | Path, metrics: Sequence[str] = ("F1", "count_exact")) -> dict:
     """Paired differences of two run folders, overall and per category, for each metric that
     has paired values. Returns {"a", "b", "unmatched", "rows": [paired_difference results]}."""
-    from videomolmo.evaluation.journal import read_all_rows
-
     ra, rb = read_all_rows(run_a), read_all_rows(run_b)
     if not ra or not rb:
         missing = run_a if not ra else run_b

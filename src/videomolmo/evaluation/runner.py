@@ -26,10 +26,14 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from videomolmo import render
+from videomolmo.data import load_dataset
 from videomolmo.errors import ConfigError, DatasetError, VideoMolmoError
 from videomolmo.evaluation.journal import Unit, sample_key
 from videomolmo.files import RunSettings, ensure_writable_dir
-from videomolmo.metrics import point_hits_mask, point_prf, prf_from_counts
+from videomolmo.masks import read_mask, submission_path, write_id_mask, write_submission_mask
+from videomolmo.metrics import boundary_f, jaccard, point_hits_mask, point_prf, prf_from_counts
+from videomolmo.notices import BundledModelWarning, NothingFoundWarning
 from videomolmo.settings import DEFAULTS, PipelineConfig
 
 # --------------------------------------------------------------------------- config
@@ -123,8 +127,6 @@ def check_bench(name: str) -> str:
 
 def load_benchmark(bench: str, data: str | os.PathLike, split: str | None = None):
     """The benchmark's `Dataset` (readers from `videomolmo.data`)."""
-    from videomolmo.data import load_dataset
-
     return load_dataset(data, split=split, fmt=BENCHMARKS[bench])
 
 
@@ -219,8 +221,6 @@ class Evaluator:
     def predict_sample(self, sample) -> tuple[dict[str, Any], Iterator[tuple[int, np.ndarray]] | None]:
         import warnings
 
-        from videomolmo.notices import BundledModelWarning, NothingFoundWarning
-
         # A benchmark's rows say what was found; a warning per expression would drown the log.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BundledModelWarning)
@@ -245,9 +245,6 @@ class Evaluator:
         return info, stream
 
     def _write_and_score(self, sample, stream, exclusive: bool = False) -> dict[str, Any]:
-        from videomolmo.masks import write_submission_mask
-        from videomolmo.metrics import boundary_f, jaccard
-
         has_gt = sample.has_masks
         js: list[float] = []
         fs: list[float] = []
@@ -322,9 +319,6 @@ class Evaluator:
         J&F; we do the same, so a row's J / F are those of the id its object was matched to."""
         from scipy.optimize import linear_sum_assignment
 
-        from videomolmo.masks import submission_path, write_id_mask
-        from videomolmo.metrics import boundary_f, jaccard
-
         samples = unit.samples
         anno = davis_annotator(samples[0].exp_id)
         order = sorted(range(len(samples)), key=lambda j: _obj_sort_key(samples[j]))
@@ -371,17 +365,12 @@ def _obj_sort_key(sample) -> tuple:
 
 
 def _read_bool_png(path: Path) -> np.ndarray:
-    from videomolmo.masks import read_mask
-
     return read_mask(path, "any")
 
 
 def render_rows(run_dir: Path, dataset, rows: Sequence[dict], out_dir: Path, max_frames: int = 300) -> list[Path]:
     """Render predictions of the given rows (GT outline, anchor points, caption) to
     `<out_dir>/<video>__<exp>.mp4` and a contact sheet `.png` next to it."""
-    from videomolmo import render
-    from videomolmo.masks import read_mask, submission_path
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for row in rows:

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from videomolmo.errors import ConfigError
+from videomolmo.model.preprocess import collate
 from videomolmo.model.temporal import temporal_class
+from videomolmo.points import parse_points, parse_points_percent
 from videomolmo.settings import anchor_frames, check_query
 from videomolmo.video import open_video
-
 
 CONTEXT_MODES = ("normal", "repeat", "shuffle", "none")
 
@@ -83,8 +84,6 @@ def point_scores(tokenizer, ids: Sequence[int], probs: Sequence[float], num_poin
     completed it, so the first point also carries the decision to point at all. Its score is the
     geometric mean of those tokens' probabilities (independent of how many tokens a number took).
     """
-    from videomolmo.points import parse_points_percent
-
     scores = np.zeros(num_points)
     if not num_points or not len(ids):
         return scores
@@ -137,9 +136,6 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     """`point_video` for several queries on one video: each frame's features are computed once
     and shared by all queries (e.g. every expression of a Ref-DAVIS video). Returns
     `{query: VideoPoints}`; arguments as in `point_video`."""
-    from videomolmo.model.preprocess import collate
-    from videomolmo.points import parse_points
-
     queries = list(dict.fromkeys(queries))
     if not queries:
         raise ConfigError("no queries given")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from videomolmo.bundled import load_default
 from videomolmo.errors import CheckpointError, VideoMolmoError
 from videomolmo.pointers import Pointer, register_pointer
 from videomolmo.settings import check_device
@@ -119,7 +120,5 @@ def _bundled(device: str) -> tuple[Any, Any]:
     """The bundled model, loaded once per process and device (it is read-only at inference:
     the baseline switches the temporal module off per call, never on the model)."""
     if device not in _BUNDLED:
-        from videomolmo.bundled import load_default
-
         _BUNDLED[device] = load_default(device=device)
     return _BUNDLED[device]

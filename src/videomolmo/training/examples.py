@@ -4,9 +4,10 @@ The same builder serves every source:
 
 - any dataset `videomolmo.data.load_dataset` reads (Ref-YouTube-VOS, MeViS, Ref-DAVIS17,
   ReVOS, the synthetic folders, ...): target points come from the sample's `gt_points` when the
-  dataset ships them (synthetic data does), else from the annotation pipeline
-  (`videomolmo.annotation`) applied to the ground-truth masks -- this is how the paper's 72k
-  pointing pairs are built from mask benchmarks;
+  dataset ships them (synthetic data does), else from the ground-truth masks (`mask_points`:
+  the most interior pixel of each object). The paper's 72k pointing pairs use the annotation
+  pipeline's best-of-k clicks instead (`videomolmo annotate`, which needs a mask backend run);
+  until its output is read here, mask datasets train on interior points;
 - the in-memory synthetic generator (`SynthStream`), so training needs no disk at all, with a
   curriculum over synthetic presets.
 
@@ -147,9 +148,10 @@ class SynthStream:
         self.rng.bit_generator.state = state
 
 
-def _mask_points_fallback(mask: np.ndarray) -> np.ndarray:
-    """Per connected component, its most interior pixel: used when the annotation pipeline is
-    not available."""
+def mask_points(mask: np.ndarray) -> np.ndarray:
+    """Per connected component of at least 4 pixels, its most interior pixel: the target points a
+    ground-truth mask gives. (The annotation pipeline's best-of-k clicks need a mask backend run
+    per frame; `videomolmo annotate` writes them as a dataset of points instead.)"""
     import cv2
 
     n, labels = cv2.connectedComponents(mask.astype(np.uint8))
@@ -164,22 +166,12 @@ def _mask_points_fallback(mask: np.ndarray) -> np.ndarray:
     return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
 
 
-def default_points_fn() -> Callable[[np.ndarray], np.ndarray]:
-    """Masks -> training points: the annotation pipeline when installed, else the fallback."""
-    try:
-        from videomolmo import annotation
-    except ImportError:  # pragma: no cover - the pipeline is part of the package
-        return _mask_points_fallback
-    fn = getattr(annotation, "mask_to_points", None)
-    return fn if callable(fn) else _mask_points_fallback
-
-
 def example_from_sample(sample, frames: list[np.ndarray], t: int, points_fn: Callable[[], Callable],
                         decimals: int = 1, label: str = "object", target_mask: bool = False) -> Example:
     """Example for frame `t` of a `videomolmo.data` sample; `frames` ends with frame t.
 
-    Target points: the sample's `gt_points` when present, else `points_fn()(gt_mask)` (the
-    getter lets callers resolve the annotation pipeline only once it is needed).
+    Target points: the sample's `gt_points` when present, else `points_fn()(gt_mask)` (a getter,
+    so a costly points function is only built once a mask needs it).
     `target_mask` also attaches the GT mask (for the grounding loss); it is decoded once."""
     mask = None
     if sample.gt_points is not None and sample.gt_points[t] is not None:
@@ -203,7 +195,7 @@ class LazyPointsFn:
 
     def __call__(self) -> Callable[[np.ndarray], np.ndarray]:
         if self.fn is None:
-            self.fn = default_points_fn()
+            self.fn = mask_points
         return self.fn
 
 
@@ -213,8 +205,8 @@ def examples_from_dataset(dataset: Sequence, context: int = 4, frame_stride: int
                           max_examples: int | None = None, target_masks: bool = False) -> Iterator[Example]:
     """Yield examples from every (sample, frame) of a `videomolmo.data` dataset.
 
-    Uses the sample's `gt_points` when present, else `points_fn(gt_mask)` (default: the
-    annotation pipeline). Frames are decoded lazily, one video at a time. `target_masks`
+    Uses the sample's `gt_points` when present, else `points_fn(gt_mask)` (default:
+    `mask_points`). Frames are decoded lazily, one video at a time. `target_masks`
     attaches each frame's GT mask (the grounding loss needs it).
     """
     pf = LazyPointsFn(points_fn)

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from videomolmo.errors import ConfigError
+from videomolmo.metrics import count_accuracy, count_mae, point_prf
+from videomolmo.points import parse_points
 from videomolmo.synth import Clip, SynthConfig, clip_rng, generate_clip
 
 
@@ -46,7 +49,6 @@ def predict_points(model, processor, tokenizer, frames_list, queries, batch_size
     import torch
 
     from videomolmo.model import collate
-    from videomolmo.points import parse_points
 
     out = []
     was_training = model.training
@@ -71,8 +73,6 @@ def predict_points(model, processor, tokenizer, frames_list, queries, batch_size
 def score_items(items: list[HeldOutItem], preds: list[np.ndarray]) -> dict:
     """Per-kind and overall point P/R/F1 (micro over items), hit rate of single-object
     queries, and counting MAE / exact match on `count` queries."""
-    from videomolmo.metrics import count_accuracy, count_mae, point_prf
-
     per_kind: dict[str, list] = {}
     counts_pred, counts_gt = [], []
     for it, p in zip(items, preds):
@@ -105,8 +105,6 @@ def item_rows(items: list[HeldOutItem], preds: list[np.ndarray], texts: list[str
     """One row per item in the layout `videomolmo eval` writes (key, expression, category, P /
     R / F1 / tp / fp / fn, and count / count_gt on counting queries), so the summary tables and
     `eval-compare` work on held-out items too. Keys are `<clip index>/<expression index>`."""
-    from videomolmo.metrics import point_prf
-
     rows = []
     for i, (it, p) in enumerate(zip(items, preds)):
         e = it.clip.expressions[it.expression]
@@ -137,7 +135,6 @@ def item_frames(items: list[HeldOutItem], l: int, context: str = "normal") -> li
         first.setdefault(it.clip_index, it)
     order = sorted(first)
     if context == "shuffle" and len(order) < 2:
-        from videomolmo.errors import ConfigError
         raise ConfigError("context 'shuffle' needs at least two clips")
     donor = {c: first[order[(j + 1) % len(order)]].clip for j, c in enumerate(order)}
     out = []

@@ -37,8 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videomolmo.errors import CheckpointError, ConfigError
 from videomolmo.files import atomic_path, atomic_write_json
-from videomolmo.synth import COLOURS, MOTIONS, SHAPES, Clip, SynthConfig, generate_clip
+from videomolmo.synth import COLOURS, MOTIONS, SHAPES, Clip, SynthConfig, clip_rng, generate_clip
+from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from videomolmo.training.log import JsonlLogger
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -102,7 +105,6 @@ class VisionPretrainConfig:
         if name == "test-shape":
             return replace(cls.from_name("test"), static_clips=4, shape_min_cover=0.5,
                            geometry_weight=1.0, pooled_shape_weight=1.0, eval_clips=4)
-        from videomolmo.errors import ConfigError
         raise ConfigError(f"pretrain-vision: unknown preset {name!r}; choose tiny, tiny-shape or test")
 
 
@@ -323,8 +325,6 @@ def evaluate_shape(vit, heads: DenseHeads, cfg: VisionPretrainConfig, clips: int
     """Per-patch shape accuracy on held-out clips (one frame each, `synth.clip_rng(seed, split, i)`):
     over patches whose owning sprite covers >= `min_cover` of them; plus colour accuracy on
     sprite patches and, when the heads have one, the mask-pooled sprite shape accuracy."""
-    from videomolmo.synth import clip_rng
-
     synth = SynthConfig(frames=1, size=cfg.vision["image_size"], kind_weights=(1, 0, 0, 0, 0))
     grid = cfg.vision["image_size"] // cfg.vision["patch_size"]
     nc, ns = len(COLOURS) + 1, len(SHAPES) + 1
@@ -376,9 +376,6 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     (how a run that was stopped early is reproduced)."""
     from safetensors.torch import save_file
 
-    from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from videomolmo.training.log import JsonlLogger
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -387,7 +384,6 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     if cfg.init:
         missing, unexpected = vit.load_state_dict(_load_vit_state(cfg.init), strict=False)
         if [m for m in missing if "post_layernorm" not in m] or unexpected:
-            from videomolmo.errors import CheckpointError
             raise CheckpointError(f"{cfg.init}: does not match the ViT (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]})")
     if cfg.sincos_positions:
@@ -474,9 +470,6 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
 def evaluate_run(out: str | Path, clips: int = 500, split: str = "test") -> dict[str, float]:
     """Held-out shape accuracy of a run's latest checkpoint (ViT + heads) on `clips` clips of
     `split` (the test stream: never drawn by training, nor by the in-run `val` checks)."""
-    from videomolmo.errors import CheckpointError
-    from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint
-
     out = Path(out)
     ck = latest_checkpoint(out)
     if ck is None or not (out / "pretrain_config.json").is_file():
@@ -496,8 +489,6 @@ def _load_vit_state(path: str | Path) -> dict[str, torch.Tensor]:
     """A `vision.safetensors`, or a whole model file (the bundled one): its ViT weights."""
     from safetensors.torch import load_file
 
-    from videomolmo.errors import CheckpointError
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: vision weights not found")
@@ -512,9 +503,6 @@ def export_vision(out: str | Path) -> Path:
     """Write `<out>/vision.safetensors` + `vision_config.json` from the run's latest checkpoint
     (to use a run that was stopped early)."""
     from safetensors.torch import save_file
-
-    from videomolmo.errors import CheckpointError
-    from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint
 
     out = Path(out)
     ck = latest_checkpoint(out)

@@ -26,7 +26,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from videomolmo.errors import CheckpointError, ConfigError
+from videomolmo.data import load_dataset
+from videomolmo.errors import CheckpointError, ConfigError, DatasetError, VideoError
+from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
+from videomolmo.model.checkpoint import save_pretrained
+from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from videomolmo.training.grounding import HEAD_PREFIX, TrainModule, split_head_state, stack_targets
+from videomolmo.training.log import JsonlLogger
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -182,8 +188,6 @@ def load_vision_init(model, path: str | Path) -> int:
 def save_model(model, out: str | Path) -> Path:
     """Weights (`model.safetensors`) + `config.json` (`videomolmo.model.checkpoint` format), so
     `from_pretrained(out)` loads it."""
-    from videomolmo.model.checkpoint import save_pretrained
-
     return save_pretrained(model, out)
 
 
@@ -212,13 +216,11 @@ class _DatasetStream:
 
     def __init__(self, root: str, split: str | None, seed: int, rank: int, world: int,
                  context: int, decimals: int, label: str, target_masks: bool = False):
-        from videomolmo.data import load_dataset
         from videomolmo.training.examples import LazyPointsFn
 
         self.ds = load_dataset(root, split=split)
         self.index = [(i, t) for i, s in enumerate(self.ds) for t in range(len(s))]
         if not self.index:
-            from videomolmo.errors import DatasetError
             raise DatasetError(f"{root}: the dataset has no frames to train on")
         self.seed, self.rank, self.world = seed, rank, world
         self.context, self.decimals, self.label = context, decimals, label
@@ -242,7 +244,6 @@ class _DatasetStream:
         for p in s.frame_paths[lo:t + 1]:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is None:
-                from videomolmo.errors import VideoError
                 raise VideoError(f"{p}: unreadable frame")
             frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         return example_from_sample(s, frames, t, self._points_fn, self.decimals, self.label, self.target_masks)
@@ -286,12 +287,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     reproduce a run that was stopped early, or to train in chunks)."""
     import torch.distributed as dist
 
-    from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
-    from videomolmo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from videomolmo.training.examples import Curriculum, SynthStream
-    from videomolmo.training.grounding import TrainModule, split_head_state, stack_targets
-    from videomolmo.training.log import JsonlLogger
-
     out = Path(out)
     rank, world, local = _dist_info()
     distributed = world > 1
@@ -519,8 +515,6 @@ def _full_state(wrapped, module, fsdp: bool) -> dict:
         return {**module.model.state_dict(), **module.head_state()}
     from torch.distributed.fsdp import FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    from videomolmo.training.grounding import HEAD_PREFIX
 
     # Offloading gathers to host memory on GPU; on CPU, torch 2.13's "offload" of CPU tensors
     # segfaults in the state-dict clone, and there is nothing to offload anyway.
