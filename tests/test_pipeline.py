@@ -328,3 +328,20 @@ def test_track_from_a_points_file_runs_stage_2_only(tmp_path: Path):
     pts.write_text("[1, 2]")
     r = runner.invoke(app, ["track", str(clip), "-q", "x", "--points", str(pts), "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "expected a JSON object" in r.output
+
+
+def test_track_reports_the_mask_backends_confidence_per_frame(tmp_path):
+    from conftest import moving_box_frames, write_frames
+
+    clip = write_frames(tmp_path / "clip", moving_box_frames(8, h=48, w=64, box=16, step=2))
+    pts = tmp_path / "pts.json"
+    pts.write_text('{"0": [[10, 24]], "4": [[18, 24]]}')
+    r = runner.invoke(app, ["track", str(clip), "-q", "the square", "--points", str(pts), "--k", "4",
+                            "--out", str(tmp_path / "o"), "--no-overlay"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "o" / "count.json").read_text())
+    scores = report["mask_scores"]
+    assert sorted(map(int, scores)) == list(range(8))
+    assert all(0.0 <= s <= 1.0 for s in scores.values())
+    assert report["mean_mask_score"] == pytest.approx(np.mean(list(scores.values())), abs=1e-4)
+    assert "mean mask confidence" in r.output

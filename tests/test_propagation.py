@@ -452,3 +452,21 @@ def test_backends_without_object_score_fuse_as_certain():
 
     seg = next(iter_segments(frames(5), {0: [[5, 10]], 4: [[13, 10]]}, Bare(), k=4))
     assert seg.forward_scores == [1.0, 1.0, 1.0] and seg.backward_scores == [1.0, 1.0, 1.0]
+
+
+def test_per_frame_confidence_is_the_mean_of_the_sides_that_saw_the_frame():
+    got = {}
+    out = list(segment_video(frames(11), {0: [[5, 5]], 5: [[9, 5]], 10: [[20, 5]]}, FakePredictor(), k=5,
+                             tau=0.7, strategy="bidirectional", on_score=got.__setitem__))
+    assert sorted(got) == [i for i, _ in out] == list(range(11))
+    assert got[0] == got[5] == got[10] == 1.0  # prompted anchors: the backend's prompt score
+    for t in (1, 2, 3, 4):
+        # forward from 0 is t frames away, backward from 5 is 5 - t: FakePredictor's 1 / (1 + d)
+        assert got[t] == pytest.approx((1 / (1 + t) + 1 / (1 + 5 - t)) / 2)
+
+
+def test_forward_only_confidence_uses_the_forward_side_alone():
+    got = {}
+    list(segment_video(frames(6), {0: [[5, 5]], 5: [[9, 5]]}, FakePredictor(), k=5, tau=0.7, strategy="forward",
+                       on_score=got.__setitem__))
+    assert got[2] == pytest.approx(1 / 3)

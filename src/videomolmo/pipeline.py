@@ -65,6 +65,9 @@ class PipelineResult:
     scores: dict[int, np.ndarray] | None = field(default=None, repr=False)
     #: One-line notes a person should read with the result (bundled model, nothing found).
     notes: list[str] = field(default_factory=list)
+    #: {frame: the mask backend's confidence in 0..1}, filled as `masks()` streams (one float
+    #: per frame; empty until then, and for backends that give no score).
+    mask_scores: dict[int, float] = field(default_factory=dict, repr=False)
 
     @property
     def found(self) -> bool:
@@ -106,7 +109,8 @@ class PipelineResult:
         length; write them with `save` or `write_masks` if you need them twice."""
         if self.predictor_factory is None:
             raise ConfigError("this result has no mask stage (it came from point-only inference)")
-        yield from run_mask_stage(self.video, self.points, self.predictor_factory(), self.config, progress)
+        yield from run_mask_stage(self.video, self.points, self.predictor_factory(), self.config, progress,
+                                  on_score=self.mask_scores.__setitem__)
 
     def points_jsonl(self) -> str:
         """`points.jsonl` text in upstream VideoMolmo's format: one JSON object on one line mapping
@@ -194,6 +198,9 @@ class PipelineResult:
         if self.scores is not None:
             report["point_scores"] = {str(i): [round(float(s), 4) for s in self.scores.get(i, [])]
                                       for i in self.sampled_frames}
+        if self.mask_scores:
+            report["mask_scores"] = {str(i): round(float(s), 4) for i, s in sorted(self.mask_scores.items())}
+            report["mean_mask_score"] = round(float(np.mean(list(self.mask_scores.values()))), 4)
         if self.notes:
             report["notes"] = list(self.notes)
         return report
@@ -208,12 +215,15 @@ def write_mask_png(path: Path, mask: np.ndarray) -> None:
 
 
 def run_mask_stage(
-    video, points: Mapping[int, np.ndarray], predictor, config: PipelineConfig, progress: ProgressFn | None = None
+    video, points: Mapping[int, np.ndarray], predictor, config: PipelineConfig, progress: ProgressFn | None = None,
+    on_score: Callable[[int, float], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Stage 2: points on anchor frames -> one bool mask per frame, streamed in frame order."""
+    """Stage 2: points on anchor frames -> one bool mask per frame, streamed in frame order;
+    `on_score(frame, confidence)` gets the backend's per-frame confidence where it has one."""
     n = len(video)
     k = n if config.first_frame_only else config.k
-    produced = segment_video(video, dict(points), predictor, k=k, tau=config.tau, strategy=config.fusion)
+    produced = segment_video(video, dict(points), predictor, k=k, tau=config.tau, strategy=config.fusion,
+                             on_score=on_score)
     for count, (i, m) in enumerate(produced, start=1):
         if progress is not None:
             progress("masks", count, n)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from videomolmo.cli import options
@@ -111,13 +112,13 @@ def _report_found(res) -> None:
 
 
 def _score_text(res) -> str:
-    """The mean point confidence, when the pointer gives one."""
-    if not res.scores:
-        return ""
-    import numpy as np
-
-    flat = [float(s) for v in res.scores.values() for s in v]
-    return f", mean point confidence {np.mean(flat):.2f}" if flat else ""
+    """The mean point confidence (when the pointer gives one) and the mean mask confidence
+    (when the mask backend gives one)."""
+    flat = [float(s) for v in (res.scores or {}).values() for s in v]
+    text = f", mean point confidence {np.mean(flat):.2f}" if flat else ""
+    if res.mask_scores:
+        text += f", mean mask confidence {np.mean(list(res.mask_scores.values())):.2f}"
+    return text
 
 
 def _static_pipeline(points: dict, device: str, mask_checkpoint, **cfg):

@@ -52,6 +52,15 @@ class Segment:
     backward: list[np.ndarray] | None
     forward_scores: list[float] | None = None
     backward_scores: list[float] | None = None
+    anchor_score: float | None = None
+
+    def confidence(self, j: int | None) -> float | None:
+        """The backend's confidence in frame `start + 1 + j` (`j` None: the anchor): the mean of
+        the sides that looked at it (fusion combines them), None when no score was recorded."""
+        if j is None:
+            return self.anchor_score
+        sides = [s[j] for s in (self.forward_scores, self.backward_scores) if s]
+        return float(np.mean(sides)) if sides else None
 
     @property
     def is_tail(self) -> bool:
@@ -114,6 +123,7 @@ class _Anchor:
         self.predictor = predictor
         self.state: PredictorState | None = None
         self.mask = np.zeros(shape, bool)
+        self.score = 0.0  # no positive point: sure of nothing
         if prompt is None:
             return
         pts, lab = prompt
@@ -121,10 +131,14 @@ class _Anchor:
         if len(pos) == 0:
             return
         self.state = predictor.init_state(video)
+        score_of = getattr(predictor, "object_score", None) or (lambda state, fi, o: 1.0)
+        scores = []
         for obj_id, p in enumerate(pos, start=1):
             pp = np.concatenate([p[None], neg]) if len(neg) else p[None]
             ll = np.concatenate([[1], np.zeros(len(neg), np.int64)])
             self.mask |= np.asarray(predictor.add_points(self.state, idx, obj_id, pp, ll), bool)
+            scores.append(score_of(self.state, idx, obj_id))
+        self.score = min(scores)  # as on propagated frames: the least sure object bounds the whole
 
     def walk(self, to: int) -> tuple[list[np.ndarray], list[float]]:
         """Masks of the frames from the anchor (exclusive) to `to` (inclusive), in walk order,
@@ -219,7 +233,7 @@ def iter_segments(
                 if backward:
                     bwd, bwd_scores = nxt.walk(a + 1)
                     bwd, bwd_scores = bwd[::-1], bwd_scores[::-1]
-            seg = Segment(a, end, cur.mask, fwd, bwd, fwd_scores, bwd_scores)
+            seg = Segment(a, end, cur.mask, fwd, bwd, fwd_scores, bwd_scores, cur.score)
             cur.close()
             yield seg
             cur = nxt
@@ -256,6 +270,7 @@ def segment_video(
     tau: float,
     strategy: str,
     skip: Callable[[int, int], bool] | None = None,
+    on_score: Callable[[int, float], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream `(frame_idx, bool mask)` for every frame of `video`, in frame order.
 
@@ -268,10 +283,16 @@ def segment_video(
     tau outside [0, 1] and unknown strategies raise `VideoMolmoError`.
     `skip(start, end)` -> True leaves out the frames start..end-1 of that anchor's segment (used
     to resume: the result of the other segments is unchanged).
+    `on_score(frame_idx, confidence)` receives the backend's confidence in each frame's mask
+    (`Segment.confidence`) just before that frame is yielded, when the backend gives one.
     """
     if not (0.0 <= float(tau) <= 1.0):
         raise ConfigError(f"tau must be in [0, 1], got {tau}")
     get_strategy(strategy)
     anchor_frames(1, k)
     for seg in iter_segments(video, points_by_frame, predictor, k=k, backward=needs_backward(strategy), skip=skip):
-        yield from fuse_segment(seg, strategy, tau)
+        for t, mask in fuse_segment(seg, strategy, tau):
+            score = seg.confidence(None if t == seg.start else t - seg.start - 1)
+            if on_score is not None and score is not None:
+                on_score(t, score)
+            yield t, mask
