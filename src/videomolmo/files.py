@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -89,9 +90,6 @@ def check_safetensors(path: str | os.PathLike) -> Path:
     """Check a .safetensors file is complete without reading its tensors: the header must parse
     and every tensor's byte range must lie inside the file. A file cut short by a crash or a
     partial copy fails here with `CheckpointError` instead of deep inside a load."""
-    import json
-    import struct
-
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such safetensors file")
@@ -171,14 +169,22 @@ class JsonlLog:
                     raise ConfigError(f"{self.path}:{n}: not a JSON object row; refusing to append to this file")
         return rows
 
+    @staticmethod
+    def _lines(rows: Sequence[Mapping[str, Any]]) -> bytes:
+        return "".join(json.dumps(dict(r), ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")
+
+    def rewrite(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the whole log with `rows` atomically (a crash leaves the old log or the new)."""
+        atomic_write_bytes(self.path, self._lines(rows))
+        self._repaired = True
+
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append rows in one write + fsync (all lines of a batch land together or not at all)."""
         if not rows:
             return
         if not self._repaired:
             self.repair()
-        payload = "".join(json.dumps(dict(r), ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-        data = payload.encode("utf-8")
+        data = self._lines(rows)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             written = os.write(fd, data)

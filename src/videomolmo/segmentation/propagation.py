@@ -114,6 +114,11 @@ def _union(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarra
     return out
 
 
+def _score_of(predictor: Any) -> Callable[[PredictorState, int, int], float]:
+    # Backends registered by duck typing may lack `object_score`: they express no doubt.
+    return getattr(predictor, "object_score", None) or (lambda state, fi, o: 1.0)
+
+
 class _Anchor:
     """An anchor's own predictor state (None when the anchor has no positive point)."""
 
@@ -131,7 +136,7 @@ class _Anchor:
         if len(pos) == 0:
             return
         self.state = predictor.init_state(video)
-        score_of = getattr(predictor, "object_score", None) or (lambda state, fi, o: 1.0)
+        score_of = _score_of(predictor)
         scores = []
         for obj_id, p in enumerate(pos, start=1):
             pp = np.concatenate([p[None], neg]) if len(neg) else p[None]
@@ -150,8 +155,7 @@ class _Anchor:
             return [np.zeros(self.shape, bool) for _ in range(n)], [0.0] * n
         reverse = to < self.idx
         out, scores = [], []
-        # Backends registered by duck typing may lack `object_score`: they express no doubt.
-        score_of = getattr(self.predictor, "object_score", None) or (lambda state, fi, o: 1.0)
+        score_of = _score_of(self.predictor)
         for fi, objs in self.predictor.propagate(self.state, self.idx, to, reverse=reverse):
             if fi == self.idx:
                 continue

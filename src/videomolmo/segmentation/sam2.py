@@ -16,53 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from videomolmo.errors import CheckpointError, ConfigError
+from videomolmo.files import check_safetensors
 from videomolmo.hf_local import load_native_model
 from videomolmo.segmentation.predictor import MaskPredictor, PredictorState, check_rgb_frame, clean_points
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _ACCEPTED_MODEL_TYPES = ("sam2_video", "sam2")
-
-
-def _check_safetensors_file(path: Path) -> None:
-    """Raise `CheckpointError` unless `path` is a complete safetensors file.
-
-    Reads only the header: its JSON gives every tensor's byte range, so a truncated download
-    (the usual way a checkpoint is broken) shows up as data ending before the last range does.
-    """
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            raw_len = fh.read(8)
-            if len(raw_len) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file (shorter than its header)")
-            (header_len,) = struct.unpack("<Q", raw_len)
-            if header_len <= 0 or 8 + header_len > size:
-                raise CheckpointError(f"{path}: truncated safetensors file (header runs past the end)")
-            header = json.loads(fh.read(header_len))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"{path}: unreadable safetensors header ({exc})") from None
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            end = max(end, int(info["data_offsets"][1]))
-        except (KeyError, TypeError, IndexError, ValueError):
-            raise CheckpointError(f"{path}: malformed safetensors header entry {name!r}") from None
-    if 8 + header_len + end > size:
-        raise CheckpointError(
-            f"{path}: truncated safetensors file ({size} bytes, header needs {8 + header_len + end})"
-        )
 
 
 def validate_checkpoint_dir(
@@ -109,7 +75,7 @@ def validate_checkpoint_dir(
         if not files:
             raise CheckpointError(f"{root}: no *.safetensors weights in the {label} checkpoint directory")
     for f in files:
-        _check_safetensors_file(f)
+        check_safetensors(f)
     return root
 
 

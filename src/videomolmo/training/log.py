@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from videomolmo.files import JsonlLog, atomic_write_text
+from videomolmo.files import JsonlLog
 
 
 class JsonlLogger:
@@ -23,9 +23,7 @@ class JsonlLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._log = JsonlLog(self.path)
         if self.path.exists():
-            keep = [r for r in self._log.read() if int(r.get("step", 0)) <= resume_step]
-            atomic_write_text(self.path, "")
-            self._log.append(keep)
+            self._log.rewrite([r for r in self._log.read() if int(r.get("step", 0)) <= resume_step])
 
     def write(self, row: dict) -> None:
         if self.enabled:
