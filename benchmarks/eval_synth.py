@@ -42,7 +42,7 @@ def load(model_arg: str | None):
 
 
 def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, tau: float,
-               rows: list | None = None) -> dict:
+               rows: list | None = None, point_decode: str | None = None) -> dict:
     """J / F / J&F after bidirectional fusion on every expression of `n_clips` test clips;
     per-expression rows (key, expression, category, JF) are appended to `rows` when given."""
     from videomolmo.metrics import j_and_f
@@ -50,7 +50,7 @@ def mask_stage(model, processor, n_clips: int, seed: int, frames: int, k: int, t
     from videomolmo.pointers.model import ModelPointer
     from videomolmo.synth import SynthConfig, clip_rng, generate_clip
 
-    pipe = Pipeline(ModelPointer(model, processor, batch_size=8), PipelineConfig(k=k, tau=tau))
+    pipe = Pipeline(ModelPointer(model, processor, batch_size=8, point_decode=point_decode), PipelineConfig(k=k, tau=tau))
     cfg = SynthConfig.from_name("eval", frames=frames)
     per_kind: dict[str, list] = {}
     for i in range(n_clips):
@@ -106,6 +106,8 @@ def main() -> None:
                     help="context ablation(s) to score (repeatable; default normal)")
     ap.add_argument("--out", type=Path, help="write per-model run folders (rows.jsonl, summary.json) here")
     ap.add_argument("--name", action="append", help="run-folder name per --model (default: derived)")
+    ap.add_argument("--point-decode", choices=["text", "patch"],
+                    help="read points from the text or the patch-selection head (default: the model's own way)")
     ap.add_argument("--kinds", help="score only these expression kinds (comma-separated, e.g. motion)")
     a = ap.parse_args()
 
@@ -130,10 +132,12 @@ def main() -> None:
         for ctx in a.context or ["normal"]:
             rows: list = []
             key = "pointing" if ctx == "normal" else f"pointing_context_{ctx}"
-            res[key] = evaluate_model(model, proc, proc.tokenizer, items, context=ctx, rows=rows)
+            res[key] = evaluate_model(model, proc, proc.tokenizer, items, context=ctx, rows=rows,
+                                      point_decode=a.point_decode)
             if a.out:
                 write_run(a.out / (name if ctx == "normal" else f"{name}-{ctx}"), rows,
-                          {"model": m, "context": ctx, "preset": a.preset, "clips": a.clips, "seed": a.seed})
+                          {"model": m, "context": ctx, "preset": a.preset, "clips": a.clips, "seed": a.seed,
+                           "point_decode": a.point_decode})
         res["pointing_s"] = round(time.perf_counter() - t0, 1)
         if a.no_temporal and model.config.temporal != "none":
             # Same weights, temporal module off: the paper's single-frame comparison.
@@ -141,7 +145,8 @@ def main() -> None:
         if a.mask_clips > 0:
             t0 = time.perf_counter()
             mrows: list = []
-            res["masks"] = mask_stage(model, proc, a.mask_clips, a.seed, a.mask_frames, a.k, a.tau, mrows)
+            res["masks"] = mask_stage(model, proc, a.mask_clips, a.seed, a.mask_frames, a.k, a.tau, mrows,
+                                     point_decode=a.point_decode)
             if a.out:
                 write_run(a.out / f"{name}-masks", mrows, {"model": m, "mask_clips": a.mask_clips, "seed": a.seed})
             res["masks_s"] = round(time.perf_counter() - t0, 1)

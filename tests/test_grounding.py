@@ -9,7 +9,8 @@ import torch
 from videomolmo.errors import ConfigError
 from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer, collate
 from videomolmo.training.export import export_bundle
-from videomolmo.training.grounding import HEAD_PREFIX, GroundingHead, TrainModule, resolve_layer
+from videomolmo.model.point_head import PatchHead, resolve_layer
+from videomolmo.training.grounding import HEAD_PREFIX, TrainModule
 from videomolmo.training.trainer import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -50,7 +51,7 @@ def test_patch_targets_refuse_pooled_or_multicrop_layouts():
 
 
 def test_head_reads_the_image_tokens_in_patch_order():
-    head = GroundingHead(4)
+    head = PatchHead(4)
     with torch.no_grad():
         head.proj.weight.zero_()
         head.proj.weight[0, 0] = 1.0

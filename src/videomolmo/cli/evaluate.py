@@ -52,6 +52,10 @@ def eval_cmd(
         "normal", "--context",
         help="Temporal-context ablation: normal | repeat (the current frame as its own context) | "
              "shuffle (another clip's context) | none (temporal module off)."),
+    point_decode: Optional[str] = typer.Option(
+        None, "--point-decode",
+        help="How the model's points are read out: text (the coordinate digits) | patch (its patch-selection "
+             "head). Default: patch for a model with that head, else text."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
     from videomolmo.model.pointing import check_context_mode
@@ -60,6 +64,13 @@ def eval_cmd(
     check_context_mode(context)
     if context != "normal" and pointer != "model":
         raise ConfigError("--context applies to --pointer model only")
+    if point_decode is not None:
+        from videomolmo.model.point_head import POINT_DECODES
+
+        if pointer != "model":
+            raise ConfigError("--point-decode applies to --pointer model only")
+        if point_decode not in POINT_DECODES:
+            raise ConfigError(f"--point-decode must be one of {', '.join(POINT_DECODES)}, got {point_decode!r}")
     pointer_cls = pointer_class(pointer)
     if method not in ("pipeline", "sam3-text"):
         raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")
@@ -93,6 +104,7 @@ def eval_cmd(
         k=k, tau=tau, l=l, mask_backend=mask_backend, fusion=fusion, baseline=baseline, limit=limit,
         # `context` only when ablating, so run folders from before the option still resume.
         extra={"points_only": points_only, **({"context": context} if context != "normal" else {}),
+               **({"point_decode": point_decode} if point_decode is not None else {}),
                **({"method": method, "mask_checkpoint": str(mask_checkpoint)} if method != "pipeline" else {})},
     )
     run_dir = runner.prepare_run_dir(out, run_cfg)
@@ -100,7 +112,8 @@ def eval_cmd(
 
     if not merge:
         ptr = build_pointer(pointer, model=model, preset=preset, device=device, batch_size=cfg.batch_size,
-                            baseline=baseline, **({"context": context} if context != "normal" else {})) \
+                            baseline=baseline, **({"context": context} if context != "normal" else {}),
+                            **({"point_decode": point_decode} if point_decode is not None else {})) \
             if method == "pipeline" else None
         if method == "sam3-text":
             text_pipe = Sam3TextPipeline.from_pretrained(mask_checkpoint, device=device, config=cfg)

@@ -14,7 +14,11 @@ from videomolmo.training.examples import Curriculum
 
 
 def _check_weights(folder: Path) -> None:
-    """`--init DIR`: every weights file in it must be complete (checked before the model is built)."""
+    """`--init DIR` (or one .safetensors file): every weights file must be complete (checked
+    before the model is built)."""
+    if folder.is_file() and folder.suffix == ".safetensors":
+        check_safetensors(folder)
+        return
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: --init needs a saved model folder (config.json + *.safetensors)")
     files = sorted(folder.glob("*.safetensors"))
@@ -55,7 +59,7 @@ def _check_run_dir(out: Path, resume: bool) -> None:
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, log.jsonl, final/."),
     preset: str = typer.Option("tiny-synth", "--preset",
-                               help="tiny-synth | tiny-ablation | tiny-motion | test | molmo-7b"),
+                               help="tiny-synth | tiny-ablation | tiny-motion | tiny-point-head | test | molmo-7b"),
     data: str = typer.Option("synth", "--data",
                              help="'synth' (in-memory synthetic stream) or a dataset folder."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split (for --data DIR)."),
@@ -71,6 +75,9 @@ def train_cmd(
     lr_connector: Optional[float] = typer.Option(None, "--lr-connector"),
     lr_temporal: Optional[float] = typer.Option(None, "--lr-temporal"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16"),
+    point_head: Optional[str] = typer.Option(
+        None, "--point-head", help="How the model points: text (coordinate digits) | patch (a patch-selection "
+                                   "head trained by the grounding loss; one-token-per-patch presets only)."),
     temporal: Optional[str] = typer.Option(None, "--temporal",
                                            help="Temporal module: a name registered in videomolmo.model.temporal "
                                                 "(`videomolmo info --registries` lists them)."),
@@ -123,6 +130,12 @@ def train_cmd(
 
         temporal_class(temporal)  # one-line error listing the registered names, before any work
         cfg.model_overrides = {**cfg.model_overrides, "temporal": temporal}
+    if point_head is not None:
+        from videomolmo.model.point_head import POINT_HEADS
+
+        if point_head not in POINT_HEADS:
+            raise ConfigError(f"--point-head must be one of {', '.join(POINT_HEADS)}, got {point_head!r}")
+        cfg.model_overrides = {**cfg.model_overrides, "point_head": point_head}
     if curriculum is not None:
         Curriculum.from_name(curriculum)  # one-line error for a bad name before any work
     if data != "synth" and not Path(data).exists():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from videomolmo.errors import ConfigError
+from videomolmo.model.point_head import POINT_HEADS, resolve_layer
 from videomolmo.model.temporal import temporal_class
 
 CROP_MODES = ("overlap-and-resize-c2", "resize")
@@ -104,6 +105,11 @@ class ModelConfig:
     prompt_order: str = "image_first"  # "query_first": query text before the image tokens
     tokenizer: str = "hf"  # "bytes": byte-level tokenizer that needs no files
     point_decimals: int = 1  # decimals of the percent coordinates in point text
+    # How points are read out (`point_head.py`): "text" = the coordinate digits (Molmo);
+    # "patch" = a head on decoder layer `point_head_layer` (0 = the middle one) selects the
+    # patches that hold the object and the point is decoded from that selection.
+    point_head: str = "text"
+    point_head_layer: int = 0
     max_new_tokens: int = 256
 
     def __post_init__(self) -> None:
@@ -128,6 +134,7 @@ class ModelConfig:
             "image_padding_embed": PADDING_EMBEDS,
             "tokenizer": TOKENIZERS,
             "temporal_init": TEMPORAL_INITS,
+            "point_head": POINT_HEADS,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -148,6 +155,11 @@ class ModelConfig:
             raise ConfigError(f"model config {self.name!r}: context_frames must be >= 0")
         if self.llm.hidden % self.llm.heads or self.llm.heads % self.llm.kv_heads:
             raise ConfigError(f"model config {self.name!r}: LLM heads do not divide the width")
+        if self.point_head == "patch":
+            if self.crop_mode != "resize" or self.pool != "none":
+                raise ConfigError(f"model config {self.name!r}: point_head='patch' needs one token per patch "
+                                  f"(crop_mode='resize', pool='none'), got {self.crop_mode!r} / {self.pool!r}")
+            resolve_layer(self.point_head_layer, self.llm.layers)
         if self.crop_mode == "overlap-and-resize-c2":
             lm, rm = self.overlap_margins
             if lm % 2 or rm % 2 or v.grid - lm - rm <= 0:

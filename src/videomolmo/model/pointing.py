@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from videomolmo.errors import ConfigError
+from videomolmo.model.point_head import check_point_decode, patch_points
 from videomolmo.model.preprocess import collate
 from videomolmo.model.temporal import temporal_class
 from videomolmo.points import parse_points, parse_points_percent
@@ -105,7 +106,7 @@ def point_video(model, processor, video, query: str, k: int | None = None, l: in
                 batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                 feature_cache: bool = True, max_new_tokens: int | None = None,
                 progress: Callable[[int, int], None] | None = None, bf16: bool | None = None,
-                context: str = "normal", context_video=None) -> VideoPoints:
+                context: str = "normal", context_video=None, point_decode: str | None = None) -> VideoPoints:
     """Point at `query` in every k-th frame of `video` (or at the given `frames`).
 
     Args:
@@ -120,19 +121,23 @@ def point_video(model, processor, video, query: str, k: int | None = None, l: in
         bf16: bfloat16 autocast; default on when the model sits on a CUDA device.
         context: inference-time context ablation (`apply_context_mode`): normal | repeat |
             shuffle (needs `context_video`, another clip) | none (module off, as temporal=False).
+        point_decode: "text" (the coordinate digits) or "patch" (the patch-selection head,
+            `point_head.py`; the text still says how many points); default: "patch" when the
+            model has the head, else "text".
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
     check_query(query)
     return point_video_queries(model, processor, video, [query], k=k, l=l, batch_size=batch_size, frames=frames,
                                temporal=temporal, feature_cache=feature_cache, max_new_tokens=max_new_tokens,
-                               progress=progress, bf16=bf16, context=context, context_video=context_video)[query]
+                               progress=progress, bf16=bf16, context=context, context_video=context_video,
+                               point_decode=point_decode)[query]
 
 def point_video_queries(model, processor, video, queries: Sequence[str], k: int | None = None, l: int | None = None,
                         batch_size: int = 8, frames: Iterable[int] | None = None, temporal: bool = True,
                         feature_cache: bool = True, max_new_tokens: int | None = None,
                         progress: Callable[[int, int], None] | None = None,
                         bf16: bool | None = None, context: str = "normal",
-                        context_video=None) -> dict[str, VideoPoints]:
+                        context_video=None, point_decode: str | None = None) -> dict[str, VideoPoints]:
     """`point_video` for several queries on one video: each frame's features are computed once
     and shared by all queries (e.g. every expression of a Ref-DAVIS video). Returns
     `{query: VideoPoints}`; arguments as in `point_video`."""
@@ -147,6 +152,7 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     if context == "shuffle" and context_video is None:
         raise ConfigError("context 'shuffle' needs context_video: another clip to take the context from")
     cfg = model.config
+    decode = check_point_decode(point_decode or ("patch" if cfg.point_head == "patch" else "text"), cfg)
     use_ctx = (temporal and context != "none" and temporal_class(cfg.temporal).uses_context
                and cfg.context_frames > 0)
     l = (cfg.context_frames if l is None else int(l)) if use_ctx else 0
@@ -214,15 +220,18 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
                     rows = torch.tensor([j for j, _ in sub])
                     exs = [processor(None, None, q, image=image_inputs[chunk[j]]) for j, q in sub]
                     batch = collate(exs, tok.pad_token_id, padding_side="left")
-                    gen, probs = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                                         frame_features=feats[rows],
-                                         context_features=ctx_feats[rows] if ctx_feats is not None else None,
-                                         use_temporal=bool(l), return_probs=True)
-                    for (j, q), ids, pr in zip(sub, gen, probs):
+                    gen, probs, *cov = model.generate(
+                        batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                        frame_features=feats[rows], context_features=ctx_feats[rows] if ctx_feats is not None else None,
+                        use_temporal=bool(l), return_probs=True, return_coverage=decode == "patch")
+                    for r, ((j, q), ids, pr) in enumerate(zip(sub, gen, probs)):
                         t = chunk[j]
                         text = tok.decode(ids)
                         h, w = frames_np[t].shape[:2]
                         pts = parse_points(text, w, h)
+                        if decode == "patch":
+                            pts = patch_points(cov[0][r].float().cpu().numpy(), pts, (h, w),
+                                               cfg.vision.image_size, cfg.vision.patch_size)
                         results[q].append(FramePoints(t, text, pts, point_scores(tok, ids, pr, len(pts))))
             if feature_cache:
                 # Keep only what later frames can still use as context.

@@ -76,6 +76,20 @@ def resize_and_pad(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray
     return out, mask
 
 
+def padded_to_frame(points: np.ndarray, frame_hw: tuple[int, int], size: int) -> np.ndarray:
+    """(N, 2) (x, y) in a `resize_and_pad(frame, (size, size))` image -> frame pixels (the
+    inverse of that resize's scale and centring)."""
+    h, w = frame_hw
+    scale = min(np.float32(size) / np.float32(h), np.float32(size) / np.float32(w))
+    sh, sw = max(1, int(np.float32(h) * scale)), max(1, int(np.float32(w) * scale))
+    top, left = (size - sh) // 2, (size - sw) // 2
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    out = np.empty_like(pts)
+    out[:, 0] = np.clip((pts[:, 0] - left) * (w / sw), 0, w - 1e-6)
+    out[:, 1] = np.clip((pts[:, 1] - top) * (h / sh), 0, h - 1e-6)
+    return out
+
+
 def normalize(image: np.ndarray) -> np.ndarray:
     return (image - CLIP_MEAN) / CLIP_STD
 

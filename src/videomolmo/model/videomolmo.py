@@ -18,6 +18,7 @@ from torch import nn
 from videomolmo.errors import ConfigError
 from videomolmo.model.config import ModelConfig
 from videomolmo.model.connector import AttentionPool, Projector
+from videomolmo.model.point_head import PatchHead, resolve_layer
 from videomolmo.model.preprocess import IGNORE_INDEX
 from videomolmo.model.temporal import build_temporal, from_windows, to_windows
 from videomolmo.model.vision import VisionEncoder
@@ -61,7 +62,8 @@ class VideoMolmo(nn.Module):
 
     Parameter layout (names are what `save_pretrained` writes):
     `vision.clip.*` (CLIPVisionModel), `pad_embed` (2, C), `temporal.*`, `pool.*`,
-    `projector.*`, `new_embedding` (additional vocab, hidden), `llm.*` (Qwen2ForCausalLM).
+    `projector.*`, `new_embedding` (additional vocab, hidden), `llm.*` (Qwen2ForCausalLM),
+    `point_head.*` (only with `point_head="patch"`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -87,6 +89,8 @@ class VideoMolmo(nn.Module):
         self.new_embedding = nn.Parameter(torch.empty(config.llm.additional_vocab_size, config.llm.hidden))
         if not self.new_embedding.is_meta:
             nn.init.normal_(self.new_embedding, std=0.02)
+        # Patch-selection pointing (`point_head.py`); None for text pointing.
+        self.point_head = PatchHead(config.llm.hidden) if config.point_head == "patch" else None
         # Counters for benchmarks and tests: frames and crops through the ViT.
         self.vision_frames = 0
         self.vision_crops = 0
@@ -252,12 +256,16 @@ class VideoMolmo(nn.Module):
                  eos_token_id: int | None = None, use_kv_cache: bool = True,
                  frame_features: torch.Tensor | None = None,
                  context_features: torch.Tensor | None = None, use_temporal: bool = True,
-                 return_probs: bool = False):
+                 return_probs: bool = False, return_coverage: bool = False):
         """Greedy decoding from `inputs_embeds` with a KV cache; returns new token ids per row
         (EOS excluded). The batch must be left-padded (`collate(..., padding_side="left")`).
         `return_probs=True` returns `(ids, probs)`: per row, also the softmax probability of each
-        chosen token (the model's confidence in it).
+        chosen token (the model's confidence in it). `return_coverage=True` (a model with
+        `point_head="patch"`) appends the head's (B, n, T) patch coverage, read from the prompt's
+        forward pass, so selection costs no extra decoder pass.
         """
+        if return_coverage and self.point_head is None:
+            raise ConfigError(f"model {self.config.name!r} has no patch pointing head")
         max_new = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
         ids = batch["input_ids"].to(self.device)
         mask = batch.get("attention_mask")
@@ -274,15 +282,20 @@ class VideoMolmo(nn.Module):
         out_probs = torch.zeros((B, 0), dtype=torch.float32, device=self.device)
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         cache = None
+        coverage = None
         step_embeds, step_pos = embeds, positions
         for step in range(max_new):
+            want_hidden = return_coverage and step == 0
             if use_kv_cache:
                 out = self.llm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_pos,
-                               cache=cache, use_cache=True, logits_to_keep=1)
+                               cache=cache, use_cache=True, logits_to_keep=1, output_hidden_states=want_hidden)
                 cache = out.cache
             else:
                 out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                               use_cache=False, logits_to_keep=1)
+                               use_cache=False, logits_to_keep=1, output_hidden_states=want_hidden)
+            if want_hidden:
+                layer = resolve_layer(self.config.point_head_layer, self.config.llm.layers)
+                coverage = self.point_head.coverage(out.hidden_states[layer], batch["image_input_idx"])
             step_logits = out.logits[:, -1].float()
             nxt = step_logits.argmax(-1)
             if return_probs:
@@ -304,9 +317,12 @@ class VideoMolmo(nn.Module):
             if eos_token_id is not None and eos_token_id in row:
                 row = row[: row.index(eos_token_id)]
             result.append(row)
+        extra = []
         if return_probs:
-            return result, [p[: len(r)] for p, r in zip(out_probs.tolist(), result)]
-        return result
+            extra.append([p[: len(r)] for p, r in zip(out_probs.tolist(), result)])
+        if return_coverage:
+            extra.append(coverage)
+        return (result, *extra) if extra else result
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
@@ -321,5 +337,7 @@ class VideoMolmo(nn.Module):
         if self.pad_embed is not None:
             counts["connector (pool + projector + pad)"] += self.pad_embed.numel()
         counts["LLM (Qwen2 + image token rows)"] += self.new_embedding.numel()
+        if self.point_head is not None:
+            counts["point head"] = sum(p.numel() for p in self.point_head.parameters())
         counts["total"] = sum(counts.values())
         return counts

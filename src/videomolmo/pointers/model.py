@@ -20,10 +20,13 @@ class ModelPointer(Pointer):
 
     `temporal=False` runs the model without its temporal module (the Molmo+SAM2 baseline);
     `context` is the inference-time context ablation (`point_video`): for "shuffle" the caller
-    sets `context_video` to another clip before each video."""
+    sets `context_video` to another clip before each video. `point_decode` reads the points
+    from the text or from the model's patch-selection head (`model/point_head.py`; None: the
+    model's own way)."""
 
     def __init__(self, model, processor, batch_size: int = 4, temporal: bool = True,
-                 context: str = "normal"):
+                 context: str = "normal", point_decode: str | None = None):
+        from videomolmo.model.point_head import check_point_decode
         from videomolmo.model.pointing import check_context_mode
 
         self.model = model
@@ -31,14 +34,16 @@ class ModelPointer(Pointer):
         self.batch_size = batch_size
         self.temporal = temporal
         self.context = check_context_mode(context)
+        self.point_decode = None if point_decode is None else check_point_decode(point_decode, model.config)
         self.context_video = None
 
     @classmethod
     def create(cls, model: str | os.PathLike | None = None, preset: str | None = None, device: str = "cpu",
                batch_size: int = 4, baseline: bool = False, context: str = "normal",
-               **options: Any) -> "ModelPointer":
+               point_decode: str | None = None, **options: Any) -> "ModelPointer":
         mdl, processor = load_model(model, device=device, preset=preset)
-        return cls(mdl, processor, batch_size=batch_size, temporal=not baseline, context=context)
+        return cls(mdl, processor, batch_size=batch_size, temporal=not baseline, context=context,
+                   point_decode=point_decode)
 
     @property
     def is_bundled(self) -> bool:
@@ -53,7 +58,8 @@ class ModelPointer(Pointer):
         report = None if progress is None else (lambda done, total: progress("pointing", done, total))
         ctx = {} if self.context == "normal" else {"context": self.context, "context_video": self.context_video}
         out = point_video(self.model, self.processor, video, query, frames=list(frames), l=l,
-                          batch_size=self.batch_size, temporal=self.temporal, progress=report, **ctx)
+                          batch_size=self.batch_size, temporal=self.temporal, progress=report,
+                          point_decode=self.point_decode, **ctx)
         out = {fp.frame_idx: fp for fp in out}
         points, scores = {}, {}
         for i in frames:

@@ -4,12 +4,13 @@ The answer-token loss alone gives a tiny decoder one weak signal per example (a 
 coordinate digits) for two jobs at once: find the patches the query refers to, and read their
 position out as digits. Trained from scratch on CPU, our tiny model learned the text format and
 then stalled for 5,000 steps without matching queries to sprites (TRAINING.md). This loss
-supervises the first job densely: a linear head on decoder layer `layer`'s hidden state at
+supervises the first job densely: a linear head (`model/point_head.py`'s `PatchHead`) on decoder layer `layer`'s hidden state at
 every image token (which, with the query before the image, can attend to the query) predicts
 the fraction of its patch covered by the referred objects (binary cross-entropy on soft
 targets; all zeros for an absent object). The answer tokens are still trained by the usual
 cross-entropy; the head is dropped when the model is saved, so the shipped model is a plain
-VideoMolmo and inference is unchanged.
+VideoMolmo and inference is unchanged -- unless the model is built with `point_head="patch"`:
+then this loss trains the model's own head, which ships and points.
 
 It needs one token per patch (`crop_mode="resize"`, no pooling: the tiny presets).
 """
@@ -18,43 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from videomolmo.errors import ConfigError
+from videomolmo.model.point_head import PatchHead, resolve_layer
 
 HEAD_PREFIX = "_grounding_head."
 MOTION_HEAD_PREFIX = "_motion_head."  # `motion.py`'s head
 # Every training-only head's prefix: `split_head_state` keeps them out of exported weights.
 TRAINING_ONLY_PREFIXES = (HEAD_PREFIX, MOTION_HEAD_PREFIX)
-
-
-def resolve_layer(layer: int, n_layers: int) -> int:
-    """Layer index into `hidden_states` (0 = embeddings); negative counts from the top;
-    0 means the middle layer."""
-    k = n_layers // 2 if layer == 0 else (layer if layer > 0 else n_layers + 1 + layer)
-    if not 1 <= k <= n_layers:
-        raise ConfigError(f"train: grounding layer {layer} is outside 1..{n_layers}")
-    return k
-
-
-class GroundingHead(nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(hidden, 1)
-
-    def loss(self, hidden: torch.Tensor, image_input_idx: torch.Tensor,
-             targets: torch.Tensor) -> torch.Tensor:
-        """Mean BCE over the image tokens. `image_input_idx` (B, n, T) positions (-100 =
-        none), `targets` (B, n, T) in [0, 1]."""
-        B = hidden.shape[0]
-        idx = image_input_idx.reshape(B, -1)
-        tgt = targets.reshape(B, -1).to(hidden.device)
-        valid = idx >= 0
-        b = torch.arange(B, device=hidden.device)[:, None].expand_as(idx)
-        h = hidden[b[valid], idx[valid]]
-        logits = self.proj(h.float()).squeeze(-1)
-        return F.binary_cross_entropy_with_logits(logits, tgt[valid].float())
 
 
 class TrainModule(nn.Module):
@@ -77,13 +50,21 @@ class TrainModule(nn.Module):
 
             self._tap = TemporalTap(model)
             self.motion_head = MotionHead(model.config.vision.feature_dim)
-        if self.weight > 0:
+        # A model that points by patch selection trains its own head with this loss.
+        self.own_head = getattr(model, "point_head", None) is not None
+        if self.own_head and self.weight <= 0:
+            raise ConfigError(f"train: model {model.config.name!r} points with a patch head; it is trained by the "
+                              "grounding loss, so --grounding-weight must be > 0")
+        if self.own_head:
+            self.layer = resolve_layer(model.config.point_head_layer, model.config.llm.layers)
+            self.head = model.point_head
+        elif self.weight > 0:
             cfg = model.config
             if cfg.crop_mode != "resize" or cfg.pool != "none":
                 raise ConfigError(f"train: the grounding loss needs one token per patch; model "
                                   f"{cfg.name!r} crops or pools (crop_mode={cfg.crop_mode!r}, pool={cfg.pool!r})")
             self.layer = resolve_layer(layer, cfg.llm.layers)
-            self.head = GroundingHead(cfg.llm.hidden)
+            self.head = PatchHead(cfg.llm.hidden)
         else:
             self.layer, self.head = None, None
 
@@ -108,7 +89,7 @@ class TrainModule(nn.Module):
 
     def head_state(self) -> dict[str, torch.Tensor]:
         out = {}
-        if self.head is not None:
+        if self.head is not None and not self.own_head:
             out.update({HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()})
         if self.motion_head is not None:
             out.update({MOTION_HEAD_PREFIX + k: v for k, v in self.motion_head.state_dict().items()})
@@ -120,7 +101,7 @@ class TrainModule(nn.Module):
             if not own:
                 raise ConfigError("train: the checkpoint has no motion head to resume")
             self.motion_head.load_state_dict(own)
-        if self.head is None:
+        if self.head is None or self.own_head:
             return
         own = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
         if not own:

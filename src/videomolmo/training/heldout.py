@@ -43,12 +43,18 @@ def heldout_items(n_clips: int, seed: int = 0, split: str = "val", preset: str =
 
 
 def predict_points(model, processor, tokenizer, frames_list, queries, batch_size: int = 16,
-                   max_new_tokens: int | None = None, use_temporal: bool = True) -> list[tuple[np.ndarray, str]]:
-    """Greedy point text and parsed pixel points for (frames, query) pairs; `frames[-1]` is
-    the frame pointed at, the rest its context (ignored with `use_temporal=False`)."""
+                   max_new_tokens: int | None = None, use_temporal: bool = True,
+                   point_decode: str | None = None) -> list[tuple[np.ndarray, str]]:
+    """Greedy point text and pixel points for (frames, query) pairs; `frames[-1]` is
+    the frame pointed at, the rest its context (ignored with `use_temporal=False`).
+    `point_decode` as in `point_video` (default: the model's own way)."""
     import torch
 
     from videomolmo.model import collate
+    from videomolmo.model.point_head import check_point_decode, patch_points
+
+    cfg = model.config
+    decode = check_point_decode(point_decode or ("patch" if cfg.point_head == "patch" else "text"), cfg)
 
     out = []
     was_training = model.training
@@ -59,12 +65,17 @@ def predict_points(model, processor, tokenizer, frames_list, queries, batch_size
                    zip(frames_list[s:s + batch_size], queries[s:s + batch_size])]
             batch = collate(exs, tokenizer.pad_token_id, padding_side="left")
             with torch.no_grad():
-                gen = model.generate(batch, max_new_tokens=max_new_tokens,
-                                     eos_token_id=tokenizer.eos_token_id, use_temporal=use_temporal)
-            for f, ids in zip(frames_list[s:s + batch_size], gen):
+                gen = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                                     use_temporal=use_temporal, return_coverage=decode == "patch")
+                gen, cov = gen if decode == "patch" else (gen, None)
+            for r, (f, ids) in enumerate(zip(frames_list[s:s + batch_size], gen)):
                 text = tokenizer.decode(ids)
                 h, w = f[-1].shape[:2]
-                out.append((parse_points(text, w, h), text))
+                pts = parse_points(text, w, h)
+                if decode == "patch":
+                    pts = patch_points(cov[r].float().cpu().numpy(), pts, (h, w),
+                                       cfg.vision.image_size, cfg.vision.patch_size)
+                out.append((pts, text))
     finally:
         model.train(was_training)
     return out
@@ -153,7 +164,7 @@ def item_frames(items: list[HeldOutItem], l: int, context: str = "normal") -> li
 
 def evaluate_model(model, processor, tokenizer, items: list[HeldOutItem], batch_size: int = 16,
                    max_new_tokens: int | None = None, context: str = "normal",
-                   rows: list | None = None) -> dict:
+                   rows: list | None = None, point_decode: str | None = None) -> dict:
     """Decode and score held-out items (see `score_items`) under a context ablation
     (`item_frames`; `none` runs the model without its temporal module). Per-item rows
     (`item_rows`) are appended to `rows` when given."""
@@ -161,7 +172,7 @@ def evaluate_model(model, processor, tokenizer, items: list[HeldOutItem], batch_
     frames = item_frames(items, l, context)
     queries = [it.clip.expressions[it.expression].text for it in items]
     preds = predict_points(model, processor, tokenizer, frames, queries, batch_size, max_new_tokens,
-                           use_temporal=context != "none")
+                           use_temporal=context != "none", point_decode=point_decode)
     if rows is not None:
         rows.extend(item_rows(items, [p for p, _ in preds], [t for _, t in preds]))
     return score_items(items, [p for p, _ in preds])

@@ -110,6 +110,10 @@ class TrainConfig:
           motion-heavy (`motion-stage` curriculum), per-token motion loss (weight 1) plus the
           grounding loss; 2,000 steps. (`--freeze vision,llm` trains only the temporal module
           and the connector.)
+        - `tiny-point-head`: a patch-selection pointing head (`model/point_head.py`) on a
+          trained model (`--init`): everything else frozen, so the text answers are unchanged
+          and the two ways of reading points out compare on the same model; the head learns
+          from the grounding loss at 3e-3; 600 steps of the `mix` curriculum.
         - `test`: the `test-tiny` model for a few steps (tests, CI);
         - `molmo-7b`: the paper's fine-tuning recipe (LLM 1e-5, vision/connector/temporal 5e-6,
           bf16, FSDP)."""
@@ -125,6 +129,9 @@ class TrainConfig:
             "tiny-motion": replace(tiny_synth, steps=2000, lr_temporal=1e-3, lr_llm=5e-4, motion_weight=1.0,
                                    freeze=("vision",), curriculum="motion-stage", warmup=50,
                                    eval_every=500),
+            "tiny-point-head": replace(tiny_synth, steps=600, lr_llm=3e-3, warmup=20, curriculum="mix",
+                                       freeze=("vision", "connector", "temporal", "llm"), eval_every=0,
+                                       model_overrides={"point_head": "patch"}),
             # Table 6 at small scale: the bundled recipe, the variant picked by --temporal.
             "tiny-ablation": tiny_synth,
             "test": cls(model="test-tiny", steps=4, batch_size=2, checkpoint_every=2, log_every=1,
@@ -146,6 +153,8 @@ def _group_of(param_name: str) -> str:
         return top
     if top in ("pool", "projector", "pad_embed"):
         return "connector"
+    if top == "point_head":  # its own group, so `--freeze llm` still trains it
+        return "point_head"
     return "llm"  # llm.*, new_embedding
 
 
@@ -160,12 +169,13 @@ def lr_factor(step: int, total: int, warmup: int, final_ratio: float) -> float:
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     """Named parameter groups with their peak LRs: vision / connector / temporal / llm."""
-    groups: dict[str, list] = {"vision": [], "connector": [], "temporal": [], "llm": []}
+    groups: dict[str, list] = {"vision": [], "connector": [], "temporal": [], "llm": [], "point_head": []}
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups[_group_of(name)].append(p)
+    # The point head reads the decoder's hidden states: it learns at the LLM's rate.
     lrs = {"vision": cfg.lr_vision, "connector": cfg.lr_connector, "temporal": cfg.lr_temporal,
-           "llm": cfg.lr_llm}
+           "llm": cfg.lr_llm, "point_head": cfg.lr_llm}
     return [{"name": k, "params": v, "lr": lrs[k], "peak_lr": lrs[k]} for k, v in groups.items() if v]
 
 
@@ -205,6 +215,8 @@ def load_model_weights(model, path: str | Path) -> None:
         # module's weights have nowhere to go (the single-frame control of the motion stage).
         state = {k: v for k, v in state.items() if not k.startswith("temporal.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
+    # A patch pointing head put on a text-pointing checkpoint starts from its own init.
+    missing = [k for k in missing if not k.startswith("point_head.")]
     if missing or unexpected:
         raise CheckpointError(f"{f}: does not match the model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
@@ -342,7 +354,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             groups.append(g)
         return g
 
-    if module.head is not None:
+    if module.head is not None and not module.own_head:
         # The head reads the decoder's hidden states: it learns at the LLM's rate.
         group("llm", cfg.lr_llm)["params"].extend(module.head.parameters())
     if module.motion_head is not None:
