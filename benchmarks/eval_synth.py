@@ -106,7 +106,7 @@ def main() -> None:
                     help="context ablation(s) to score (repeatable; default normal)")
     ap.add_argument("--out", type=Path, help="write per-model run folders (rows.jsonl, summary.json) here")
     ap.add_argument("--name", action="append", help="run-folder name per --model (default: derived)")
-    ap.add_argument("--point-decode", choices=["text", "patch"],
+    ap.add_argument("--point-decode", choices=["text", "patch", "patch-count"],
                     help="read points from the text or the patch-selection head (default: the model's own way)")
     ap.add_argument("--kinds", help="score only these expression kinds (comma-separated, e.g. motion)")
     a = ap.parse_args()

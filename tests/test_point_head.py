@@ -60,6 +60,11 @@ def test_patch_points_keep_the_texts_count_and_fill_from_the_text():
     # The selected group stands for the text point nearest to it ((33, 40)); the others stay.
     assert {tuple(p) for p in out[1:]} == {(10.0, 10.0), (100.0, 100.0)}
     assert patch_points(cov, np.zeros((0, 2)), (112, 112), 112, 14).shape == (0, 2)  # "none" stays none
+    # patch-count: the selection decides how many too.
+    cov[6, 6] = 0.8
+    counted = patch_points(cov, np.zeros((0, 2)), (112, 112), 112, 14, count_from_selection=True)
+    np.testing.assert_allclose(counted, [[35.0, 35.0], [91.0, 91.0]])
+    assert patch_points(np.zeros((8, 8)), text, (112, 112), 112, 14, count_from_selection=True).shape == (0, 2)
 
 
 def test_the_option_needs_one_token_per_patch_and_the_decode_needs_the_head():

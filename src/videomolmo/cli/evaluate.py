@@ -55,7 +55,8 @@ def eval_cmd(
     point_decode: Optional[str] = typer.Option(
         None, "--point-decode",
         help="How the model's points are read out: text (the coordinate digits) | patch (its patch-selection "
-             "head). Default: patch for a model with that head, else text."),
+             "head places the points the text counts) | patch-count (the head's selected groups are the "
+             "points). Default: patch for a model with that head, else text."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
     from videomolmo.model.pointing import check_context_mode

@@ -24,7 +24,9 @@ from torch import nn
 from videomolmo.errors import ConfigError
 
 POINT_HEADS = ("text", "patch")
-POINT_DECODES = ("text", "patch")
+# "patch": the text says how many, the selection says where; "patch-count": the selection
+# says both (one point per selected group; none selected = "none").
+POINT_DECODES = ("text", "patch", "patch-count")
 # A patch is selected when the head says the referred objects cover at least this much of it
 # (the head is trained on covered fractions; 0.5 = "mostly the object").
 SELECT_THRESHOLD = 0.5
@@ -102,17 +104,19 @@ def select_points(coverage: np.ndarray, n_points: int, patch_size: int,
 
 
 def patch_points(coverage: np.ndarray, text_points: np.ndarray, frame_hw: tuple[int, int],
-                 image_size: int, patch_size: int, threshold: float = SELECT_THRESHOLD) -> np.ndarray:
+                 image_size: int, patch_size: int, threshold: float = SELECT_THRESHOLD,
+                 count_from_selection: bool = False) -> np.ndarray:
     """The patch-decoded answer in frame pixels: as many points as the text wrote
     (`text_points` (N, 2), frame px), placed by the selection; where the selection has fewer
-    groups than the text has points, the text points farthest from every selected one fill in."""
+    groups than the text has points, the text points farthest from every selected one fill in.
+    `count_from_selection`: one point per selected group instead, whatever the text says."""
     from videomolmo.model.preprocess import padded_to_frame
 
     text_points = np.asarray(text_points, dtype=np.float64).reshape(-1, 2)
-    n = len(text_points)
     grid = np.asarray(coverage).reshape(image_size // patch_size, image_size // patch_size)
+    n = grid.size if count_from_selection else len(text_points)
     chosen = padded_to_frame(select_points(grid, n, patch_size, threshold), frame_hw, image_size)
-    if len(chosen) >= n:
+    if count_from_selection or len(chosen) >= n:
         return chosen
     if len(chosen):
         d = np.linalg.norm(text_points[:, None] - chosen[None], axis=-1).min(1)
@@ -122,11 +126,27 @@ def patch_points(coverage: np.ndarray, text_points: np.ndarray, frame_hw: tuple[
     return np.concatenate([chosen, rest]).reshape(-1, 2)
 
 
+def read_points(decode: str, text_points: np.ndarray, coverage, frame_hw: tuple[int, int], config) -> np.ndarray:
+    """A frame's points (N, 2, frame px) under `decode`: the text's as they are, or placed (and
+    for "patch-count" counted) by the head's `coverage` (n, T) of that frame."""
+    if decode == "text":
+        return text_points
+    cov = coverage.float().cpu().numpy() if isinstance(coverage, torch.Tensor) else np.asarray(coverage)
+    return patch_points(cov, text_points, frame_hw, config.vision.image_size, config.vision.patch_size,
+                        count_from_selection=decode == "patch-count")
+
+
+def resolve_point_decode(mode: str | None, config) -> str:
+    """`mode`, checked; None = the model's own way ("patch" with the head, else "text")."""
+    return check_point_decode(mode or ("patch" if getattr(config, "point_head", "text") == "patch" else "text"),
+                              config)
+
+
 def check_point_decode(mode: str, config) -> str:
-    """`mode` if the model can decode that way: "patch" needs `point_head="patch"`."""
+    """`mode` if the model can decode that way: the patch modes need `point_head="patch"`."""
     if mode not in POINT_DECODES:
         raise ConfigError(f"point decode must be one of {', '.join(POINT_DECODES)}, got {mode!r}")
-    if mode == "patch" and getattr(config, "point_head", "text") != "patch":
+    if mode != "text" and getattr(config, "point_head", "text") != "patch":
         raise ConfigError(f"model {config.name!r} has no patch pointing head (point_head={config.point_head!r}); "
                           "decode its points from the text")
     return mode

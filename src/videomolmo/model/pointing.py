@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from videomolmo.errors import ConfigError
-from videomolmo.model.point_head import check_point_decode, patch_points
+from videomolmo.model.point_head import read_points, resolve_point_decode
 from videomolmo.model.preprocess import collate
 from videomolmo.model.temporal import temporal_class
 from videomolmo.points import parse_points, parse_points_percent
@@ -121,9 +121,9 @@ def point_video(model, processor, video, query: str, k: int | None = None, l: in
         bf16: bfloat16 autocast; default on when the model sits on a CUDA device.
         context: inference-time context ablation (`apply_context_mode`): normal | repeat |
             shuffle (needs `context_video`, another clip) | none (module off, as temporal=False).
-        point_decode: "text" (the coordinate digits) or "patch" (the patch-selection head,
-            `point_head.py`; the text still says how many points); default: "patch" when the
-            model has the head, else "text".
+        point_decode: "text" (the coordinate digits), "patch" (the patch-selection head,
+            `point_head.py`, places the points the text counts) or "patch-count" (one point per
+            selected patch group); default: "patch" when the model has the head, else "text".
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
     check_query(query)
@@ -152,7 +152,7 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
     if context == "shuffle" and context_video is None:
         raise ConfigError("context 'shuffle' needs context_video: another clip to take the context from")
     cfg = model.config
-    decode = check_point_decode(point_decode or ("patch" if cfg.point_head == "patch" else "text"), cfg)
+    decode = resolve_point_decode(point_decode, cfg)
     use_ctx = (temporal and context != "none" and temporal_class(cfg.temporal).uses_context
                and cfg.context_frames > 0)
     l = (cfg.context_frames if l is None else int(l)) if use_ctx else 0
@@ -223,15 +223,12 @@ def point_video_queries(model, processor, video, queries: Sequence[str], k: int 
                     gen, probs, *cov = model.generate(
                         batch, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
                         frame_features=feats[rows], context_features=ctx_feats[rows] if ctx_feats is not None else None,
-                        use_temporal=bool(l), return_probs=True, return_coverage=decode == "patch")
+                        use_temporal=bool(l), return_probs=True, return_coverage=decode != "text")
                     for r, ((j, q), ids, pr) in enumerate(zip(sub, gen, probs)):
                         t = chunk[j]
                         text = tok.decode(ids)
                         h, w = frames_np[t].shape[:2]
-                        pts = parse_points(text, w, h)
-                        if decode == "patch":
-                            pts = patch_points(cov[0][r].float().cpu().numpy(), pts, (h, w),
-                                               cfg.vision.image_size, cfg.vision.patch_size)
+                        pts = read_points(decode, parse_points(text, w, h), cov[0][r] if cov else None, (h, w), cfg)
                         results[q].append(FramePoints(t, text, pts, point_scores(tok, ids, pr, len(pts))))
             if feature_cache:
                 # Keep only what later frames can still use as context.

@@ -51,10 +51,10 @@ def predict_points(model, processor, tokenizer, frames_list, queries, batch_size
     import torch
 
     from videomolmo.model import collate
-    from videomolmo.model.point_head import check_point_decode, patch_points
+    from videomolmo.model.point_head import read_points, resolve_point_decode
 
     cfg = model.config
-    decode = check_point_decode(point_decode or ("patch" if cfg.point_head == "patch" else "text"), cfg)
+    decode = resolve_point_decode(point_decode, cfg)
 
     out = []
     was_training = model.training
@@ -66,15 +66,12 @@ def predict_points(model, processor, tokenizer, frames_list, queries, batch_size
             batch = collate(exs, tokenizer.pad_token_id, padding_side="left")
             with torch.no_grad():
                 gen = model.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-                                     use_temporal=use_temporal, return_coverage=decode == "patch")
-                gen, cov = gen if decode == "patch" else (gen, None)
+                                     use_temporal=use_temporal, return_coverage=decode != "text")
+                gen, cov = gen if decode != "text" else (gen, None)
             for r, (f, ids) in enumerate(zip(frames_list[s:s + batch_size], gen)):
                 text = tokenizer.decode(ids)
                 h, w = f[-1].shape[:2]
-                pts = parse_points(text, w, h)
-                if decode == "patch":
-                    pts = patch_points(cov[r].float().cpu().numpy(), pts, (h, w),
-                                       cfg.vision.image_size, cfg.vision.patch_size)
+                pts = read_points(decode, parse_points(text, w, h), None if cov is None else cov[r], (h, w), cfg)
                 out.append((pts, text))
     finally:
         model.train(was_training)
