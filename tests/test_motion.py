@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from videomolmo.errors import ConfigError
+from videomolmo.errors import CheckpointError, ConfigError
 from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer
 from videomolmo.model.temporal import build_temporal, from_windows, to_windows
 from videomolmo.synth import MOTIONS, SynthConfig, clip_rng, generate_clip
@@ -128,3 +128,32 @@ def test_single_frame_control_starts_from_a_temporal_checkpoint(tmp_path):
     single = VideoMolmo(ModelConfig.from_name("test-tiny", temporal="none", **FLAT))
     load_model_weights(single, tmp_path / "m")
     assert torch.equal(single.state_dict()["llm.lm_head.weight"], src.state_dict()["llm.lm_head.weight"])
+
+
+@pytest.mark.parametrize("variant", ["add", "concat"])
+def test_other_temporal_variants_start_from_a_cross_attention_checkpoint(tmp_path, variant):
+    """Table 6 from one trained model: every weight but the temporal module's is loaded; the
+    module keeps its own init. A checkpoint of the same variant still loads strictly."""
+    from videomolmo.model import save_pretrained
+    from videomolmo.training.trainer import load_model_weights
+
+    src = VideoMolmo(ModelConfig.from_name("test-tiny", **FLAT))
+    save_pretrained(src, tmp_path / "m")
+    torch.manual_seed(1)
+    other = VideoMolmo(ModelConfig.from_name("test-tiny", temporal=variant, **FLAT))
+    own_init = {k: v.clone() for k, v in other.state_dict().items() if k.startswith("temporal.")}
+    load_model_weights(other, tmp_path / "m")
+    for k, v in other.state_dict().items():
+        if k.startswith("temporal."):
+            assert torch.equal(v, own_init[k]), k
+        else:
+            assert torch.equal(v, src.state_dict()[k]), k
+    save_pretrained(other, tmp_path / "o")
+    broken = VideoMolmo(ModelConfig.from_name("test-tiny", temporal=variant, **FLAT))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "o" / "model.safetensors"))
+    del state["llm.lm_head.weight"]
+    save_file(state, str(tmp_path / "o" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model_weights(broken, tmp_path / "o")

@@ -210,13 +210,19 @@ def load_model_weights(model, path: str | Path) -> None:
     if not f.is_file():
         raise CheckpointError(f"{path}: no model.safetensors to initialise from")
     state = load_file(str(f))
-    if not any(k.startswith("temporal.") for k, _ in model.named_parameters()):
-        # A single-frame (or weightless-module) model started from a temporal checkpoint: the
-        # module's weights have nowhere to go (the single-frame control of the motion stage).
+    own = {k: v.shape for k, v in model.state_dict().items() if k.startswith("temporal.")}
+    theirs = {k: v.shape for k, v in state.items() if k.startswith("temporal.")}
+    if own != theirs:
+        # Another temporal variant than the checkpoint's (the single-frame control, or the
+        # Table-6 variants started from one trained model): the checkpoint's module weights have
+        # nowhere to go, and the model's module starts from its own init.
         state = {k: v for k, v in state.items() if not k.startswith("temporal.")}
+        missing_ok = set(own)
+    else:
+        missing_ok = set()
     missing, unexpected = model.load_state_dict(state, strict=False)
     # A patch pointing head put on a text-pointing checkpoint starts from its own init.
-    missing = [k for k in missing if not k.startswith("point_head.")]
+    missing = [k for k in missing if not k.startswith("point_head.") and k not in missing_ok]
     if missing or unexpected:
         raise CheckpointError(f"{f}: does not match the model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
