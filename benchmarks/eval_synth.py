@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--name", action="append", help="run-folder name per --model (default: derived)")
     ap.add_argument("--point-decode", choices=["text", "patch", "patch-count"],
                     help="read points from the text or the patch-selection head (default: the model's own way)")
+    ap.add_argument("--split", default="test", choices=["val", "test"],
+                    help="seed stream of the pointing clips: choose settings on val, report test once")
     ap.add_argument("--kinds", help="score only these expression kinds (comma-separated, e.g. motion)")
     a = ap.parse_args()
 
@@ -123,7 +125,7 @@ def main() -> None:
         raise SystemExit("give one --name per --model")
     for m, name in zip(models, names):
         model, proc = load(m)
-        items = heldout_items(a.clips, seed=a.seed, split="test", preset=a.preset,
+        items = heldout_items(a.clips, seed=a.seed, split=a.split, preset=a.preset,
                               context=model.config.context_frames, size=model.config.vision.image_size)
         if a.kinds:
             items = [it for it in items if it.kind in a.kinds.split(",")]
@@ -136,7 +138,7 @@ def main() -> None:
                                       point_decode=a.point_decode)
             if a.out:
                 write_run(a.out / (name if ctx == "normal" else f"{name}-{ctx}"), rows,
-                          {"model": m, "context": ctx, "preset": a.preset, "clips": a.clips, "seed": a.seed,
+                          {"model": m, "context": ctx, "preset": a.preset, "clips": a.clips, "seed": a.seed, "split": a.split,
                            "point_decode": a.point_decode})
         res["pointing_s"] = round(time.perf_counter() - t0, 1)
         if a.no_temporal and model.config.temporal != "none":
