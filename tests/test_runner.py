@@ -345,3 +345,25 @@ def test_paired_difference_pairs_by_key_and_refuses_other_queries():
     b[0]["expression"] = "another query"
     with pytest.raises(DatasetError, match="different queries"):
         paired_difference(a, b, "F1")
+
+
+def test_compare_runs_pools_several_folders_pairwise(tmp_path: Path):
+    """Two seeds' runs of A and B: folder i pairs only with folder i, although the keys repeat."""
+    from videomolmo.errors import DatasetError
+    from videomolmo.evaluation.paired import compare_runs
+    from videomolmo.files import JsonlLog
+
+    def run(name, values):
+        (tmp_path / name).mkdir()
+        JsonlLog(tmp_path / name / "rows.jsonl").append(
+            [{"key": f"0/{i}", "expression": f"q{i}", "category": "multi", "JF": v} for i, v in enumerate(values)])
+        return tmp_path / name
+
+    a0, b0 = run("a0", [0.0, 0.0, 0.0]), run("b0", [1.0, 1.0, 1.0])
+    a1, b1 = run("a1", [1.0, 1.0]), run("b1", [1.0, 1.0])
+    pooled = compare_runs([a0, a1], [b0, b1], metrics=("JF",))
+    assert pooled["paired"] == 5 and pooled["unmatched"] == 0
+    assert pooled["rows"][0]["diff"] == pytest.approx(3 / 5)  # crossed pairs would give other numbers
+    assert compare_runs(a1, b0, metrics=("JF",))["rows"][0]["diff"] == 0.0  # one folder: keys as they are
+    with pytest.raises(DatasetError, match="as many A folders"):
+        compare_runs([a0, a1], [b0], metrics=("JF",))

@@ -210,17 +210,22 @@ def _run_with_progress(run_dir: Path, units, ev, shard) -> list[str]:
 
 @command("eval-compare")
 def eval_compare_cmd(
-    run_a: Path = typer.Argument(..., help="Run folder A (the reference)."),
-    run_b: Path = typer.Argument(..., help="Run folder B, evaluated on the same benchmark folder."),
+    run_a: str = typer.Argument(..., help="Run folder A (the reference); several, comma-separated, pool "
+                                          "the pairs folder by folder (e.g. the same comparison on two seeds)."),
+    run_b: str = typer.Argument(..., help="Run folder B, evaluated on the same benchmark folder (as many as A)."),
     metric: Optional[list[str]] = typer.Option(None, "--metric",
                                                help="F1 | count_exact | count_abs_err | JF (repeatable; default F1 and count_exact)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Paired differences (B - A) with bootstrap 95% CIs, per expression kind, of two eval runs."""
-    for p in (run_a, run_b):
+    runs_a = [Path(p) for p in run_a.split(",") if p]
+    runs_b = [Path(p) for p in run_b.split(",") if p]
+    for p in runs_a + runs_b:
         if not p.is_dir():
             raise ConfigError(f"{p}: not a run folder")
-    res = paired.compare_runs(run_a, run_b, metrics=tuple(metric) if metric else ("F1", "count_exact"))
+    if len(runs_a) != len(runs_b):
+        raise ConfigError(f"eval-compare: {len(runs_a)} A folders but {len(runs_b)} B folders; pair them one to one")
+    res = paired.compare_runs(runs_a, runs_b, metrics=tuple(metric) if metric else ("F1", "count_exact"))
     if json_out is not None:
         atomic_write_text(json_out, paired.dumps(res))
     console.print(paired.to_markdown(res), markup=False, highlight=False)

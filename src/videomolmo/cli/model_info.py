@@ -51,6 +51,7 @@ def info(
         f"({cfg.temporal_heads}x{cfg.temporal_head_dim} heads, init {cfg.temporal_init})\n"
         f"LLM: Qwen2 {c.layers}x{c.hidden} ({c.heads} heads, {c.kv_heads} KV), vocab {c.vocab_size} "
         f"+ {c.additional_vocab_size} image tokens; tokenizer {cfg.tokenizer}\n"
+        f"pointing: {'patch selection (head on decoder layer ' + str(cfg.point_head_layer or 'middle') + ')' if cfg.point_head == 'patch' else 'text coordinates'}\n"
         f"size: {counts['total'] * 4 / 1e6:,.1f} MB fp32, {counts['total'] * 2 / 1e6:,.1f} MB bf16",
         highlight=False,
     )

@@ -82,13 +82,31 @@ def paired_difference(rows_a: Sequence[dict], rows_b: Sequence[dict], metric: st
     return res
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, metrics: Sequence[str] = ("F1", "count_exact")) -> dict:
-    """Paired differences of two run folders, overall and per category, for each metric that
-    has paired values. Returns {"a", "b", "unmatched", "rows": [paired_difference results]}."""
-    ra, rb = read_all_rows(run_a), read_all_rows(run_b)
-    if not ra or not rb:
-        missing = run_a if not ra else run_b
-        raise DatasetError(f"{missing}: no evaluation rows; is this a `videomolmo eval` run folder?")
+def _read_runs(runs: Sequence[str | Path]) -> dict:
+    """Rows of one side; with several folders (e.g. the same comparison on two seeds' clips)
+    each folder's keys are prefixed by its position, so only folder i of A pairs with folder i
+    of B."""
+    out = {}
+    for i, run in enumerate(runs):
+        rows = read_all_rows(run)
+        if not rows:
+            raise DatasetError(f"{run}: no evaluation rows; is this a `videomolmo eval` run folder?")
+        for key, row in rows.items():
+            k = key if len(runs) == 1 else f"{i}:{key}"
+            out[k] = {**row, "key": k}
+    return out
+
+
+def compare_runs(run_a: str | Path | Sequence[str | Path], run_b: str | Path | Sequence[str | Path],
+                 metrics: Sequence[str] = ("F1", "count_exact")) -> dict:
+    """Paired differences of two run folders (or two equally long lists of folders, pooled
+    pairwise), overall and per category, for each metric that has paired values. Returns
+    {"a", "b", "unmatched", "rows": [paired_difference results]}."""
+    runs_a = [run_a] if isinstance(run_a, (str, Path)) else list(run_a)
+    runs_b = [run_b] if isinstance(run_b, (str, Path)) else list(run_b)
+    if len(runs_a) != len(runs_b) or not runs_a:
+        raise DatasetError(f"compare: give as many A folders as B folders (got {len(runs_a)} and {len(runs_b)})")
+    ra, rb = _read_runs(runs_a), _read_runs(runs_b)
     a_rows, b_rows = list(ra.values()), list(rb.values())
     shared = set(ra) & set(rb)
     if not shared:
@@ -100,7 +118,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metrics: Sequence[str] = 
             d = paired_difference(a_rows, b_rows, m, c)
             if d["n"]:
                 rows.append(d)
-    return {"a": str(run_a), "b": str(run_b), "paired": len(shared),
+    return {"a": ",".join(map(str, runs_a)), "b": ",".join(map(str, runs_b)), "paired": len(shared),
             "unmatched": len(set(ra) ^ set(rb)), "rows": rows}
 
 
