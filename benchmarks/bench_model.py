@@ -10,7 +10,9 @@ measured in this process:
    same model with the module off (`temporal=False`), both with the feature cache, batch 8;
 2. feature cache vs upstream-style re-encoding of the l=4 previous frames at every frame (k=1):
    ViT calls per frame and ViT time per frame (batch 1 for both, as upstream);
-3. batched pointing (batch 8 and 16) vs one frame at a time, frames/s.
+3. batched pointing (batch 8 and 16) vs one frame at a time, frames/s;
+4. the patch-selection pointing head (`point_head="patch"`, the same weights plus the head):
+   points read from the head vs from the text, batch 8.
 
 Timing is process CPU time (`time.process_time`, torch pinned to one thread): on a machine
 shared with other jobs it does not count the time spent waiting for a core. Variants alternate
@@ -80,9 +82,12 @@ def main() -> None:
     tok = build_tokenizer(cfg)
     tok.eos_token_id = -1  # never generated: every frame decodes exactly --tokens tokens
     proc = Processor(cfg, tok)
+    # The same weights with a patch-selection head on top (its own init).
+    with_head = VideoMolmo(cfg.replace(point_head="patch")).eval()
+    with_head.load_state_dict(model.state_dict(), strict=False)
     video = load_clip(args.frames)
     T = len(video)
-    vit = ViTTimer(model, clock)
+    timers = {id(model): ViTTimer(model, clock), id(with_head): ViTTimer(with_head, clock)}
     query = "the dog running on the grass"
 
     variants = {
@@ -91,6 +96,8 @@ def main() -> None:
         "cache, batch 1": dict(batch_size=1),
         "upstream re-encode, batch 1": dict(batch_size=1, feature_cache=False),
         "cache, batch 16": dict(batch_size=16),
+        "head model, text decode, batch 8": dict(batch_size=8, point_decode="text", _model=with_head),
+        "head model, patch decode, batch 8": dict(batch_size=8, point_decode="patch", _model=with_head),
     }
     best = {k: float("inf") for k in variants}
     vit_calls, vit_time = {}, {}
@@ -98,14 +105,17 @@ def main() -> None:
     point_video(model, proc, video[:4], query, batch_size=4, max_new_tokens=4)  # warm-up
     for _ in range(args.repeat):
         for name, kw in variants.items():
+            kw = dict(kw)
+            m = kw.pop("_model", model)
+            vit = timers[id(m)]
             vit.reset()
             t0 = clock()
-            out = point_video(model, proc, video, query, max_new_tokens=args.tokens, **kw)
+            out = point_video(m, proc, video, query, max_new_tokens=args.tokens, **kw)
             dt = clock() - t0
             if dt < best[name]:
                 best[name] = dt
                 vit_time[name] = vit.seconds
-            vit_calls[name] = model.vision_frames
+            vit_calls[name] = m.vision_frames
             texts[name] = [f.text for f in out]
     # Same model, same frames: cache/batching must not change any answer.
     same = texts["cache, batch 1"] == texts["upstream re-encode, batch 1"] == texts["temporal on, cache, batch 8"] \
@@ -151,6 +161,9 @@ def main() -> None:
     one = best["cache, batch 1"]
     print(f"batching: batch 8 {one / on:.2f}x, batch 16 {one / best['cache, batch 16']:.2f}x the frames/s of batch 1")
     print(f"identical answers across cache / batching variants: {same}")
+    text_d, patch_d = best["head model, text decode, batch 8"], best["head model, patch decode, batch 8"]
+    print(f"patch-selection decoding: {100 * (patch_d / text_d - 1):+.1f}% per frame vs reading the text "
+          f"(same model, batch 8)")
     if not same:
         raise SystemExit(1)
 
