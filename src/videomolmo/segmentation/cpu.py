@@ -281,6 +281,7 @@ class CpuPredictor(MaskPredictor):
     """Weight-free point-prompted video segmentation (see the module docstring)."""
 
     name = "cpu"
+    uses_video_cue = True
 
     def __init__(self, config: CpuConfig | str | None = None, **overrides: Any) -> None:
         if config is None:
@@ -369,15 +370,21 @@ class CpuPredictor(MaskPredictor):
         cam = cv2.perspectiveTransform(grid.reshape(-1, 1, 2), hom).reshape(h, w, 2) - grid
         return np.linalg.norm(flow - cam, axis=2)
 
-    def _motion_vote(self, greys: list[np.ndarray], pos: np.ndarray) -> np.ndarray | None:
-        """The soft independent-motion mask (float in [0, 1]) connected to the positive points
-        (greys[0] is frame t)."""
-        cfg = self.config
+    def _residual_field(self, greys: list[np.ndarray]) -> np.ndarray | None:
+        """Mean independent-motion magnitude of frame t (greys[0]) against its neighbours."""
         res = [r for r in (self._residual_motion(greys[0], g) for g in greys[1:]) if r is not None]
         if not res:
             return None
-        r = cv2.GaussianBlur(np.mean(res, axis=0).astype(np.float32), (0, 0), 2)
-        h, w = r.shape
+        return cv2.GaussianBlur(np.mean(res, axis=0).astype(np.float32), (0, 0), 2)
+
+    def _motion_vote(self, greys: list[np.ndarray], pos: np.ndarray) -> np.ndarray | None:
+        """The soft independent-motion mask (float in [0, 1]) connected to the positive points
+        (greys[0] is frame t)."""
+        r = self._residual_field(greys)
+        return None if r is None else self._motion_vote_from(r, pos)
+
+    def _motion_vote_from(self, r: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        cfg = self.config
         at = []
         for x, y in pos:
             xi, yi = int(x), int(y)
@@ -435,19 +442,47 @@ class CpuPredictor(MaskPredictor):
     def _small_frame(self, state: PredictorState, idx: int) -> tuple[np.ndarray, float]:
         return self._small(self.frame(state, idx))
 
-    def _mask_from_prompt(self, state, frame_idx, obj_id, points, labels):
+    def _video_point_mask(
+        self, state: PredictorState, frame_idx: int, points: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        """(small mask, stability, small frame) of a click on a frame of an open video."""
         small, s = self._small_frame(state, frame_idx)
         pos, neg = points[labels == 1] * s, points[labels == 0] * s
         motion = None
         if self.config.motion_weight > 0 and len(pos):
-            greys = [self._grey(small)]
-            n = state.extra["num_frames"]
-            for j in (frame_idx - self.config.motion_gap, frame_idx + self.config.motion_gap):
-                if 0 <= j < n and j != frame_idx:
-                    greys.append(self._grey(self._small_frame(state, j)[0]))
-            if len(greys) > 1:
-                motion = self._motion_vote(greys, pos)
+            # The motion field does not depend on the click: the annotation pipeline tries k
+            # clicks per frame, so the last frame's field is kept (one frame: memory stays flat).
+            cached = state.extra.get("residual")
+            if cached is not None and cached[0] == frame_idx:
+                r = cached[1]
+            else:
+                greys = [self._grey(small)]
+                n = state.extra["num_frames"]
+                for j in (frame_idx - self.config.motion_gap, frame_idx + self.config.motion_gap):
+                    if 0 <= j < n and j != frame_idx:
+                        greys.append(self._grey(self._small_frame(state, j)[0]))
+                r = self._residual_field(greys) if len(greys) > 1 else None
+                state.extra["residual"] = (frame_idx, r)
+            if r is not None:
+                motion = self._motion_vote_from(r, pos)
         small_mask, stability = self._point_mask_small(small, pos, neg, motion)
+        return small_mask, stability, small
+
+    def predict_frame(self, state: PredictorState, frame_idx: int, points: np.ndarray,
+                      labels: np.ndarray | None = None) -> np.ndarray:
+        """Point -> mask on a frame of an open video with the motion cue of its neighbours (what
+        `add_points` gives), without recording a prompt. Out-of-frame / NaN points are ignored;
+        no positive point gives an empty mask."""
+        idx = self.frame_index(state, frame_idx)
+        h, w = state.extra["size"]
+        pts, lab = clean_points(points, labels, (w, h), where="cpu backend: ")
+        if not (lab == 1).any():
+            return np.zeros((h, w), bool)
+        small_mask, _, _ = self._video_point_mask(state, idx, pts, lab)
+        return _upsample(small_mask, (w, h))
+
+    def _mask_from_prompt(self, state, frame_idx, obj_id, points, labels):
+        small_mask, stability, small = self._video_point_mask(state, frame_idx, points, labels)
         # Tracking runs at the working size: keep the prompted mask there too.
         state.extra.setdefault("small_masks", {}).setdefault(frame_idx, {})[obj_id] = small_mask
         state.extra.setdefault("appearance", {})[obj_id] = self._appearance(small, small_mask)
