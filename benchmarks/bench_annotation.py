@@ -14,7 +14,8 @@ the backend uses a video cue (the cpu backend's motion), the single-frame `predi
 Prints mean IoU per strategy, seconds per predict_image call and per annotated frame (k = 10),
 and the time ratio pipeline / baseline, all measured in this process.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_annotation.py [--backend cpu] [--frame-step 10]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_annotation.py [--backend cpu] [--frame-step 10] \
+        [--no-video-cue] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def main() -> None:
     ap.add_argument("--frame-step", type=int, default=10)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one CpuConfig field (VALUE is JSON), as bench_mask_stage.py")
+    ap.add_argument("--videos", default=None, help="comma-separated videos (default: all)")
     ap.add_argument("--no-video-cue", action="store_true", help="segment clicks on the frame alone (predict_image)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-frame numbers here")
     args = ap.parse_args()
@@ -47,13 +51,20 @@ def main() -> None:
     from videomolmo.data import load_dataset
     from videomolmo.metrics import jaccard
 
-    predictor = get_predictor(args.backend, checkpoint=args.sam2)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_anchor_masks import parse_overrides
+
+    predictor = get_predictor(args.backend, checkpoint=args.sam2, **parse_overrides(args.set))
     dataset = load_dataset(args.data)
     seen: set[str] = set()
     rows = []
     t_peak = t_cand = 0.0
     n_cand_calls = 0
     for sample in dataset:
+        if args.videos and sample.video_id not in args.videos.split(","):
+            continue
         if sample.video_id in seen:  # davis16-mini: every expression of a video is the same object
             continue
         seen.add(sample.video_id)
