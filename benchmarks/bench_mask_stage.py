@@ -88,11 +88,16 @@ def make_caching(predictor):
             full = orig(state, frame_idx, obj_id, points, labels)
             cache[key] = (full, state.prompts[frame_idx][obj_id], state.masks[frame_idx][obj_id],
                           state.scores.get(frame_idx, {}).get(obj_id),
-                          state.extra.get("appearance", {}).get(obj_id))
+                          state.extra.get("appearance", {}).get(obj_id),
+                          state.extra.get("small_masks", {}).get(frame_idx, {}).get(obj_id))
             return full
-        full, prompt, small, score, appearance = cache[key]
+        full, prompt, mask, score, appearance, small = cache[key]
         state.prompts.setdefault(frame_idx, {})[obj_id] = prompt
-        state.masks.setdefault(frame_idx, {})[obj_id] = small
+        state.masks.setdefault(frame_idx, {})[obj_id] = mask
+        if small is not None:
+            # The backend's walk starts from its working-size mask: without it a cached anchor
+            # propagates nothing (k != 5 rows would score empty masks).
+            state.extra.setdefault("small_masks", {}).setdefault(frame_idx, {})[obj_id] = small
         if score is not None:
             state.scores.setdefault(frame_idx, {})[obj_id] = score
         state.extra.setdefault("appearance", {})[obj_id] = appearance
@@ -162,6 +167,7 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
                             interpolation=cv2.INTER_NEAREST) > 0
             state.prompts.setdefault(frame_idx, {})[obj_id] = (np.asarray(pts, float), np.ones(len(pts), int))
             state.masks.setdefault(frame_idx, {})[obj_id] = sm
+            state.extra.setdefault("small_masks", {}).setdefault(frame_idx, {})[obj_id] = sm
             state.extra.setdefault("appearance", {})[obj_id] = predictor._appearance(small, sm)
             return gt.copy()
 

@@ -15,7 +15,17 @@ Point -> mask (`add_points`, `predict_image`)
     less than the point), so the voter is soft: the mean of the masks at the fractions in
     `motion_thresholds`. If the point itself does not move the motion voter is empty and the
     colour vote decides alone.
+    Two passes follow the vote. A colour pass (`anchor_colour_weight`): a colour table of the
+    voted mask against a ring of its surroundings re-decides each pixel, so parts made of the
+    mask's colours are kept and ring colours dropped. Inside a video, a motion-layer pass
+    (`layer_weight`): an affine motion model fitted to the flow over the mask, against the
+    camera's homography, scores how much each pixel moves like the object; this adds parts of
+    another colour that move with it (a car's wheels). It is skipped when the clicked pixels do
+    not move like the model. Anchor IoU on the four tuned sequences: 0.639 (vote) -> 0.672
+    (colour pass) -> 0.708 (motion layer); on the two held out 0.576 -> 0.580 (BENCHMARKS.md).
     Only the connected components that hold a positive point are kept, holes are filled.
+    `predict_frame` is the video point -> mask without recording a prompt (the annotation
+    pipeline's candidate clicks); the last frame's motion fields are kept for it.
 
 Propagation (`propagate`)
     Each frame is re-decided, not just warped. The previous mask is warped into the new frame with
@@ -34,9 +44,9 @@ Propagation (`propagate`)
     empty mask, score 0. What no longer matches is dropped rather than dragged along,
     so each side errs by losing parts of the object (as SAM2's memory tracker does) and the
     paper's union of two disagreeing sides recovers them (BENCHMARKS.md, "Mask stage": k = 5,
-    peak points, bidirectional - forward +0.050 J&F on the four tuned sequences, but -0.010, no
-    effect, on the two held out; on kite-surf the colour gate drops the same parts on both
-    sides).
+    peak points, bidirectional - forward +0.048 J&F on the four tuned sequences, but -0.055 on
+    the two held out: on dog the sides agree and the paper's intersection keeps both sides'
+    misses, on kite-surf the sides spill into the spray and the union adds both).
     `propagation="warp"` is the previous behaviour (warp only, optional banded GrabCut
     clean-up with `refine="grabcut"`).
 
@@ -127,7 +137,8 @@ class CpuConfig:
     layer_weight: inside a video, the last pass re-decides each pixel as
         `(1 - w) * score + w * P(moves like the mask, not like the camera)` (an affine motion
         model fitted to the flow over the mask against the camera's homography; see
-        `CpuPredictor._layer_score`); 0 disables it. Anchor IoU on the four tuned sequences:
+        `CpuPredictor._layer_score`); 0 disables it, and so does `motion_weight` 0 (the pass
+        reuses the motion voter's flow). Anchor IoU on the four tuned sequences:
         0.673 -> 0.695 at w = 0.3 (0.15: 0.681, 0.2: 0.688, 0.35: 0.690), 0.710 with the check
         that the clicked pixels themselves move like the fitted model (else the pass is skipped).
     """
