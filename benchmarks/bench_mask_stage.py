@@ -7,7 +7,8 @@ spacing k and fusion threshold tau (the paper's Tables 5, 9 and 10), plus a disk
 
 Points at anchor frames come from the ground-truth masks: `peak` = the distance-transform peak
 (the deepest point inside the mask), `annotate` = the annotation pipeline's best-of-n click
-(`videomolmo.annotation.best_point`, n = --candidates, seed 0), `file` = the clicks of a full
+(`videomolmo.annotation.best_point`, n = --candidates, seed 0, clicks segmented on the video with
+`predict_frame` as `videomolmo annotate` does), `file` = the clicks of a full
 annotation-pipeline run read from --points-file (default runs/davis16-mini-points.jsonl, k=10
 candidates on every frame). No prediction ever sees a mask. `--set KEY=VALUE` overrides a
 `CpuConfig` field (for ablations; recorded in the result file's settings).
@@ -87,11 +88,16 @@ def make_caching(predictor):
             full = orig(state, frame_idx, obj_id, points, labels)
             cache[key] = (full, state.prompts[frame_idx][obj_id], state.masks[frame_idx][obj_id],
                           state.scores.get(frame_idx, {}).get(obj_id),
-                          state.extra.get("appearance", {}).get(obj_id))
+                          state.extra.get("appearance", {}).get(obj_id),
+                          state.extra.get("small_masks", {}).get(frame_idx, {}).get(obj_id))
             return full
-        full, prompt, small, score, appearance = cache[key]
+        full, prompt, mask, score, appearance, small = cache[key]
         state.prompts.setdefault(frame_idx, {})[obj_id] = prompt
-        state.masks.setdefault(frame_idx, {})[obj_id] = small
+        state.masks.setdefault(frame_idx, {})[obj_id] = mask
+        if small is not None:
+            # The backend's walk starts from its working-size mask: without it a cached anchor
+            # propagates nothing (k != 5 rows would score empty masks).
+            state.extra.setdefault("small_masks", {}).setdefault(frame_idx, {})[obj_id] = small
         if score is not None:
             state.scores.setdefault(frame_idx, {})[obj_id] = score
         state.extra.setdefault("appearance", {})[obj_id] = appearance
@@ -140,8 +146,11 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
 
         points = {}
         # Only anchor frames need points (annotation runs the backend `candidates` times each).
+        # As `videomolmo annotate` does: clicks segmented on the open video (the motion cue).
+        ann_state = predictor.init_state(frames)
         for t in sorted({t for k in args.ks for t in range(0, n, k)}):
-            p, _, _ = best_point(frames[t], gts[t], predictor, args.candidates, unit_rng(0, seq, "1", names[t]))
+            p, _, _ = best_point(frames[t], gts[t], predictor, args.candidates, unit_rng(0, seq, "1", names[t]),
+                                 segment=lambda pts, t=t: predictor.predict_frame(ann_state, t, pts))
             points[t] = None if p is None else np.asarray(p, float)[None]
     points = {t: p for t, p in points.items() if p is not None}
 
@@ -158,6 +167,7 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
                             interpolation=cv2.INTER_NEAREST) > 0
             state.prompts.setdefault(frame_idx, {})[obj_id] = (np.asarray(pts, float), np.ones(len(pts), int))
             state.masks.setdefault(frame_idx, {})[obj_id] = sm
+            state.extra.setdefault("small_masks", {}).setdefault(frame_idx, {})[obj_id] = sm
             state.extra.setdefault("appearance", {})[obj_id] = predictor._appearance(small, sm)
             return gt.copy()
 

@@ -282,6 +282,52 @@ def test_resume_refuses_other_settings_and_foreign_files(tmp_path):
         annotate_dataset(ds, DiskPredictor(), tmp_path, candidates=3)
 
 
+class VideoDiskPredictor(DiskPredictor):
+    """A backend with a video cue: on an open video it segments a larger disk than on a frame
+    alone, so the rows tell which path segmented the clicks."""
+
+    name = "videodisk"
+    uses_video_cue = True
+
+    def __init__(self):
+        super().__init__(radius=4.0)
+        self.video_calls = 0
+        self.states = 0
+
+    def init_state(self, video):
+        self.states += 1
+        return {"video": video}
+
+    def predict_frame(self, state, frame_idx, points, labels=None):
+        self.video_calls += 1
+        frame = state["video"][frame_idx]
+        h, w = frame.shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        x, y = points[0]
+        return (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= 9.0**2
+
+
+def test_annotation_segments_clicks_on_the_video_when_the_backend_has_a_video_cue(tmp_path):
+    ds = _fake_dataset(n_videos=2)
+    pred = VideoDiskPredictor()
+    out = tmp_path / "v.jsonl"
+    report = annotate_dataset(ds, pred, out, candidates=3, seed=0)
+    # Every click went through predict_frame on one state per video; none through the frame alone.
+    assert pred.video_calls == 2 * 5 * 3 and pred.calls == 0 and pred.states == 2
+    assert json.loads((tmp_path / "v.jsonl.settings.json").read_text())["video_cue"] is True
+    single = VideoDiskPredictor()
+    report_single = annotate_dataset(ds, single, tmp_path / "s.jsonl", candidates=3, seed=0, video_cue=False)
+    assert single.video_calls == 0 and single.calls == 2 * 5 * 3
+    # Same candidates, different masks: the 9 px disk fits the 18x22 box better than the 4 px one.
+    assert report.mean_iou > report_single.mean_iou
+    # Rows made one way are not extended the other way.
+    with pytest.raises(ConfigError, match="video_cue: True -> False"):
+        annotate_dataset(ds, VideoDiskPredictor(), out, candidates=3, seed=0, video_cue=False)
+    # A backend without a video cue is recorded as such whatever was asked.
+    annotate_dataset(ds, DiskPredictor(), tmp_path / "d.jsonl", candidates=3, seed=0)
+    assert json.loads((tmp_path / "d.jsonl.settings.json").read_text())["video_cue"] is False
+
+
 def test_parse_shard():
     assert parse_shard("2/4") == (2, 4) and parse_shard(None) == (0, 1)
     for bad in ("3/2", "4/4", "-1/3", "1", "a/b", "1/0", "1/2/3"):

@@ -260,3 +260,74 @@ def test_a_second_click_adds_to_the_first(small, car):
     assert a.prompts[0][1][0].tolist() == [p.tolist(), q.tolist()]
     once = small.add_points(small.init_state(video), 0, 1, np.stack([p, q]), np.array([1, 0]))
     np.testing.assert_array_equal(twice, once)
+
+
+def _two_colour_video(n: int = 5, h: int = 120, w: int = 200):
+    """A textured background panning 2 px/frame, and an object moving 5 px/frame right whose top
+    is textured red and whose bottom is textured dark grey, a colour the background also has
+    (the car's wheels on the road). Returns frames, object masks and the object's top halves."""
+    rng = np.random.default_rng(3)
+    big = cv2.GaussianBlur(rng.integers(30, 200, (h, w + 2 * n, 3), dtype=np.uint8), (0, 0), 2.0)
+    tex = cv2.GaussianBlur(np.random.default_rng(5).integers(0, 80, (25, 60), dtype=np.uint8), (0, 0), 1.5)
+    tex = tex.astype(int)[..., None] - 40
+    obj = np.concatenate([np.clip(np.array([200, 40, 40]) + tex, 0, 255), np.clip(60 + 0.6 * tex, 0, 255).repeat(3, axis=2)])
+    frames, objects, tops = [], [], []
+    for t in range(n):
+        f = np.ascontiguousarray(big[:, 2 * t : 2 * t + w])
+        x0 = 40 + 5 * t
+        f[35:85, x0 : x0 + 60] = obj.astype(np.uint8)
+        m = np.zeros((h, w), bool)
+        m[35:85, x0 : x0 + 60] = True
+        top = np.zeros((h, w), bool)
+        top[35:60, x0 : x0 + 60] = True
+        frames.append(f)
+        objects.append(m)
+        tops.append(top)
+    return frames, objects, tops
+
+
+def test_video_prompt_covers_a_part_of_another_colour_that_moves_with_the_object():
+    """Clicked on the red top, the single-frame colour vote stops at the colour edge; in the
+    video the motion cue (motion voter, colour pass, motion layer) adds the grey bottom that
+    moves with it, and nothing of the background."""
+    frames, objects, tops = _two_colour_video()
+    t, click = 2, np.array([[80.0, 45.0]])
+    bottom = objects[t] & ~tops[t]
+    p = CpuPredictor()
+    single = p.predict_image(frames[t], click)
+    assert single[tops[t]].mean() > 0.95 and single[bottom].mean() < 0.1
+    video = p.add_points(p.init_state(frames), t, 1, click)
+    assert video[tops[t]].mean() > 0.95 and video[bottom].mean() > 0.9
+    assert iou(video, objects[t]) > 0.9
+    # predict_frame is the same point -> mask without recording a prompt.
+    state = p.init_state(frames)
+    assert np.array_equal(p.predict_frame(state, t, click), video)
+    assert state.prompts == {} and state.masks == {}
+
+
+def test_motion_layer_scores_what_moves_with_the_mask():
+    """The layer score is high where pixels move like the mask (its other-coloured bottom), low
+    on the panning background; a still click next to the moving object gets a mask that leaves
+    the object out (the layer pass is skipped when the click does not move like the model)."""
+    frames, objects, tops = _two_colour_video()
+    t = 2
+    p = CpuPredictor()
+    grey = p._grey(frames[t])
+    fields = [p._camera_motion(grey, p._grey(frames[j])) for j in (t - 1, t + 1)]
+    layer = p._layer_score(tops[t], fields)
+    assert layer.min() >= 0 and layer.max() <= 1
+    assert layer[objects[t] & ~tops[t]].mean() > 0.8
+    assert layer[~objects[t]].mean() < 0.2
+    still = p.add_points(p.init_state(frames), t, 1, np.array([[170.0, 100.0]]))
+    assert not (still & objects[t]).any()
+
+
+def test_anchor_pass_configs_are_checked():
+    with pytest.raises(ConfigError, match="anchor_colour_weight"):
+        CpuPredictor(anchor_colour_weight=1.5)
+    with pytest.raises(ConfigError, match="layer_weight"):
+        CpuPredictor(layer_weight=-0.1)
+    with pytest.raises(ConfigError, match="anchor_colour_bins"):
+        CpuPredictor(anchor_colour_bins=1)
+    with pytest.raises(ConfigError, match="anchor_ring_width"):
+        CpuPredictor(anchor_ring_width=0)

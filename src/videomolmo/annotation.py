@@ -2,8 +2,12 @@
 
 For each (video, object, frame) with a ground-truth mask, `k` candidate points are drawn inside
 the mask with probability proportional to their Euclidean distance to the nearest boundary pixel
-(SciPy's exact EDT), each candidate is turned into a mask by a backend's single-frame
-`predict_image`, and the candidate whose mask has the highest IoU with the ground truth is kept.
+(SciPy's exact EDT), each candidate is turned into a mask by the backend, and the candidate whose
+mask has the highest IoU with the ground truth is kept. The backend segments the click the way it
+will be segmented at an anchor of the mask stage: with `predict_frame` on the open video when it
+uses a video cue (the cpu backend's motion against the neighbouring frames; the pipeline is
+given whole videos, so the cue is there), else with the single-frame `predict_image`
+(`video_cue=False` forces the single frame).
 
 Everything is deterministic under a seed: each (video, object, frame) gets its own random stream,
 derived by hashing its identity, so sharded runs, resumed runs and reruns give identical points.
@@ -56,6 +60,7 @@ class AnnotationConfig:
     seed: int = 0
     frame_step: int = 1
     backend: str = "cpu"
+    video_cue: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.candidates, (int, np.integer)) or self.candidates <= 0:
@@ -144,12 +149,18 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def best_point(
-    frame: np.ndarray, mask: np.ndarray, predictor: Any, k: int, rng: np.random.Generator
+    frame: np.ndarray,
+    mask: np.ndarray,
+    predictor: Any,
+    k: int,
+    rng: np.random.Generator,
+    segment: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, float | None, int]:
     """Best of `k` distance-weighted candidates: `(point (2,), its mask's IoU with mask, #candidates)`.
 
-    `predictor` needs only `predict_image(frame, points (1, 2)) -> bool (H, W)`. Ties keep the
-    earliest candidate. An empty mask gives `(None, None, 0)`.
+    Each candidate is segmented by `segment(points (1, 2)) -> bool (H, W)` when given (e.g. the
+    backend's `predict_frame` on the open video), else by `predictor.predict_image(frame,
+    points)`. Ties keep the earliest candidate. An empty mask gives `(None, None, 0)`.
     """
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != frame.shape[:2]:
@@ -158,8 +169,12 @@ def best_point(
         )
     candidates = sample_candidates(mask, k, rng)
     best, best_iou = None, -1.0
+    if segment is None:
+        def segment(points: np.ndarray) -> np.ndarray:
+            return predictor.predict_image(frame, points)
+
     for point in candidates:
-        iou = _iou(np.asarray(predictor.predict_image(frame, point[None, :]), dtype=bool), mask)
+        iou = _iou(np.asarray(segment(point[None, :]), dtype=bool), mask)
         if iou > best_iou:
             best, best_iou = point, iou
     if best is None:
@@ -213,7 +228,7 @@ def _settings_path(out_path: Path) -> Path:
 # Settings that change the rows themselves. frame_step and shard only choose which rows are
 # made (every row's seed comes from its identity), so a file may be extended with other values,
 # e.g. a quick --frame-step 5 pass later completed with --frame-step 1.
-_ROW_SETTINGS = ("candidates", "seed", "backend")
+_ROW_SETTINGS = ("candidates", "seed", "backend", "video_cue")
 
 
 def _check_settings(out_path: Path, config: AnnotationConfig, shard: tuple[int, int], resuming: bool) -> None:
@@ -254,17 +269,21 @@ def annotate_dataset(
     frame_step: int = 1,
     backend_name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    video_cue: bool = True,
 ) -> AnnotationReport:
     """Annotate every listed frame (every `frame_step`-th) of the shard's videos into `out_path`.
 
     Resumable: rows already in `out_path` are skipped (and a torn last line is dropped first).
     Objects shared by several expressions of a video are annotated once and written for each.
-    `progress(done, total)` is called after each (sample, frame) unit.
+    `progress(done, total)` is called after each (sample, frame) unit. With `video_cue` and a
+    backend that has one (`uses_video_cue`), clicks are segmented on the open video
+    (`predict_frame`), else on the frame alone.
     """
     import time
 
+    with_video = bool(video_cue and getattr(predictor, "uses_video_cue", False))
     config = AnnotationConfig(candidates=candidates, seed=seed, frame_step=frame_step,
-                              backend=backend_name or getattr(predictor, "name", "custom"))
+                              backend=backend_name or getattr(predictor, "name", "custom"), video_cue=with_video)
     shard = parse_shard(shard)
     out_path = Path(out_path)
     if out_path.is_dir():
@@ -310,9 +329,16 @@ def annotate_dataset(
                     else:
                         if frame is None:
                             frame = _frame(sample, i, video_cache)
+                        segment = None
+                        if with_video:
+                            state = _state(sample, predictor, video_cache)
+
+                            def segment(points, state=state, i=i):
+                                return predictor.predict_frame(state, i, points)
                         t0 = time.perf_counter()
                         pt, iou, ncand = best_point(frame, mask, predictor, config.candidates,
-                                                    unit_rng(config.seed, sample.video_id, obj_id, frame_name))
+                                                    unit_rng(config.seed, sample.video_id, obj_id, frame_name),
+                                                    segment=segment)
                         report.seconds_predicting += time.perf_counter() - t0
                         if pt is not None:
                             report.predicted_frames += 1
@@ -353,8 +379,25 @@ def _frame(sample: Any, i: int, cache: dict[Any, Any]) -> np.ndarray:
     return frame
 
 
+# Marks the predictor states in the video cache (video keys start with the video id).
+_STATE = object()
+
+
+def _state(sample: Any, predictor: Any, cache: dict[Any, Any]) -> Any:
+    """The predictor's state on the sample's (already open, cached) video."""
+    key = (_STATE, sample.video_id, tuple(sample.frame_names))
+    if key not in cache:
+        video = cache[(sample.video_id, tuple(sample.frame_names))]
+        for k in [k for k in cache if k[0] is _STATE]:
+            del cache[k]
+        cache[key] = predictor.init_state(video)
+    return cache[key]
+
+
 def _close_videos(cache: dict[Any, Any]) -> None:
-    for v in cache.values():
+    for key, v in cache.items():
+        if key[0] is _STATE:
+            continue
         close = getattr(v, "close", None)
         if close is not None:
             close()

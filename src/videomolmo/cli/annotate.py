@@ -26,6 +26,9 @@ def annotate(
     seed: int = typer.Option(0, "--seed", help="Seed; each (video, object, frame) derives its own stream from it."),
     shard: str = typer.Option("0/1", "--shard", help="i/n: annotate the i-th of n disjoint video shards."),
     frame_step: int = typer.Option(1, "--frame-step", help="Annotate every n-th listed frame."),
+    video_cue: bool = typer.Option(True, "--video-cue/--no-video-cue",
+                                   help="Segment each click on the video (the backend's motion cue, as at the mask stage's "
+                                        "anchors) rather than on the frame alone; backends without a video cue ignore it."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split, for layouts that have several."),
     device: str = options.device(),
 ) -> None:
@@ -56,7 +59,8 @@ def annotate(
             bar.update(task, completed=done, total=total)
 
         report = annotate_dataset(dataset, predictor, out, candidates=candidates, seed=seed, shard=shard_spec,
-                                  frame_step=frame_step, backend_name=mask_backend, progress=progress)
+                                  frame_step=frame_step, backend_name=mask_backend, progress=progress,
+                                  video_cue=video_cue)
     per_frame = report.seconds_predicting / report.predicted_frames if report.predicted_frames else 0.0
     console.print(
         f"{out}: {report.written} rows written ({report.empty} with the object absent, "

@@ -112,6 +112,9 @@ class MaskPredictor(ABC):
     """
 
     name: str = "base"
+    # True when `predict_frame` reads more than the frame itself (neighbouring frames' motion),
+    # so a caller holding the video should prefer it to `predict_image`.
+    uses_video_cue: bool = False
 
     # -- what a backend implements ---------------------------------------------------------
 
@@ -230,6 +233,14 @@ class MaskPredictor(ABC):
                 state.scores[idx] = {oid: float(s) for oid, (_, s) in out.items()}
             last = idx
             yield idx, {oid: m for oid, (m, _) in out.items()}
+
+    def predict_frame(
+        self, state: PredictorState, frame_idx: int, points: np.ndarray, labels: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One-off point -> mask on frame `frame_idx` of an open video, not kept as a prompt
+        (the annotation pipeline tries several clicks per frame). Backends that use the
+        neighbouring frames override it (`uses_video_cue`); by default it is `predict_image`."""
+        return np.asarray(self.predict_image(self.frame(state, frame_idx), points, labels), dtype=bool)
 
     def object_score(self, state: PredictorState, frame_idx: int, obj_id: int) -> float:
         """How sure the backend is of object `obj_id`'s mask on `frame_idx`, in [0, 1].
