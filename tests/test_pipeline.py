@@ -187,6 +187,21 @@ def test_eval_compare_and_context_ablation_options(synth_root: Path, tmp_path: P
     assert r.exit_code == 2 and "--pointer model" in r.output
     r = runner.invoke(app, ["eval-compare", str(tmp_path / "normal"), str(tmp_path / "nope")])
     assert r.exit_code == 2
+    # --point-decode: a model without the patch head is refused before any run folder exists.
+    r = runner.invoke(app, ["eval", *base, "--out", str(tmp_path / "p"), "--point-decode", "patch"])
+    assert r.exit_code == 2 and "no patch pointing head" in r.output and not (tmp_path / "p").exists()
+    r = runner.invoke(app, ["eval", *base, "--out", str(tmp_path / "p"), "--point-decode", "digits"])
+    assert r.exit_code == 2 and "point decode must be one of" in r.output
+    r = runner.invoke(app, ["eval", "synthetic", "--data", str(synth_root), "--out", str(tmp_path / "p"),
+                            "--pointer", "oracle", "--point-decode", "text"])
+    assert r.exit_code == 2 and "--pointer model" in r.output
+    torch.manual_seed(0)
+    save_pretrained(VideoMolmo(ModelConfig.from_name("test-tiny", crop_mode="resize", pool="none", max_crops=1,
+                                                     point_head="patch")), tmp_path / "mh")
+    head = ["synthetic", "--data", str(synth_root), "--points-only", "--model", str(tmp_path / "mh"), "--k", "3"]
+    r = _eval(head + ["--out", str(tmp_path / "patch"), "--point-decode", "patch"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "patch" / "config.json").read_text())["extra"]["point_decode"] == "patch"
 
 
 def test_eval_shards_merge_into_one_summary(synth_root: Path, tmp_path: Path):

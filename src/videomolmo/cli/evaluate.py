@@ -66,12 +66,13 @@ def eval_cmd(
     if context != "normal" and pointer != "model":
         raise ConfigError("--context applies to --pointer model only")
     if point_decode is not None:
-        from videomolmo.model.point_head import POINT_DECODES
+        from videomolmo.model.point_head import check_point_decode
+        from videomolmo.pointers.model import model_config_of
 
         if pointer != "model":
             raise ConfigError("--point-decode applies to --pointer model only")
-        if point_decode not in POINT_DECODES:
-            raise ConfigError(f"--point-decode must be one of {', '.join(POINT_DECODES)}, got {point_decode!r}")
+        # Before the run folder is written: a model without the head is refused up front.
+        check_point_decode(point_decode, model_config_of(model, preset))
     pointer_cls = pointer_class(pointer)
     if method not in ("pipeline", "sam3-text"):
         raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")

@@ -119,6 +119,19 @@ def check_model_source(model: str | os.PathLike | None) -> Path | None:
     return p
 
 
+def model_config_of(model: str | os.PathLike | None, preset: str | None = None):
+    """The `ModelConfig` that `load_model(model, preset=preset)` would build, read without
+    loading any weights (for checks before slow work)."""
+    from videomolmo.bundled import bundled_info
+    from videomolmo.model import ModelConfig
+    from videomolmo.model.checkpoint import read_config
+
+    p = check_model_source(model)
+    if p is None:
+        return ModelConfig.from_dict(bundled_info()["model"])
+    return ModelConfig.from_name(preset) if preset is not None else read_config(p)
+
+
 _BUNDLED: dict[str, tuple[Any, Any]] = {}
 
 
