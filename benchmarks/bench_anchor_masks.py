@@ -27,22 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mask_stage import DATA, HELD_OUT, peak_point  # noqa: E402
-
-
-def parse_overrides(items: list[str]) -> dict:
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key] = json.loads(value)
-        except ValueError:
-            overrides[key] = value
-        if isinstance(overrides[key], list):
-            overrides[key] = tuple(overrides[key])
-    return overrides
+from bench_mask_stage import DATA, HELD_OUT, parse_overrides, peak_point  # noqa: E402
 
 
 def run_sequence(seq: str, predictor, step: int, image: bool) -> list[dict]:

@@ -422,6 +422,22 @@ def markdown_tables(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+
+def parse_overrides(items: list[str]) -> dict:
+    """`--set KEY=VALUE` items -> CpuConfig overrides (values parsed as JSON when they are)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+        if isinstance(overrides[key], list):
+            overrides[key] = tuple(overrides[key])
+    return overrides
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mask_stage.json")
@@ -457,18 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.points == "file" and not args.points_file.is_file():
         print(f"{args.points_file} not found (needed by --points file)", file=sys.stderr)
         return 1
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"--set {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return 1
-        try:
-            overrides[key] = json.loads(value)
-        except ValueError:
-            overrides[key] = value
-        if isinstance(overrides[key], list):
-            overrides[key] = tuple(overrides[key])
+    overrides = parse_overrides(args.set)
     settings = {"points": args.points, "candidates": args.candidates, "preset": args.preset, "ks": list(args.ks),
                 "oracle_anchors": args.oracle_anchors}
     if args.points == "file":
