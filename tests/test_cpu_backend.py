@@ -331,3 +331,22 @@ def test_anchor_pass_configs_are_checked():
         CpuPredictor(anchor_colour_bins=1)
     with pytest.raises(ConfigError, match="anchor_ring_width"):
         CpuPredictor(anchor_ring_width=0)
+
+
+def test_propagation_past_the_frame_edge_ends_empty_without_warnings():
+    """The camera pans right past a square on the left edge: once the flow carries the whole
+    mask out of the frame the side is lost (empty, score 0), with no statistics computed over
+    an empty mask on the way (they used to warn and compare NaN)."""
+    import warnings
+
+    rng = np.random.default_rng(1)
+    world = cv2.GaussianBlur(rng.integers(40, 200, (96, 200, 1), dtype=np.uint8).repeat(3, axis=2), (0, 0), 1.0)
+    world[40:56, 4:20] = (200, 30, 30)
+    frames = [np.ascontiguousarray(world[:, 6 * i: 6 * i + 128]) for i in range(8)]
+    pred = CpuPredictor(work_height=96)
+    st = pred.init_state(frames)
+    pred.add_points(st, 0, 1, [[12, 48]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        last = [(objs[1].sum(), pred.object_score(st, fi, 1)) for fi, objs in pred.propagate(st, 0, 7)][-1]
+    assert last == (0, 0.0)

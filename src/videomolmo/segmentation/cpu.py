@@ -657,6 +657,10 @@ class CpuPredictor(MaskPredictor):
                 continue
             soft = cv2.remap(m.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderValue=0)
             warped = soft >= 0.5
+            if not warped.any():
+                # The flow carried the whole (small) mask out of the frame or thinned it away.
+                out[oid], scores[oid] = warped, 0.0
+                continue
             model = appearance.get(oid)
             if cfg.propagation == "warp" or model is None:
                 new = self._refine(img, warped) if cfg.refine == "grabcut" else warped
