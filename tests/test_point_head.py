@@ -159,3 +159,19 @@ def test_a_head_on_a_frozen_text_model_learns_and_leaves_the_rest_unchanged(tmp_
     torch.manual_seed(cfg.seed)  # the run's own start: the same seed builds the same fresh head
     fresh = VideoMolmo(res.model.config)
     assert not torch.allclose(fresh.point_head.proj.weight, res.model.point_head.proj.weight)
+
+
+def test_a_text_model_starts_from_a_checkpoint_with_a_head(tmp_path):
+    """E.g. a Table-6 variant or the motion stage from the bundled file: the head has nowhere to go,
+    every other weight loads."""
+    from videomolmo.model import save_pretrained
+    from videomolmo.training.trainer import load_model_weights
+
+    torch.manual_seed(0)
+    src = VideoMolmo(ModelConfig.from_name("test-tiny", **FLAT, point_head="patch"))
+    save_pretrained(src, tmp_path / "m")
+    text = VideoMolmo(ModelConfig.from_name("test-tiny", **FLAT))
+    load_model_weights(text, tmp_path / "m")
+    assert text.point_head is None
+    for k, v in text.state_dict().items():
+        assert torch.equal(v, src.state_dict()[k]), k

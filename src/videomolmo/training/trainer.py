@@ -220,6 +220,10 @@ def load_model_weights(model, path: str | Path) -> None:
         missing_ok = set(own)
     else:
         missing_ok = set()
+    if getattr(model, "point_head", None) is None:
+        # A text-pointing model started from a checkpoint with a patch head (e.g. the bundled
+        # file): the head has nowhere to go; every other weight loads.
+        state = {k: v for k, v in state.items() if not k.startswith("point_head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     # A patch pointing head put on a text-pointing checkpoint starts from its own init.
     missing = [k for k in missing if not k.startswith("point_head.") and k not in missing_ok]
