@@ -78,6 +78,8 @@ def train_cmd(
     point_head: Optional[str] = typer.Option(
         None, "--point-head", help="How the model points: text (coordinate digits) | patch (a patch-selection "
                                    "head trained by the grounding loss; one-token-per-patch presets only)."),
+    point_head_layer: Optional[int] = typer.Option(
+        None, "--point-head-layer", help="Decoder layer the patch head reads (0 = middle, -1 = top)."),
     temporal: Optional[str] = typer.Option(None, "--temporal",
                                            help="Temporal module: a name registered in videomolmo.model.temporal "
                                                 "(`videomolmo info --registries` lists them)."),
@@ -136,6 +138,8 @@ def train_cmd(
         if point_head not in POINT_HEADS:
             raise ConfigError(f"--point-head must be one of {', '.join(POINT_HEADS)}, got {point_head!r}")
         cfg.model_overrides = {**cfg.model_overrides, "point_head": point_head}
+    if point_head_layer is not None:
+        cfg.model_overrides = {**cfg.model_overrides, "point_head_layer": point_head_layer}
     if curriculum is not None:
         Curriculum.from_name(curriculum)  # one-line error for a bad name before any work
     if data != "synth" and not Path(data).exists():
