@@ -6,7 +6,9 @@ and the head's coverage from the same forward pass) and scores, per expression k
 - `patch`: the text's count, placed by the head's selection (`model/point_head.py`);
 - `patch-count`: one point per selected group;
 - `patch, none if max coverage < t`: `patch`, but "none" when no patch reaches coverage t (does
-  the head's own evidence of absence help?), for each t in `--thresholds`.
+  the head's own evidence of absence help?), for each t in `--thresholds`;
+- `patch + extra groups >= t`: `patch`, plus every further group selected at coverage t that
+  lies more than a patch from the placed points (does the head find objects the text missed?).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_point_decode.py --split val --clips 500
 """
@@ -30,7 +32,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from videomolmo.model import collate
-    from videomolmo.model.point_head import read_points
+    from videomolmo.model.point_head import read_points, select_points
+    from videomolmo.model.preprocess import padded_to_frame
     from videomolmo.points import parse_points
     from videomolmo.pointers.model import load_model
     from videomolmo.training.heldout import heldout_items, item_frames, score_items
@@ -58,6 +61,19 @@ def main() -> None:
     for t in (float(x) for x in a.thresholds.split(",")):
         rules[f"patch, none if max coverage < {t:g}"] = (
             lambda tp, c, hw, t=t: read_points("patch", tp, c, hw, cfg) if c.max() >= t else np.zeros((0, 2)))
+    def with_extra_groups(tp, c, hw, t):
+        placed = read_points("patch", tp, c, hw, cfg)
+        if not len(tp):
+            return placed
+        g = cfg.vision.image_size // cfg.vision.patch_size
+        groups = padded_to_frame(select_points(c.reshape(g, g), g * g, cfg.vision.patch_size, t), hw,
+                                 cfg.vision.image_size)
+        far = [p for p in groups if not len(placed)
+               or np.linalg.norm(placed - p, axis=1).min() > cfg.vision.patch_size * max(hw) / cfg.vision.image_size]
+        return np.concatenate([placed, np.reshape(far, (-1, 2))]) if far else placed
+
+    for t in (0.5, 0.7, 0.9):
+        rules[f"patch + extra groups >= {t:g}"] = lambda tp, c, hw, t=t: with_extra_groups(tp, c, hw, t)
     kinds = sorted({it.kind for it in items})
     print(f"{len(items)} expressions of {a.clips} `{a.preset}` clips, {a.split} stream; point F1 per kind")
     print("| decode | all | " + " | ".join(kinds) + " | count exact |")
