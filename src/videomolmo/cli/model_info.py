@@ -42,6 +42,11 @@ def info(
         table.add_row(name, f"{n:,}", _human(n))
     console.print(table)
     v, c = cfg.vision, cfg.llm
+    pointing = "text coordinates"
+    if cfg.point_head == "patch":
+        from videomolmo.model.point_head import resolve_layer
+
+        pointing = f"patch selection (head on decoder layer {resolve_layer(cfg.point_head_layer, c.layers)})"
     console.print(
         f"vision: CLIP ViT {v.layers}x{v.width} patch {v.patch_size} crop {v.image_size}px, "
         f"features from layers {list(v.feature_layers)} -> {v.feature_dim} dims\n"
@@ -51,7 +56,7 @@ def info(
         f"({cfg.temporal_heads}x{cfg.temporal_head_dim} heads, init {cfg.temporal_init})\n"
         f"LLM: Qwen2 {c.layers}x{c.hidden} ({c.heads} heads, {c.kv_heads} KV), vocab {c.vocab_size} "
         f"+ {c.additional_vocab_size} image tokens; tokenizer {cfg.tokenizer}\n"
-        f"pointing: {'patch selection (head on decoder layer ' + str(cfg.point_head_layer or 'middle') + ')' if cfg.point_head == 'patch' else 'text coordinates'}\n"
+        f"pointing: {pointing}\n"
         f"size: {counts['total'] * 4 / 1e6:,.1f} MB fp32, {counts['total'] * 2 / 1e6:,.1f} MB bf16",
         highlight=False,
     )
