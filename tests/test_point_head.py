@@ -10,7 +10,7 @@ from videomolmo.model import ModelConfig, Processor, VideoMolmo, build_tokenizer
 from videomolmo.model.checkpoint import from_pretrained
 from videomolmo.model.point_head import check_point_decode, patch_points, select_points
 from videomolmo.model.pointing import point_video
-from videomolmo.model.preprocess import padded_to_frame, resize_and_pad
+from videomolmo.model.preprocess import content_fraction, padded_to_frame, resize_and_pad
 from videomolmo.training.trainer import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -65,6 +65,18 @@ def test_patch_points_keep_the_texts_count_and_fill_from_the_text():
     counted = patch_points(cov, np.zeros((0, 2)), (112, 112), 112, 14, count_from_selection=True)
     np.testing.assert_allclose(counted, [[35.0, 35.0], [91.0, 91.0]])
     assert patch_points(np.zeros((8, 8)), text, (112, 112), 112, 14, count_from_selection=True).shape == (0, 2)
+
+
+def test_patch_points_never_select_letterbox_padding():
+    # A 2:1 frame fills rows 28..83 of the 112 px square: patch rows 0-1 and 6-7 are padding.
+    assert content_fraction((240, 480), 112, 14)[:, 0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+    cov = np.zeros((8, 8))
+    cov[0, 3] = 0.95  # the head's strongest patch lies in the padding
+    cov[4, 5] = 0.7
+    out = patch_points(cov, np.array([[1.0, 1.0]]), (240, 480), 112, 14)
+    # The point comes from the real patch, mapped into the frame (x 5.5 * 14 px, y 4.5 * 14 px).
+    np.testing.assert_allclose(out, padded_to_frame(np.array([[77.0, 63.0]]), (240, 480), 112))
+    assert patch_points(cov, np.zeros((0, 2)), (240, 480), 112, 14, count_from_selection=True).shape == (1, 2)
 
 
 def test_the_option_needs_one_token_per_patch_and_the_decode_needs_the_head():

@@ -110,10 +110,13 @@ def patch_points(coverage: np.ndarray, text_points: np.ndarray, frame_hw: tuple[
     (`text_points` (N, 2), frame px), placed by the selection; where the selection has fewer
     groups than the text has points, the text points farthest from every selected one fill in.
     `count_from_selection`: one point per selected group instead, whatever the text says."""
-    from videomolmo.model.preprocess import padded_to_frame
+    from videomolmo.model.preprocess import content_fraction, padded_to_frame
 
     text_points = np.asarray(text_points, dtype=np.float64).reshape(-1, 2)
-    grid = np.asarray(coverage).reshape(image_size // patch_size, image_size // patch_size)
+    grid = np.asarray(coverage, dtype=np.float64).reshape(image_size // patch_size, image_size // patch_size)
+    # A letterboxed frame's padding holds no object, whatever the head says of it there (it
+    # was trained on square synthetic frames, which have none).
+    grid = np.where(content_fraction(frame_hw, image_size, patch_size) >= 0.5, grid, 0.0)
     n = grid.size if count_from_selection else len(text_points)
     chosen = padded_to_frame(select_points(grid, n, patch_size, threshold), frame_hw, image_size)
     if count_from_selection or len(chosen) >= n:

@@ -52,6 +52,26 @@ def select_tiling(h: float, w: float, patch_size: int, max_crops: int) -> np.nda
     return candidates[ix]
 
 
+def letterbox(frame_hw: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a frame of `frame_hw` inside a `resize_and_pad` image of
+    `size` (h, w): the aspect-preserving resize, centred."""
+    (h, w), (dh, dw) = frame_hw, size
+    # float32 arithmetic, as the training code did (it very rarely changes the rounding).
+    scale = min(np.float32(dh) / np.float32(h), np.float32(dw) / np.float32(w))
+    sh = max(1, int(np.float32(h) * scale))
+    sw = max(1, int(np.float32(w) * scale))
+    return (dh - sh) // 2, (dw - sw) // 2, sh, sw
+
+
+def content_fraction(frame_hw: tuple[int, int], size: int, patch: int) -> np.ndarray:
+    """(size/patch, size/patch) fraction of each patch of a `resize_and_pad` image that holds
+    the frame rather than padding."""
+    top, left, sh, sw = letterbox(frame_hw, (size, size))
+    real = np.zeros((1, size, size), dtype=bool)
+    real[0, top:top + sh, left:left + sw] = True
+    return _patch_fraction(real, patch).reshape(size // patch, size // patch)
+
+
 def resize_and_pad(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Aspect-preserving bilinear (antialiased) resize into `size`, centred, zero-padded.
 
@@ -61,15 +81,10 @@ def resize_and_pad(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray
     import torch.nn.functional as F
 
     dh, dw = size
-    h, w = image.shape[:2]
-    # float32 arithmetic, as the training code did (it very rarely changes the rounding).
-    scale = min(np.float32(dh) / np.float32(h), np.float32(dw) / np.float32(w))
-    sh = max(1, int(np.float32(h) * scale))
-    sw = max(1, int(np.float32(w) * scale))
+    top, left, sh, sw = letterbox(image.shape[:2], size)
     t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
     t = F.interpolate(t, size=(sh, sw), mode="bilinear", align_corners=False, antialias=True)
     out = t.clamp(0.0, 1.0)[0].permute(1, 2, 0).numpy()
-    top, left = (dh - sh) // 2, (dw - sw) // 2
     pad = [(top, dh - sh - top), (left, dw - sw - left)]
     mask = np.pad(np.ones((sh, sw), dtype=bool), pad)
     out = np.pad(out, pad + [(0, 0)])
@@ -80,9 +95,7 @@ def padded_to_frame(points: np.ndarray, frame_hw: tuple[int, int], size: int) ->
     """(N, 2) (x, y) in a `resize_and_pad(frame, (size, size))` image -> frame pixels (the
     inverse of that resize's scale and centring)."""
     h, w = frame_hw
-    scale = min(np.float32(size) / np.float32(h), np.float32(size) / np.float32(w))
-    sh, sw = max(1, int(np.float32(h) * scale)), max(1, int(np.float32(w) * scale))
-    top, left = (size - sh) // 2, (size - sw) // 2
+    top, left, sh, sw = letterbox(frame_hw, (size, size))
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     out = np.empty_like(pts)
     out[:, 0] = np.clip((pts[:, 0] - left) * (w / sw), 0, w - 1e-6)
