@@ -1,4 +1,4 @@
-"""Which synthetic queries need shape, and how a run scores on them.
+"""Which synthetic queries need shape (or motion), and how a run scores on them.
 
     .venv/bin/python benchmarks/shape_dependence.py RUN_FOLDER [--split test|val] [--clips 500] [--preset eval]
 
@@ -8,7 +8,9 @@ appearance and absent query by whether its colour alone decides the answer (appe
 visible sprite of that colour; absent: no sprite of that colour) or the shape is needed too,
 and prints point F1 per group; for counting queries (all of the form "how many <shape>s are
 there?") it prints the exact-match rate of answering a constant count, the baseline a model
-blind to shape can reach.
+blind to shape can reach; for motion-only queries it prints point F1 next to what picking one
+of the target's look-alikes (same colour and shape, visible) at random would score, the baseline
+a model blind to motion can reach (run it on a `--preset motion` run for many of them).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {r["key"]: r for r in map(json.loads, rows_file.read_text().splitlines()) if "key" in r}
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     counts: list[tuple[int, int]] = []
+    motion: list[tuple[float, float]] = []
     for it in heldout_items(args.clips, split=args.split, preset=args.preset):
         r = rows.get(f"{it.clip_index}/{it.expression}")
         e = it.clip.expressions[it.expression]
@@ -46,14 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         if e.kind == "count":
             counts.append((int(r["count_gt"]), int(r["count"])))
             continue
+        visible = [s for k, s in enumerate(it.clip.sprites) if it.clip.masks[k, it.t].any()]
+        if e.kind == "motion":
+            target = it.clip.sprites[e.obj_ids[0]]
+            alike = sum((s.colour, s.shape) == (target.colour, target.shape) for s in visible)
+            motion.append((float(r["F1"]), 1.0 / max(1, alike)))
+            continue
         if e.kind not in ("appearance", "absent"):
             continue
         colour = e.text.split()[1]  # "the <colour> <shape>"
-        visible = [s for k, s in enumerate(it.clip.sprites) if it.clip.masks[k, it.t].any()]
         same = sum(s.colour == colour for s in visible)
         by_colour = same == (1 if e.kind == "appearance" else 0)
         groups[(e.kind, "colour decides" if by_colour else "needs shape")].append(float(r["F1"]))
-    if not groups and not counts:
+    if not groups and not counts and not motion:
         print("no rows of this run match these clips: check --split / --clips / --preset", file=sys.stderr)
         return 1
     print(f"{args.run} ({args.split} split, {args.clips} `{args.preset}` clips)")
@@ -66,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         const = ", ".join(f"{c}: {np.mean(gt == c):.3f}" for c in range(5))
         print(f"counting (n={len(counts)}): exact match {np.mean(gt == pred):.3f}; "
               f"a constant answer would score {const}")
+    if motion:
+        f1, guess = np.array(motion).T
+        print(f"motion-only (n={len(motion)}): point F1 {f1.mean():.3f}; one look-alike at random "
+              f"{guess.mean():.3f}")
     return 0
 
 
