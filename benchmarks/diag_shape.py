@@ -65,6 +65,7 @@ def main():
     ap.add_argument("--min-radius", type=float, default=None, help="curriculum: larger sprites")
     ap.add_argument("--train-cover", type=float, default=0.5, help="shape CE on patches with cover >= this")
     ap.add_argument("--sprites", default="2,8", help="min,max sprites of the training clips")
+    ap.add_argument("--fixed", type=int, default=0, help="train on a fixed pool of N clips (overfitting check)")
     ap.add_argument("--out", default=None, help="append the result (JSON line) to this file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -119,13 +120,18 @@ def main():
         vit.train()
         return dict(val_shape=hit / tot, val_mlp_shape=mhit / tot, val_colour=chit / ctot, patches=tot)
 
+    pool = batch(np.random.default_rng(a.seed + 1), synth, a.fixed, cfg) if a.fixed else None
     t0 = time.process_time()
     hist = []
     for step in range(1, a.steps + 1):
         lr = a.lr * min(1.0, step / a.warmup) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, t = batch(rng, synth, a.batch, cfg)
+        if a.fixed:
+            idx = torch.from_numpy(rng.choice(a.fixed, a.batch, replace=False))
+            x, t = pool[0][idx], {k: v[idx] for k, v in pool[1].items()}
+        else:
+            x, t = batch(rng, synth, a.batch, cfg)
         f = features(x)
         h = heads["norm"](f)
         B = len(x)

@@ -218,7 +218,7 @@ def shape_targets(clip: Clip, patch: int, min_fraction: float = 0.10) -> dict[st
     views = np.lib.stride_tricks.sliding_window_view(pad, (3 * half, 3 * half), axis=(2, 3))[:, :, ::half, ::half]
     tt, ys, xs = np.nonzero(own)
     kk = owner[tt, ys, xs]
-    nbr[tt, ys, xs] = views[kk, tt, ys, xs].reshape(len(tt), -1)
+    nbr[tt, ys, xs] = views[kk, tt, ys, xs].reshape(len(tt), NBR_SIDE * NBR_SIDE)
     win = 2 * CENTRED_SIDE
     big = np.pad(clip.masks, ((0, 0), (0, 0), (win, win), (win, win)))
     for t, k in sorted(set(zip(tt.tolist(), kk.tolist()))):
