@@ -66,9 +66,17 @@ def main():
     ap.add_argument("--train-cover", type=float, default=0.5, help="shape CE on patches with cover >= this")
     ap.add_argument("--sprites", default="2,8", help="min,max sprites of the training clips")
     ap.add_argument("--fixed", type=int, default=0, help="train on a fixed pool of N clips (overfitting check)")
+    ap.add_argument("--clean", action="store_true",
+                    help="flat backgrounds and no pixel noise, for training and evaluation (diagnostic)")
     ap.add_argument("--out", default=None, help="append the result (JSON line) to this file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.clean:
+        import videomolmo.synth as synth_mod
+
+        def flat(rng, h, w):
+            return np.broadcast_to(rng.uniform(40, 200, size=3).astype(np.float32), (h, w, 3)).copy()
+        synth_mod._background = flat
     torch.manual_seed(a.seed)
     w = {k: float(v) for k, v in (p.split("=") for p in a.w.split(",") if p)}
     cfg = VisionPretrainConfig.from_name("tiny")
@@ -92,8 +100,9 @@ def main():
     rng = np.random.default_rng(a.seed)
     rr = (7.0, 12.0) if a.min_radius is None else (a.min_radius, 12.0)
     lo, hi = (int(v) for v in a.sprites.split(","))
-    synth = SynthConfig(frames=1, kind_weights=(1, 0, 0, 0, 0), radius_range=rr, min_sprites=lo, max_sprites=hi)
-    esynth = SynthConfig(frames=1, kind_weights=(1, 0, 0, 0, 0))
+    synth = SynthConfig(frames=1, kind_weights=(1, 0, 0, 0, 0), radius_range=rr, min_sprites=lo, max_sprites=hi,
+                        noise_std=0.0 if a.clean else 6.0)
+    esynth = SynthConfig(frames=1, kind_weights=(1, 0, 0, 0, 0), noise_std=0.0 if a.clean else 6.0)
     eval_set = [collate([generate_clip(clip_rng(0, "val", i), esynth) for i in range(s, min(a.eval_clips, s + 50))], cfg)
                 for s in range(0, a.eval_clips, 50)]
 
