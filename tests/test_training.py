@@ -224,3 +224,52 @@ def test_shape_regime_targets_and_heldout_measure(tmp_path):
 
     res = evaluate_run(tmp_path / "pv", clips=3)
     assert res["step"] == cfg.steps and 0 <= res["shape_acc_covered"] <= 1
+
+
+def test_shape_geometry_targets():
+    """`shape_targets`: the owner's mask over the 3x3-patch neighbourhood and centred on it."""
+    from videomolmo.training.pretrain_vision import dense_targets, shape_targets
+
+    clip = generate_clip(clip_rng(0, "train", 3), SynthConfig(frames=2))
+    tg = dense_targets(clip, 14, 0.1)
+    st = shape_targets(clip, 14, 0.1)
+    assert st["nbr_mask"].shape == (2, 8, 8, 21 * 21) and st["centred_mask"].shape == (2, 8, 8, 16 * 16)
+    assert (st["nbr_mask"][~tg["fg"]] == 0).all() and (st["centred_mask"][~tg["fg"]] == 0).all()
+    counts = clip.masks.reshape(len(clip.sprites), 2, 8, 14, 8, 14).sum((3, 5))
+    for t, y, x in zip(*np.nonzero(tg["fg"])):
+        k = counts[:, t, y, x].argmax()
+        half = clip.masks[k, t].reshape(56, 2, 56, 2).mean((1, 3))
+        nbr = st["nbr_mask"][t, y, x].reshape(21, 21)
+        # The middle 7x7 is the patch itself; the rim its neighbours (zero outside the frame).
+        assert np.allclose(nbr[7:14, 7:14], half[7 * y:7 * y + 7, 7 * x:7 * x + 7])
+        pad = np.pad(half, 7)
+        assert np.allclose(nbr, pad[7 * y:7 * y + 21, 7 * x:7 * x + 21])
+        # The centred mask is the same for every patch of the sprite and holds its visible area
+        # (a sprite of radius <= 12 fits the 32x32 window).
+        same = np.nonzero((counts[:, t].argmax(0) == k) & tg["fg"][t])
+        assert all(np.array_equal(st["centred_mask"][t, y, x], st["centred_mask"][t, yy, xx]) for yy, xx in zip(*same))
+        assert st["centred_mask"][t, y, x].sum() * 4 == pytest.approx(clip.masks[k, t].sum())
+
+
+def test_shape2_preset_trains_and_resumes_exactly(tmp_path):
+    """`test-shape2` (the tiny-shape2 recipe at test size): the neighbourhood and centred mask
+    losses are trained on the static batch of dense clips, and a run stopped and resumed ends
+    exactly where an uninterrupted one does."""
+    from safetensors.torch import load_file
+
+    from videomolmo.training.pretrain_vision import VisionPretrainConfig, evaluate_run, run_pretraining
+
+    cfg = VisionPretrainConfig.from_name("test-shape2")
+    assert cfg.nbr_weight > 0 and cfg.centred_weight > 0 and cfg.static_sprites is not None
+    cfg.steps, cfg.log_every = 4, 1
+    run_pretraining(cfg, tmp_path / "a", progress=False)
+    run_pretraining(cfg, tmp_path / "b", progress=False, stop_at=2)
+    run_pretraining(cfg, tmp_path / "b", progress=False)
+    a, b = (load_file(str(tmp_path / r / "vision.safetensors")) for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(x) for x in (tmp_path / "a" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert all("big_loss_nbr" in r and "big_loss_centred" in r for r in log if "loss" in r)
+    res = evaluate_run(tmp_path / "b", clips=3)
+    assert res["step"] == 4 and 0 <= res["shape_acc_covered"] <= 1
+    with pytest.raises(ConfigError):
+        VisionPretrainConfig.from_name("nope")

@@ -163,7 +163,7 @@ def train_cmd(
 @command("pretrain-vision")
 def pretrain_vision_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder."),
-    preset: str = typer.Option("tiny", "--preset", help="tiny | tiny-shape | test"),
+    preset: str = typer.Option("tiny", "--preset", help="tiny | tiny-shape | tiny-shape2 | test | test-shape | test-shape2"),
     steps: Optional[int] = typer.Option(None, "--steps"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     export_only: bool = typer.Option(False, "--export", help="Only write vision.safetensors from the latest checkpoint."),

@@ -85,11 +85,20 @@ class VisionPretrainConfig:
     pooled_shape_weight: float = 0.0  # shape of the coverage-weighted mean feature of a sprite
     eval_every: int = 0  # held-out shape accuracy every N steps (0 = only at the end)
     eval_clips: int = 64
+    # Shape geometry targets of the patch's owning sprite (`shape_targets`), on every owned
+    # patch of the static batch: its mask over the 3x3-patch neighbourhood (`nbr`) and its mask
+    # centred on the sprite (`centred`), BCE at half resolution. 0 = off.
+    nbr_weight: float = 0.0
+    centred_weight: float = 0.0
+    # (min, max) sprites of the static batch's clips (None: the synthetic default, 2-8).
+    static_sprites: tuple[int, int] | None = None
 
     @classmethod
     def from_name(cls, name: str) -> "VisionPretrainConfig":
         """`tiny` (the bundled model's ViT), `tiny-shape` (the big-batch shape regime, meant
-        to start from an earlier ViT with `--init`), `test` (seconds, for tests)."""
+        to start from an earlier ViT with `--init`), `tiny-shape2` (tiny-shape plus the
+        neighbourhood / centred mask targets on dense static clips), `test` and `test-shape`,
+        `test-shape2` (seconds, for tests)."""
         if name == "tiny":
             return cls()
         if name == "tiny-shape":
@@ -97,6 +106,12 @@ class VisionPretrainConfig:
                        shape_min_cover=0.5, geometry_weight=1.0, pooled_shape_weight=1.0,
                        sincos_positions=False, warmup=100, checkpoint_every_s=120.0,
                        eval_every=100, log_every=5)
+        if name == "tiny-shape2":
+            # tiny-shape plus the owner's neighbourhood and centred masks as dense targets on
+            # every owned patch, and static clips of 6-8 sprites (half as many, twice as dense).
+            return replace(cls.from_name("tiny-shape"), steps=3000, static_clips=64,
+                           static_sprites=(6, 8), nbr_weight=1.0, centred_weight=1.0,
+                           eval_clips=200)
         if name == "test":
             return cls(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=2, image_size=112, patch_size=14,
@@ -105,7 +120,11 @@ class VisionPretrainConfig:
         if name == "test-shape":
             return replace(cls.from_name("test"), static_clips=4, shape_min_cover=0.5,
                            geometry_weight=1.0, pooled_shape_weight=1.0, eval_clips=4)
-        raise ConfigError(f"pretrain-vision: unknown preset {name!r}; choose tiny, tiny-shape or test")
+        if name == "test-shape2":
+            return replace(cls.from_name("test-shape"), static_sprites=(6, 8), nbr_weight=1.0,
+                           centred_weight=1.0)
+        raise ConfigError(f"pretrain-vision: unknown preset {name!r}; choose tiny, tiny-shape, "
+                          "tiny-shape2, test or test-shape")
 
 
 def normalize_frames(frames: np.ndarray) -> torch.Tensor:
@@ -170,11 +189,54 @@ def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.n
                 **extra)
 
 
+NBR_SIDE = 21  # the 3x3-patch (42x42 px) neighbourhood at half resolution
+CENTRED_SIDE = 16  # a 32x32 px window centred on the sprite, at half resolution
+
+
+def shape_targets(clip: Clip, patch: int, min_fraction: float = 0.10) -> dict[str, np.ndarray]:
+    """Per-frame, per-patch shape-geometry targets of the patch's owning sprite (zeros where no
+    sprite owns the patch), as in `dense_targets`, at half resolution (2x2 pixel means):
+
+    - `nbr_mask` (T, g, g, 21*21): the owner's visible mask over the 3x3-patch neighbourhood
+      (42x42 px, the patch in the middle; zero outside the frame),
+    - `centred_mask` (T, g, g, 16*16): the owner's visible mask in a 32x32 px window centred
+      on the sprite's centre -- the same for every patch of the sprite, independent of where
+      the sprite sits relative to the patch grid."""
+    K, T, H, W = clip.masks.shape
+    g = H // patch
+    nbr = np.zeros((T, g, g, NBR_SIDE * NBR_SIDE), np.float32)
+    centred = np.zeros((T, g, g, CENTRED_SIDE * CENTRED_SIDE), np.float32)
+    if K == 0:
+        return dict(nbr_mask=nbr, centred_mask=centred)
+    m = clip.masks[:, :, : g * patch, : g * patch]
+    counts = m.reshape(K, T, g, patch, g, patch).sum((3, 5))
+    owner = counts.argmax(0)
+    own = counts.max(0) >= min_fraction * patch * patch
+    half = patch // 2
+    m2 = m.reshape(K, T, g * half, 2, g * half, 2).mean((3, 5), dtype=np.float32)
+    pad = np.pad(m2, ((0, 0), (0, 0), (half, half), (half, half)))
+    views = np.lib.stride_tricks.sliding_window_view(pad, (3 * half, 3 * half), axis=(2, 3))[:, :, ::half, ::half]
+    tt, ys, xs = np.nonzero(own)
+    kk = owner[tt, ys, xs]
+    nbr[tt, ys, xs] = views[kk, tt, ys, xs].reshape(len(tt), NBR_SIDE * NBR_SIDE)
+    win = 2 * CENTRED_SIDE
+    big = np.pad(clip.masks, ((0, 0), (0, 0), (win, win), (win, win)))
+    for t, k in sorted(set(zip(tt.tolist(), kk.tolist()))):
+        cx, cy = clip.sprites[k].centre(t)
+        x0, y0 = int(round(cx)) - win // 2 + win, int(round(cy)) - win // 2 + win
+        crop = big[k, t, y0:y0 + win, x0:x0 + win]
+        if crop.shape != (win, win):  # the sprite's centre is far outside the frame
+            continue
+        sel = (tt == t) & (kk == k)
+        centred[t, ys[sel], xs[sel]] = crop.reshape(CENTRED_SIDE, 2, CENTRED_SIDE, 2).mean((1, 3)).reshape(-1)
+    return dict(nbr_mask=nbr, centred_mask=centred)
+
+
 class DenseHeads(nn.Module):
     """Static per-patch heads plus a motion head over (context + 1) frames."""
 
     def __init__(self, dim: int, context: int, absolute: bool = True, geometry: int = 0,
-                 pooled_shape: bool = False):
+                 pooled_shape: bool = False, nbr: int = 0, centred: int = 0):
         super().__init__()
         self.context = context
         self.norm = nn.LayerNorm(dim)
@@ -185,6 +247,8 @@ class DenseHeads(nn.Module):
         # Only created when used, so that checkpoints of the earlier stages still load.
         self.geometry = nn.Linear(dim, geometry) if geometry else None
         self.pooled = nn.Linear(dim, len(SHAPES)) if pooled_shape else None
+        self.nbr = nn.Linear(dim, nbr) if nbr else None
+        self.centred = nn.Linear(dim, centred) if centred else None
 
     def static_logits(self, feats: torch.Tensor, grid: int) -> torch.Tensor:
         """feats (B, T, g*g, D) -> (B, T, g, g, C) logits of the per-patch linear head."""
@@ -237,6 +301,9 @@ def patch_features(vit, pixels: torch.Tensor, layers: tuple[int, ...] = (-1,)) -
 def _batch(rng: np.random.Generator, cfg: VisionPretrainConfig, synth: SynthConfig, n: int | None = None):
     clips = [generate_clip(rng, synth) for _ in range(cfg.clips_per_step if n is None else n)]
     tg = [dense_targets(c, cfg.vision["patch_size"], cfg.owner_min_fraction) for c in clips]
+    if n is not None and (cfg.nbr_weight > 0 or cfg.centred_weight > 0):  # the static batch only
+        for t, c in zip(tg, clips):
+            t.update(shape_targets(c, cfg.vision["patch_size"], cfg.owner_min_fraction))
     frames = np.stack([c.frames for c in clips])  # B,T,H,W,3
     out = {k: torch.from_numpy(np.stack([t[k] for t in tg])) for k in tg[0]}
     return frames, out
@@ -271,7 +338,16 @@ def _static_losses(heads: DenseHeads, feats: torch.Tensor, tgt: dict, grid: int,
     parts = {"loss_colour": lc.item(), "loss_shape": ls.item(), "loss_offset": lo.item(),
              "loss_absolute": la.item()}
     acc: dict[str, float] = {}
-    h = heads.norm(feats) if (heads.geometry is not None or heads.pooled is not None) else None
+    h = (heads.norm(feats) if any(m is not None for m in (heads.geometry, heads.pooled, heads.nbr, heads.centred))
+         else None)
+    for name, head, weight in (("nbr", heads.nbr, cfg.nbr_weight), ("centred", heads.centred, cfg.centred_weight)):
+        if head is not None and weight > 0 and f"{name}_mask" in tgt:
+            if fg.any():
+                lm = F.binary_cross_entropy_with_logits(head(h).view(*fg.shape, -1)[fg], tgt[f"{name}_mask"][fg])
+            else:
+                lm = zero
+            total = total + weight * lm
+            parts[f"loss_{name}"] = lm.item()
     if heads.geometry is not None and cfg.geometry_weight > 0:
         lg = F.binary_cross_entropy_with_logits(heads.geometry(h), tgt["geometry"].flatten(2, 3))
         total = total + cfg.geometry_weight * lg
@@ -364,7 +440,9 @@ def _heads(cfg: VisionPretrainConfig) -> DenseHeads:
     return DenseHeads(cfg.vision["hidden_size"] * len(cfg.feature_layers), cfg.context,
                       absolute=cfg.absolute_target,
                       geometry=cfg.vision["patch_size"] ** 2 if cfg.geometry_weight > 0 else 0,
-                      pooled_shape=cfg.pooled_shape_weight > 0)
+                      pooled_shape=cfg.pooled_shape_weight > 0,
+                      nbr=NBR_SIDE ** 2 if cfg.nbr_weight > 0 else 0,
+                      centred=CENTRED_SIDE ** 2 if cfg.centred_weight > 0 else 0)
 
 
 def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = True,
@@ -406,8 +484,9 @@ def run_pretraining(cfg: VisionPretrainConfig, out: str | Path, resume: bool = T
     (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     synth = SynthConfig(frames=cfg.frames, size=cfg.vision["image_size"],
                         kind_weights=(1, 0, 0, 0, 0))
+    lo, hi = cfg.static_sprites or (SynthConfig.min_sprites, SynthConfig.max_sprites)
     static_synth = SynthConfig(frames=cfg.static_frames, size=cfg.vision["image_size"],
-                               kind_weights=(1, 0, 0, 0, 0))
+                               kind_weights=(1, 0, 0, 0, 0), min_sprites=int(lo), max_sprites=int(hi))
     grid = cfg.vision["image_size"] // cfg.vision["patch_size"]
     log = JsonlLogger(out / "pretrain_log.jsonl", resume_step=step)
 
@@ -476,6 +555,8 @@ def evaluate_run(out: str | Path, clips: int = 500, split: str = "test") -> dict
         raise CheckpointError(f"{out}: no pretraining checkpoint to evaluate")
     raw = json.loads((out / "pretrain_config.json").read_text())
     raw["feature_layers"] = tuple(raw["feature_layers"])
+    if raw.get("static_sprites") is not None:
+        raw["static_sprites"] = tuple(raw["static_sprites"])
     cfg = VisionPretrainConfig(**raw)
     step, state, _ = load_checkpoint(ck, restore_rng=False)
     vit = build_vision(cfg.vision)
