@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     cv2.setNumThreads(1)
+    from videomolmo.evaluation.paired import paired_bootstrap
     from videomolmo.segmentation.cpu import CpuPredictor
 
     predictor = CpuPredictor("default")
@@ -75,11 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("own", "forward", "backward", "majority")
     print(f"{args.split}, k={args.k}, {len(rows)} interior anchors: " +
           ", ".join(f"{key} J {np.mean([r[key] for r in rows]):.3f}" for key in keys))
-    diff = np.array([r["majority"] - r["own"] for r in rows])
-    rng = np.random.default_rng(0)
-    boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
-    print(f"majority - own: {diff.mean():+.3f} (95 % CI {np.percentile(boots, 2.5):+.3f} .. "
-          f"{np.percentile(boots, 97.5):+.3f})")
+    d = paired_bootstrap([r["own"] for r in rows], [r["majority"] for r in rows])
+    print(f"majority - own: {d['diff']:+.3f} (95 % CI {d['ci'][0]:+.3f} .. {d['ci'][1]:+.3f})")
     return 0
 
 
