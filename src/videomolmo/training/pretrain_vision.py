@@ -138,6 +138,16 @@ def normalize_frames(frames: np.ndarray) -> torch.Tensor:
 MAX_SPRITES = 8  # SynthConfig's bound; per-sprite targets are padded to it
 
 
+def patch_ownership(masks: np.ndarray, patch: int, min_fraction: float):
+    """(counts (K, T, g, g) pixels of each sprite per patch, owner (T, g, g) the sprite covering
+    most of it, own (T, g, g) whether that sprite covers at least `min_fraction` of it) for
+    sprite masks (K, T, H, W), K >= 1: the one ownership rule of every per-patch target."""
+    K, T, H, _ = masks.shape
+    g = H // patch
+    counts = masks[:, :, : g * patch, : g * patch].reshape(K, T, g, patch, g, patch).sum((3, 5))
+    return counts, counts.argmax(0), counts.max(0) >= min_fraction * patch * patch
+
+
 def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.ndarray]:
     """Per-frame, per-patch targets: colour / shape class (0 = background), centroid offset in
     patches, motion class (-1 = background), the owner's coverage fraction (`cover`), the
@@ -164,9 +174,7 @@ def dense_targets(clip: Clip, patch: int, min_fraction: float) -> dict[str, np.n
     if K == 0:
         return dict(colour=colour, shape=shape, motion=motion, offset=offset, absolute=absolute, fg=fg,
                     **extra)
-    counts = clip.masks[:, :, : g * patch, : g * patch].reshape(K, T, g, patch, g, patch).sum((3, 5))
-    owner = counts.argmax(0)  # (T, g, g)
-    own = counts.max(0) >= min_fraction * patch * patch
+    counts, owner, own = patch_ownership(clip.masks, patch, min_fraction)
     cover[:] = counts.max(0) / float(patch * patch)
     sprite_cover[:K] = counts / float(patch * patch)
     sprite_shape[:K] = [SHAPES.index(sp.shape) for sp in clip.sprites]
@@ -209,9 +217,7 @@ def shape_targets(clip: Clip, patch: int, min_fraction: float = 0.10) -> dict[st
     if K == 0:
         return dict(nbr_mask=nbr, centred_mask=centred)
     m = clip.masks[:, :, : g * patch, : g * patch]
-    counts = m.reshape(K, T, g, patch, g, patch).sum((3, 5))
-    owner = counts.argmax(0)
-    own = counts.max(0) >= min_fraction * patch * patch
+    _, owner, own = patch_ownership(clip.masks, patch, min_fraction)
     half = patch // 2
     m2 = m.reshape(K, T, g * half, 2, g * half, 2).mean((3, 5), dtype=np.float32)
     pad = np.pad(m2, ((0, 0), (0, 0), (half, half), (half, half)))
