@@ -273,3 +273,18 @@ def test_shape2_preset_trains_and_resumes_exactly(tmp_path):
     assert res["step"] == 4 and 0 <= res["shape_acc_covered"] <= 1
     with pytest.raises(ConfigError):
         VisionPretrainConfig.from_name("nope")
+
+
+def test_every_vision_preset_loads_and_the_cli_help_names_them_all():
+    import inspect
+
+    from videomolmo.cli.train import pretrain_vision_cmd
+    from videomolmo.training.pretrain_vision import VISION_PRESETS, VisionPretrainConfig
+
+    for name in VISION_PRESETS:
+        VisionPretrainConfig.from_name(name)
+    with pytest.raises(ConfigError, match="test-shape2"):
+        VisionPretrainConfig.from_name("no-such-preset")
+    # The CLI keeps its own copy of the names (importing pretrain_vision would import torch).
+    help_text = inspect.signature(pretrain_vision_cmd).parameters["preset"].default.help
+    assert help_text == " | ".join(VISION_PRESETS)

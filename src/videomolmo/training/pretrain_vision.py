@@ -47,6 +47,11 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# The names `VisionPretrainConfig.from_name` knows (its error lists them; the CLI help keeps its
+# own copy so that `videomolmo --help` does not import torch).
+VISION_PRESETS = ("tiny", "tiny-shape", "tiny-shape2", "test", "test-shape", "test-shape2")
+
+
 @dataclass
 class VisionPretrainConfig:
     """Recipe of the dense pretraining stage; `vision` is a `transformers.CLIPVisionConfig` dict."""
@@ -123,8 +128,7 @@ class VisionPretrainConfig:
         if name == "test-shape2":
             return replace(cls.from_name("test-shape"), static_sprites=(6, 8), nbr_weight=1.0,
                            centred_weight=1.0)
-        raise ConfigError(f"pretrain-vision: unknown preset {name!r}; choose tiny, tiny-shape, "
-                          "tiny-shape2, test or test-shape")
+        raise ConfigError(f"pretrain-vision: unknown preset {name!r}; choose one of {', '.join(VISION_PRESETS)}")
 
 
 def normalize_frames(frames: np.ndarray) -> torch.Tensor:
