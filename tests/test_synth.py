@@ -134,3 +134,28 @@ def test_motion_queries_are_clean_on_the_motion_preset():
     assert kinds["motion"] > 80 and kinds.get("still", 0) > 5
     # Legacy 5-weight configs still work (no still queries).
     assert SynthConfig(kind_weights=(1, 0, 0, 0, 0)).kind_weights[-1] == 0.0
+
+
+def test_hard_absent_names_a_present_colour_in_an_absent_shape():
+    """`hard_absent`: absent queries whose colour is in the clip, so only the shape says
+    "none". (At 0, every preset but `shape-text`, it draws no random number: the eval, few,
+    default and motion streams hashed identically before and after it was added.)"""
+    def absent_colours_present(cfg, n=120):
+        hits = total = 0
+        for i in range(n):
+            clip = generate_clip(clip_rng(3, "train", i), cfg)
+            looks = {(sp.colour, sp.shape) for sp in clip.sprites}
+            colours = {c for c, _ in looks}
+            for e in clip.expressions:
+                if e.kind == "absent":
+                    _, c, sh = e.text.split()
+                    assert (c, sh) not in looks and e.obj_ids == []
+                    total += 1
+                    hits += c in colours
+        return hits / max(total, 1), total
+
+    hard, n_hard = absent_colours_present(SynthConfig.from_name("shape-text"))
+    easy, _ = absent_colours_present(SynthConfig.from_name("few"))
+    assert n_hard > 40 and hard > 0.8 > easy + 0.2
+    with pytest.raises(ConfigError):
+        SynthConfig(hard_absent=1.5)

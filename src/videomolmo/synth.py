@@ -74,6 +74,10 @@ class SynthConfig:
     noise_std: float = 6.0
     # Order of KINDS; a 5-tuple (before `still` was its own kind) gets a still weight of 0.
     kind_weights: tuple[float, ...] = (0.35, 0.25, 0.15, 0.15, 0.10, 0.10)
+    # Chance that an absent query names a colour that is in the clip (in a shape that is not):
+    # only the shape says "none". Uniform absent looks mostly miss on colour alone, so a model
+    # blind to shape still answers them; 0 keeps the draw (and every existing stream) unchanged.
+    hard_absent: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.kind_weights) == len(KINDS) - 1:
@@ -88,6 +92,8 @@ class SynthConfig:
                 f"{self.min_sprites}..{self.max_sprites}")
         if len(self.kind_weights) != len(KINDS) or min(self.kind_weights) < 0 or sum(self.kind_weights) <= 0:
             raise ConfigError(f"synth: kind_weights must be {len(KINDS)} non-negative numbers")
+        if not 0.0 <= self.hard_absent <= 1.0:
+            raise ConfigError(f"synth: hard_absent must be in [0, 1], got {self.hard_absent}")
 
     @property
     def scale(self) -> float:
@@ -96,7 +102,8 @@ class SynthConfig:
     @classmethod
     def from_name(cls, name: str, **overrides) -> "SynthConfig":
         """Named presets: `default`, `single` (one sprite, appearance only: curriculum stage 1),
-        `few` (2-4 sprites), `motion` (mostly motion-only queries), `eval` (the benchmark mix)."""
+        `few` (2-4 sprites), `motion` (mostly motion-only queries), `eval` (the benchmark mix),
+        `shape-text` (counting and absent queries that only the shape answers: training only)."""
         presets = {
             "default": cls(),
             "eval": cls(),
@@ -105,6 +112,8 @@ class SynthConfig:
             "few": cls(min_sprites=2, max_sprites=4),
             "motion": cls(min_sprites=2, max_sprites=5, motion_group_prob=1.0,
                           kind_weights=(0.2, 0.8, 0.0, 0.0, 0.0, 0.2)),
+            "shape-text": cls(min_sprites=3, max_sprites=6,
+                              kind_weights=(0.3, 0.0, 0.15, 0.3, 0.3, 0.0), hard_absent=0.8),
         }
         if name not in presets:
             raise ConfigError(f"synth: unknown preset {name!r}; choose from {sorted(presets)}")
@@ -331,6 +340,9 @@ def _expressions(rng: np.random.Generator, cfg: SynthConfig, sprites: list[Sprit
                 f"how many {SHAPE_PLURALS[shape]} are there?", "count", ids))
     looks = set(by_look)
     absent = [(c, sh) for c in COLOURS for sh in SHAPES if (c, sh) not in looks]
+    if cfg.hard_absent > 0 and rng.random() < cfg.hard_absent:
+        present = {c for c, _ in looks}
+        absent = [(c, sh) for c, sh in absent if c in present] or absent
     if absent:
         c, sh = absent[int(rng.integers(len(absent)))]
         candidates["absent"].append(Expression(f"the {c} {sh}", "absent", []))

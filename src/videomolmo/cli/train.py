@@ -83,7 +83,7 @@ def train_cmd(
     temporal: Optional[str] = typer.Option(None, "--temporal",
                                            help="Temporal module: a name registered in videomolmo.model.temporal "
                                                 "(`videomolmo info --registries` lists them)."),
-    curriculum: Optional[str] = typer.Option(None, "--curriculum", help="probe2 | short | mix | motion | motion-stage | single"),
+    curriculum: Optional[str] = typer.Option(None, "--curriculum", help="probe2 | short | mix | motion | motion-stage | single | shape-text"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every"),

@@ -89,7 +89,9 @@ class Curriculum:
         """`probe2` (one sprite for 30% of steps, then the mix), `short` (one sprite for 10%),
         `mix` (the mix from step 0),
         `motion` (motion-heavy, for the temporal ablation), `motion-stage` (half motion-heavy,
-        the rest the usual mix: the motion stage, without forgetting the other kinds), `single`."""
+        the rest the usual mix: the motion stage, without forgetting the other kinds), `single`,
+        `shape-text` (a third counting / absent queries that only the shape answers, the rest the
+        mix: for a model whose features hold shape but whose text answers do not use it)."""
         presets = {
             "probe2": cls(),
             "short": cls([(0.1, {"single": 1.0}),
@@ -98,6 +100,7 @@ class Curriculum:
             "motion": cls([(1.0, {"motion": 0.7, "few": 0.3})]),
             "motion-stage": cls([(1.0, {"motion": 0.5, "few": 0.3, "default": 0.2})]),
             "single": cls([(1.0, {"single": 1.0})]),
+            "shape-text": cls([(1.0, {"shape-text": 0.35, "few": 0.25, "default": 0.15, "motion": 0.25})]),
         }
         if name not in presets:
             raise ConfigError(f"unknown curriculum {name!r}; choose from {sorted(presets)}")
