@@ -9,7 +9,7 @@ the backend uses a video cue (the cpu backend's motion), the single-frame `predi
   the deterministic single point the issue's calibration probe used;
 * the pipeline: k = 10 distance-weighted candidates (`sample_candidates`, the same per-unit seeds
   as `videomolmo annotate`), each scored by the IoU of its predicted mask with the ground truth.
-  Best-of-k for k = 1, 3, 5, 10 uses the first k of the 10 candidates.
+  Best-of-k for k = 1, 3, 5, 10, 20, 30 (up to `--k`) uses the first k of the `--k` candidates.
 
 Prints mean IoU per strategy, seconds per predict_image call and per annotated frame (k = 10),
 and the time ratio pipeline / baseline, all measured in this process.
@@ -108,7 +108,7 @@ def main() -> None:
           f"frame step {args.frame_step}")
     print(f"{'strategy':>28} | mean IoU")
     print(f"{'distance-peak point (base)':>28} | {np.mean([r['peak'] for r in rows]):.3f}")
-    for k in (1, 3, 5, 10):
+    for k in sorted({1, 3, 5, 10, 20, 30, args.k}):
         if k <= args.k:
             best = np.mean([max(r["candidates"][:k]) for r in rows])
             print(f"{f'best of {k} weighted candidates':>28} | {best:.3f}")
