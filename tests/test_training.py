@@ -288,3 +288,22 @@ def test_every_vision_preset_loads_and_the_cli_help_names_them_all():
     # The CLI keeps its own copy of the names (importing pretrain_vision would import torch).
     help_text = inspect.signature(pretrain_vision_cmd).parameters["preset"].default.help
     assert help_text == " | ".join(VISION_PRESETS)
+
+
+def test_every_curriculum_loads_and_the_cli_help_names_them_all():
+    import inspect
+
+    from videomolmo.cli.train import train_cmd
+    from videomolmo.training.examples import CURRICULA, Curriculum
+
+    for name in CURRICULA:
+        cur = Curriculum.from_name(name)
+        for _, weights in cur.stages:
+            for preset in weights:
+                SynthConfig.from_name(preset)  # every stage names a real synth preset
+    assert Curriculum().stages == Curriculum.from_name("probe2").stages
+    with pytest.raises(ConfigError, match="shape-text"):
+        Curriculum.from_name("no-such-curriculum")
+    # The CLI keeps its own copy of the names (its start-up imports no training code).
+    help_text = inspect.signature(train_cmd).parameters["curriculum"].default.help
+    assert help_text == " | ".join(CURRICULA)

@@ -75,14 +75,25 @@ def example_from_clip(clip: Clip, expression_index: int, t: int, context: int = 
                    motion_masks=motion_masks(clip, t))
 
 
+_MIX = {"few": 0.45, "default": 0.2, "motion": 0.35}
+# Named curricula, `(until_fraction, {synth preset: weight})` stages; the CLI's help reads the names.
+CURRICULA: dict[str, list[tuple[float, dict[str, float]]]] = {
+    "probe2": [(0.3, {"single": 1.0}), (1.0, _MIX)],
+    "short": [(0.1, {"single": 1.0}), (1.0, _MIX)],
+    "mix": [(1.0, _MIX)],
+    "motion": [(1.0, {"motion": 0.7, "few": 0.3})],
+    "motion-stage": [(1.0, {"motion": 0.5, "few": 0.3, "default": 0.2})],
+    "single": [(1.0, {"single": 1.0})],
+    "shape-text": [(1.0, {"shape-text": 0.35, "few": 0.25, "default": 0.15, "motion": 0.25})],
+}
+
+
 @dataclass
 class Curriculum:
     """Stages of synthetic presets: `stages[i] = (until_fraction, {preset: weight})`."""
 
-    stages: list[tuple[float, dict[str, float]]] = field(default_factory=lambda: [
-        (0.3, {"single": 1.0}),
-        (1.0, {"few": 0.45, "default": 0.2, "motion": 0.35}),
-    ])
+    stages: list[tuple[float, dict[str, float]]] = field(
+        default_factory=lambda: [(until, dict(w)) for until, w in CURRICULA["probe2"]])
 
     @classmethod
     def from_name(cls, name: str) -> "Curriculum":
@@ -92,19 +103,9 @@ class Curriculum:
         the rest the usual mix: the motion stage, without forgetting the other kinds), `single`,
         `shape-text` (a third counting / absent queries that only the shape answers, the rest the
         mix: for a model whose features hold shape but whose text answers do not use it)."""
-        presets = {
-            "probe2": cls(),
-            "short": cls([(0.1, {"single": 1.0}),
-                          (1.0, {"few": 0.45, "default": 0.2, "motion": 0.35})]),
-            "mix": cls([(1.0, {"few": 0.45, "default": 0.2, "motion": 0.35})]),
-            "motion": cls([(1.0, {"motion": 0.7, "few": 0.3})]),
-            "motion-stage": cls([(1.0, {"motion": 0.5, "few": 0.3, "default": 0.2})]),
-            "single": cls([(1.0, {"single": 1.0})]),
-            "shape-text": cls([(1.0, {"shape-text": 0.35, "few": 0.25, "default": 0.15, "motion": 0.25})]),
-        }
-        if name not in presets:
-            raise ConfigError(f"unknown curriculum {name!r}; choose from {sorted(presets)}")
-        return presets[name]
+        if name not in CURRICULA:
+            raise ConfigError(f"unknown curriculum {name!r}; choose from {sorted(CURRICULA)}")
+        return cls([(until, dict(w)) for until, w in CURRICULA[name]])
 
     def weights_at(self, fraction: float) -> dict[str, float]:
         for until, w in self.stages:
