@@ -21,3 +21,16 @@ def test_info_tiny_and_bad_preset():
     bad = runner.invoke(app, ["info", "--preset", "nope"])
     assert bad.exit_code == 2
     assert "unknown model preset" in bad.output
+
+
+def test_info_describes_the_bundled_model_as_shipped():
+    import json
+
+    from videomolmo.bundled import CONFIG, assets_dir
+
+    shipped = json.loads((assets_dir() / CONFIG).read_text())
+    res = CliRunner().invoke(app, ["info", "--checkpoint", "bundled"])
+    assert res.exit_code == 0, res.output
+    head = shipped["model"]["point_head"]
+    assert ("patch selection" in res.output) == (head == "patch")
+    assert f"step {shipped['training']['step']}" in res.output

@@ -15,7 +15,9 @@ from videomolmo.segmentation.registry import BACKENDS, backend_names
 @command("info")
 def info(
     preset: str = typer.Option("tiny", "--preset", help="Model preset: molmo-7b-d, videomolmo-7b, tiny, test-tiny."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A saved videomolmo model folder (reads its config.json)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint",
+                                             help="A saved videomolmo model folder (reads its config.json), "
+                                                  "or 'bundled' for the shipped CPU model."),
     registries: bool = typer.Option(False, "--registries",
                                     help="List the registered pointers, temporal modules, mask backends and fusion strategies."),
 ) -> None:
@@ -30,7 +32,15 @@ def info(
     from videomolmo.model import ModelConfig, VideoMolmo
     from videomolmo.model.checkpoint import read_config
 
-    cfg = read_config(checkpoint) if checkpoint else ModelConfig.from_name(preset)
+    trained = None
+    if checkpoint == "bundled":
+        # The shipped file differs from the `tiny` preset (e.g. its patch-selection head).
+        from videomolmo.bundled import bundled_info
+
+        meta = bundled_info()
+        cfg, trained = ModelConfig.from_dict(meta["model"]), meta.get("training")
+    else:
+        cfg = read_config(checkpoint) if checkpoint else ModelConfig.from_name(preset)
     with torch.device("meta"):
         model = VideoMolmo(cfg)
     counts = model.parameter_counts()
@@ -60,6 +70,10 @@ def info(
         f"size: {counts['total'] * 4 / 1e6:,.1f} MB fp32, {counts['total'] * 2 / 1e6:,.1f} MB bf16",
         highlight=False,
     )
+    if trained:
+        console.print(f"trained: {trained.get('source', '?')}; step {trained.get('step', '?')}, "
+                      f"{trained.get('cpu_s', '?')} CPU s in its last stage (assets/TRAINING.md has every stage)",
+                      highlight=False)
 
 
 def _print_registries() -> None:
