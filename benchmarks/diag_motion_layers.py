@@ -30,10 +30,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def features(model, proc, tok, stream, n_batches: int, batch: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def motion_batches(model, proc, seed: int, clips: int, batch: int):
+    """Fresh `motion`-curriculum examples in the model's layout, `batch` at a time, each batch
+    with its collated inputs (also `diag_query_head.py`'s data)."""
+    from videomolmo.model.preprocess import collate
+    from videomolmo.training.examples import Curriculum, SynthStream
+
+    cfg = model.config
+    stream = SynthStream(seed, 1, Curriculum.from_name("motion"), context=cfg.context_frames,
+                         size=cfg.vision.image_size, decimals=cfg.point_decimals)
+    for step in range(max(1, clips // batch)):
+        exs = stream.batch(batch, step)
+        yield exs, collate([proc(e.frame, e.context, e.query, e.answer) for e in exs], proc.tokenizer.pad_token_id,
+                           padding_side="right")
+
+
+def features(model, proc, batches) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-stage token features (N, C) and motion labels (N,) of the owned patches."""
     from videomolmo.model.point_head import gather_image_tokens
-    from videomolmo.model.preprocess import collate
     from videomolmo.model.temporal import from_windows
     from videomolmo.training.motion import motion_targets, stack_motion_targets
 
@@ -44,10 +58,7 @@ def features(model, proc, tok, stream, n_batches: int, batch: int) -> tuple[dict
     feats: dict[str, list[torch.Tensor]] = {}
     labels: list[torch.Tensor] = []
     try:
-        for step in range(n_batches):
-            exs = stream.batch(batch, step)
-            b = collate([proc(e.frame, e.context, e.query, e.answer) for e in exs], tok.pad_token_id,
-                        padding_side="right")
+        for exs, b in batches:
             idx = b["image_input_idx"]
             B, n, T = idx.shape
             tgt = stack_motion_targets([motion_targets(proc, e.motion_masks) for e in exs], n, T).reshape(B, -1)
@@ -99,17 +110,10 @@ def main() -> None:
     from eval_synth import load
 
     from videomolmo.synth import MOTIONS
-    from videomolmo.training.examples import Curriculum, SynthStream
 
-    model, proc = load(a.model)
-    model.eval()
-    cfg = model.config
-    data = {}
-    for part, seed, clips in (("train", 7001, a.train_clips), ("test", 7002, a.test_clips)):
-        stream = SynthStream(seed, 1, Curriculum.from_name("motion"), context=cfg.context_frames,
-                             size=cfg.vision.image_size, decimals=cfg.point_decimals)
-        data[part] = features(model, proc, proc.tokenizer, stream, max(1, clips // a.batch), a.batch)
-    (ftr, ytr), (fte, yte) = data["train"], data["test"]
+    model, proc = load(a.model)  # in eval mode
+    ftr, ytr = features(model, proc, motion_batches(model, proc, 7001, a.train_clips, a.batch))
+    fte, yte = features(model, proc, motion_batches(model, proc, 7002, a.test_clips, a.batch))
     counts = torch.bincount(ytr, minlength=len(MOTIONS))
     floor = float((yte == counts.argmax()).float().mean())
     print(f"{a.model}: {len(ytr)} train / {len(yte)} test owned patches; classes {list(MOTIONS)}; "

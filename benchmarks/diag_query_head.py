@@ -35,16 +35,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def collect(model, proc, stream, n_batches: int, batch: int, layer: int, patch_layer: int):
+def collect(model, proc, batches, layer: int, patch_layer: int):
     """Per example: query state (D,), image-token states (T, D), coverage targets (T,), kind."""
     from videomolmo.model.point_head import gather_image_tokens
-    from videomolmo.model.preprocess import collate
 
     qs, hs, ts, kinds = [], [], [], []
-    for step in range(n_batches):
-        exs = stream.batch(batch, step)
-        b = collate([proc(e.frame, e.context, e.query, e.answer) for e in exs], proc.tokenizer.pad_token_id,
-                    padding_side="right")
+    for exs, b in batches:
         idx = b["image_input_idx"]
         inputs = {k: v for k, v in b.items() if k != "labels"}
         with torch.no_grad():
@@ -104,23 +100,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    from diag_motion_layers import motion_batches
     from eval_synth import load
 
     from videomolmo.evaluation.paired import paired_bootstrap
     from videomolmo.model.point_head import resolve_layer
-    from videomolmo.training.examples import Curriculum, SynthStream
 
-    model, proc = load(a.model)
-    model.eval()
+    model, proc = load(a.model)  # in eval mode
     cfg = model.config
     layer = resolve_layer(cfg.point_head_layer, cfg.llm.layers)
     patch_layer = layer if a.patch_layer is None else a.patch_layer
-    data = {}
-    for part, seed, clips in (("train", 8001, a.train_clips), ("test", 8002, a.test_clips)):
-        stream = SynthStream(seed, 1, Curriculum.from_name("motion"), context=cfg.context_frames,
-                             size=cfg.vision.image_size, decimals=cfg.point_decimals)
-        data[part] = collect(model, proc, stream, max(1, clips // a.batch), a.batch, layer, patch_layer)
-    (qtr, htr, ttr, _), (qte, hte, tte, kte) = data["train"], data["test"]
+    qtr, htr, ttr, _ = collect(model, proc, motion_batches(model, proc, 8001, a.train_clips, a.batch), layer, patch_layer)
+    qte, hte, tte, kte = collect(model, proc, motion_batches(model, proc, 8002, a.test_clips, a.batch), layer, patch_layer)
     keep = [i for i, k in enumerate(kte) if k == "motion"]
     qte, hte, tte = qte[keep], hte[keep], tte[keep]
     rows = {}
