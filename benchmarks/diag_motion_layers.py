@@ -1,5 +1,8 @@
 """Where does the motion cue get lost? A linear probe of per-patch motion at every stage of the model.
 
+`--target shape` asks the same of the owning sprite's shape (circle / square / triangle / star /
+diamond) on `mix`-curriculum clips: the cue that counting and shape-only absent queries need.
+
 The temporal module's training-only motion head reads a sprite's direction from the module's
 output (~0.65-0.69 training accuracy), yet motion-only queries are answered no better than
 picking a look-alike at random. This probes, on the same patches of fresh motion-preset clips,
@@ -30,14 +33,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def motion_batches(model, proc, seed: int, clips: int, batch: int):
+def motion_batches(model, proc, seed: int, clips: int, batch: int, curriculum: str = "motion"):
     """Fresh `motion`-curriculum examples in the model's layout, `batch` at a time, each batch
     with its collated inputs (also `diag_query_head.py`'s data)."""
     from videomolmo.model.preprocess import collate
     from videomolmo.training.examples import Curriculum, SynthStream
 
     cfg = model.config
-    stream = SynthStream(seed, 1, Curriculum.from_name("motion"), context=cfg.context_frames,
+    stream = SynthStream(seed, 1, Curriculum.from_name(curriculum), context=cfg.context_frames,
                          size=cfg.vision.image_size, decimals=cfg.point_decimals)
     for step in range(max(1, clips // batch)):
         exs = stream.batch(batch, step)
@@ -45,8 +48,8 @@ def motion_batches(model, proc, seed: int, clips: int, batch: int):
                            padding_side="right")
 
 
-def features(model, proc, batches) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Per-stage token features (N, C) and motion labels (N,) of the owned patches."""
+def features(model, proc, batches, target: str = "motion") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-stage token features (N, C) and `target` labels (N,) of the owned patches."""
     from videomolmo.model.point_head import gather_image_tokens
     from videomolmo.model.temporal import from_windows
     from videomolmo.training.motion import motion_targets, stack_motion_targets
@@ -61,7 +64,8 @@ def features(model, proc, batches) -> tuple[dict[str, torch.Tensor], torch.Tenso
         for exs, b in batches:
             idx = b["image_input_idx"]
             B, n, T = idx.shape
-            tgt = stack_motion_targets([motion_targets(proc, e.motion_masks) for e in exs], n, T).reshape(B, -1)
+            tgt = stack_motion_targets([motion_targets(proc, e.motion_masks if target == "motion" else e.shape_masks)
+                                        for e in exs], n, T).reshape(B, -1)
             with torch.no_grad():
                 embeds = model.build_inputs_embeds(b["input_ids"], b.get("images"), b.get("image_masks"), idx,
                                                    b.get("context_images"), b.get("context_input_idx"))
@@ -105,23 +109,26 @@ def main() -> None:
     ap.add_argument("--test-clips", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--target", default="motion", choices=["motion", "shape"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from eval_synth import load
 
-    from videomolmo.synth import MOTIONS
+    from videomolmo.synth import MOTIONS, SHAPES
 
+    classes = MOTIONS if a.target == "motion" else SHAPES
+    curriculum = "motion" if a.target == "motion" else "mix"
     model, proc = load(a.model)  # in eval mode
-    ftr, ytr = features(model, proc, motion_batches(model, proc, 7001, a.train_clips, a.batch))
-    fte, yte = features(model, proc, motion_batches(model, proc, 7002, a.test_clips, a.batch))
-    counts = torch.bincount(ytr, minlength=len(MOTIONS))
+    ftr, ytr = features(model, proc, motion_batches(model, proc, 7001, a.train_clips, a.batch, curriculum), a.target)
+    fte, yte = features(model, proc, motion_batches(model, proc, 7002, a.test_clips, a.batch, curriculum), a.target)
+    counts = torch.bincount(ytr, minlength=len(classes))
     floor = float((yte == counts.argmax()).float().mean())
-    print(f"{a.model}: {len(ytr)} train / {len(yte)} test owned patches; classes {list(MOTIONS)}; "
-          f"test share per class {[round(float((yte == c).float().mean()), 3) for c in range(len(MOTIONS))]}")
+    print(f"{a.model}: {len(ytr)} train / {len(yte)} test owned patches; classes {list(classes)}; "
+          f"test share per class {[round(float((yte == c).float().mean()), 3) for c in range(len(classes))]}")
     print("| stage | dim | probe accuracy (test) |\n|---|---|---|")
     print(f"| majority class | - | {floor:.3f} |")
     for name in ftr:
-        acc = probe(ftr[name], ytr, fte[name], yte, len(MOTIONS))
+        acc = probe(ftr[name], ytr, fte[name], yte, len(classes))
         print(f"| {name} | {ftr[name].shape[1]} | {acc:.3f} |", flush=True)
 
 

@@ -93,6 +93,9 @@ def train_cmd(
         None, "--grounding-layer", help="Decoder layer the grounding head reads (0 = middle)."),
     motion_weight: Optional[float] = typer.Option(
         None, "--motion-weight", help="Auxiliary per-token motion loss on the temporal module's output (0 = off)."),
+    attribute_weight: Optional[float] = typer.Option(
+        None, "--attribute-weight", help="Auxiliary per-token shape + motion loss at the grounding head's "
+                                         "decoder layer (0 = off; synthetic data only)."),
     freeze: Optional[str] = typer.Option(
         None, "--freeze", help="Comma-separated parts kept frozen: vision, connector, temporal, llm."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch default)."),
@@ -115,7 +118,8 @@ def train_cmd(
         lr_vision=lr_vision, lr_connector=lr_connector, lr_temporal=lr_temporal,
         precision=precision, curriculum=curriculum, seed=seed, checkpoint_every=checkpoint_every,
         eval_every=eval_every, grounding_weight=grounding_weight,
-        grounding_layer=grounding_layer, motion_weight=motion_weight).items() if v is not None}
+        grounding_layer=grounding_layer, motion_weight=motion_weight,
+        attribute_weight=attribute_weight).items() if v is not None}
     if freeze is not None:
         overrides["freeze"] = tuple(p.strip() for p in freeze.split(",") if p.strip())
     overrides["data"] = data

@@ -42,6 +42,8 @@ class Example:
     # (len(MOTIONS), H, W) bool: every visible sprite in frames[-1] by its motion (synthetic
     # only; the motion loss's targets)
     motion_masks: np.ndarray | None = None
+    # (len(SHAPES), H, W) bool: the same by shape (the attribute loss's targets)
+    shape_masks: np.ndarray | None = None
 
     @property
     def frame(self) -> np.ndarray:
@@ -68,11 +70,12 @@ def example_from_clip(clip: Clip, expression_index: int, t: int, context: int = 
     h, w = clip.frames.shape[1:3]
     pts = clip.target_points(e.obj_ids, t)
     frames = [clip.frames[i] for i in range(max(0, t - context), t + 1)]
+    from videomolmo.training.attributes import shape_masks
     from videomolmo.training.motion import motion_masks
 
     return Example(frames=frames, query=e.text, answer=answer_text(pts, w, h, decimals, label),
                    points=pts, kind=e.kind, source="synth", target_mask=clip.union_mask(e.obj_ids, t),
-                   motion_masks=motion_masks(clip, t))
+                   motion_masks=motion_masks(clip, t), shape_masks=shape_masks(clip, t))
 
 
 _MIX = {"few": 0.45, "default": 0.2, "motion": 0.35}

@@ -26,25 +26,29 @@ from videomolmo.model.point_head import PatchHead, resolve_layer
 
 HEAD_PREFIX = "_grounding_head."
 MOTION_HEAD_PREFIX = "_motion_head."  # `motion.py`'s head
+ATTRIBUTE_HEAD_PREFIX = "_attribute_head."  # `attributes.py`'s head
 # Every training-only head's prefix: `split_head_state` keeps them out of exported weights.
-TRAINING_ONLY_PREFIXES = (HEAD_PREFIX, MOTION_HEAD_PREFIX)
+TRAINING_ONLY_PREFIXES = (HEAD_PREFIX, MOTION_HEAD_PREFIX, ATTRIBUTE_HEAD_PREFIX)
 
 
 class TrainModule(nn.Module):
-    """The model plus, optionally, the grounding head and the motion head (`motion.py`): one
-    module for DDP and the optimizer.
+    """The model plus, optionally, the grounding head, the motion head (`motion.py`) and the
+    attribute head (`attributes.py`): one module for DDP and the optimizer.
 
     `forward(batch)` returns (total loss, answer loss, grounding loss or None); the motion
-    loss and accuracy of the last call are in `last_motion`."""
+    loss and accuracy of the last call are in `last_motion`, the attribute loss and its shape
+    and motion accuracies in `last_attributes`."""
 
     def __init__(self, model: nn.Module, weight: float = 0.0, layer: int = 0,
-                 motion_weight: float = 0.0) -> None:
+                 motion_weight: float = 0.0, attribute_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.weight = float(weight)
         self.motion_weight = float(motion_weight)
-        self.motion_head, self._tap = None, None
+        self.attribute_weight = float(attribute_weight)
+        self.motion_head, self._tap, self.attribute_head = None, None, None
         self.last_motion: tuple[float, float] | None = None
+        self.last_attributes: tuple[float, float, float] | None = None
         if self.motion_weight > 0:
             from videomolmo.training.motion import MotionHead, TemporalTap
 
@@ -67,10 +71,18 @@ class TrainModule(nn.Module):
             self.head = PatchHead(cfg.llm.hidden)
         else:
             self.layer, self.head = None, None
+        if self.attribute_weight > 0:
+            if self.head is None:
+                raise ConfigError("train: the attribute loss reads the grounding head's decoder layer; "
+                                  "it needs --grounding-weight > 0")
+            from videomolmo.training.attributes import AttributeHead
+
+            self.attribute_head = AttributeHead(model.config.llm.hidden)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         targets = batch.pop("patch_targets", None)
         motion = batch.pop("motion_targets", None)
+        attributes = batch.pop("attribute_targets", None)
         out = self.model(**batch, hidden_layer=self.layer)
         total = out.loss
         if self.motion_head is not None:
@@ -85,6 +97,13 @@ class TrainModule(nn.Module):
         if targets is None:
             raise ConfigError("train: the grounding loss needs patch targets for every example")
         aux = self.head.loss(out.hidden, batch["image_input_idx"], targets)
+        if self.attribute_head is not None:
+            if attributes is None:
+                raise ConfigError("train: the attribute loss needs shape and motion targets for every example")
+            al, shape_acc, motion_acc = self.attribute_head.loss(out.hidden, batch["image_input_idx"],
+                                                                 attributes[:, 0], attributes[:, 1])
+            self.last_attributes = (float(al.detach()), shape_acc, motion_acc)
+            total = total + self.attribute_weight * al
         return total + self.weight * aux, out.loss, aux
 
     def head_state(self) -> dict[str, torch.Tensor]:
@@ -93,6 +112,8 @@ class TrainModule(nn.Module):
             out.update({HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()})
         if self.motion_head is not None:
             out.update({MOTION_HEAD_PREFIX + k: v for k, v in self.motion_head.state_dict().items()})
+        if self.attribute_head is not None:
+            out.update({ATTRIBUTE_HEAD_PREFIX + k: v for k, v in self.attribute_head.state_dict().items()})
         return out
 
     def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -101,6 +122,11 @@ class TrainModule(nn.Module):
             if not own:
                 raise ConfigError("train: the checkpoint has no motion head to resume")
             self.motion_head.load_state_dict(own)
+        if self.attribute_head is not None:
+            own = {k[len(ATTRIBUTE_HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(ATTRIBUTE_HEAD_PREFIX)}
+            if not own:
+                raise ConfigError("train: the checkpoint has no attribute head to resume")
+            self.attribute_head.load_state_dict(own)
         if self.head is None or self.own_head:
             return
         own = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}

@@ -78,6 +78,9 @@ class TrainConfig:
     grounding_layer: int = 0
     # Auxiliary per-token motion loss on the temporal module's output (`motion.py`; 0 = off).
     motion_weight: float = 0.0
+    # Auxiliary per-token shape + motion loss at the grounding head's decoder layer
+    # (`attributes.py`; 0 = off).
+    attribute_weight: float = 0.0
     # Parameter groups (vision / connector / temporal / llm) kept frozen: the motion stage
     # trains only the temporal module and the connector.
     freeze: tuple[str, ...] = ()
@@ -92,7 +95,8 @@ class TrainConfig:
         if bad:
             raise ConfigError(f"train: --freeze takes vision, connector, temporal, llm; got {sorted(bad)}")
         self.freeze = tuple(self.freeze)  # type: ignore[assignment]
-        for name in ("lr_llm", "lr_vision", "lr_connector", "lr_temporal", "grounding_weight", "motion_weight"):
+        for name in ("lr_llm", "lr_vision", "lr_connector", "lr_temporal", "grounding_weight", "motion_weight",
+                     "attribute_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"train: {name} must be >= 0, got {getattr(self, name)}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -354,7 +358,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     model.to(device)
     tok = build_tokenizer(mcfg)
     proc = Processor(mcfg, tok)
-    module = TrainModule(model, cfg.grounding_weight, cfg.grounding_layer, cfg.motion_weight).to(device)
+    module = TrainModule(model, cfg.grounding_weight, cfg.grounding_layer, cfg.motion_weight,
+                         cfg.attribute_weight).to(device)
     groups = param_groups(model, cfg)
 
     def group(name: str, lr: float) -> dict:
@@ -369,6 +374,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         group("llm", cfg.lr_llm)["params"].extend(module.head.parameters())
     if module.motion_head is not None:
         group("temporal", cfg.lr_temporal)["params"].extend(module.motion_head.parameters())
+    if module.attribute_head is not None:
+        group("llm", cfg.lr_llm)["params"].extend(module.attribute_head.parameters())
     opt = torch.optim.AdamW(groups, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
     if cfg.data == "synth":
@@ -451,6 +458,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             opt.zero_grad(set_to_none=True)
             total_loss, answer_loss, grounding_loss = 0.0, 0.0, 0.0
             motion_loss, motion_acc = 0.0, 0.0
+            attr_loss, shape_acc, attr_motion_acc = 0.0, 0.0, 0.0
             for micro in range(cfg.grad_accum):
                 exs = stream.batch(cfg.batch_size, step)
                 feats = [proc(e.frame, e.context, e.query, e.answer) for e in exs]
@@ -460,6 +468,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                     batch["motion_targets"] = stack_motion_targets(
                         [motion_targets(proc, e.motion_masks) if e.motion_masks is not None else None for e in exs],
                         *batch["image_input_idx"].shape[1:])
+                if module.attribute_head is not None:
+                    from videomolmo.training.attributes import attribute_targets
+                    batch["attribute_targets"] = attribute_targets(proc, exs, *batch["image_input_idx"].shape[1:])
                 if module.head is not None:
                     batch["patch_targets"] = stack_targets(
                         [proc.patch_targets(e.target_mask) if e.target_mask is not None else None for e in exs],
@@ -475,6 +486,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                 if module.last_motion is not None:
                     motion_loss += module.last_motion[0] / cfg.grad_accum
                     motion_acc += module.last_motion[1] / cfg.grad_accum
+                if module.last_attributes is not None:
+                    attr_loss += module.last_attributes[0] / cfg.grad_accum
+                    shape_acc += module.last_attributes[1] / cfg.grad_accum
+                    attr_motion_acc += module.last_attributes[2] / cfg.grad_accum
                 answer_loss += float(ans.detach()) / cfg.grad_accum
                 if aux is not None:
                     grounding_loss += float(aux.detach()) / cfg.grad_accum
@@ -495,6 +510,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                           if module.head is not None else {}),
                        **({"motion_loss": motion_loss, "motion_acc": motion_acc}
                           if module.motion_head is not None else {}),
+                       **({"attribute_loss": attr_loss, "attribute_shape_acc": shape_acc,
+                           "attribute_motion_acc": attr_motion_acc}
+                          if module.attribute_head is not None else {}),
                        **{f"lr_{g['name']}": g["lr"] for g in opt.param_groups},
                        "examples": examples_seen, "examples_per_s": window_examples / max(1e-9, now - window_t),
                        "wall_s": now - t_wall, "cpu_s": cpu_before + time.process_time() - t_cpu}
