@@ -64,3 +64,28 @@ def test_attribute_loss_trains_resumes_and_ships_without_its_head(tmp_path):
     resumed = train(cfg(3), tmp_path / "b", resume=True, progress=False)
     for k, v in full.model.state_dict().items():
         assert torch.allclose(v, resumed.model.state_dict()[k], atol=1e-6), k
+
+
+def test_attribute_loss_at_the_decoders_input_reads_the_connectors_tokens(tmp_path):
+    with pytest.raises(ConfigError, match="attribute-at"):
+        TrainConfig.from_name("test", attribute_at="middle")
+    cfg = ModelConfig.from_name("test-tiny", **FLAT)
+    model = VideoMolmo(cfg)
+    module = TrainModule(model, weight=1.0, attribute_weight=1.0, attribute_at="input")
+    seen = {}
+    model.llm.register_forward_pre_hook(lambda m, a, k: seen.update(embeds=k["inputs_embeds"]), with_kwargs=True)
+    train_cfg = TrainConfig.from_name("test", steps=2, checkpoint_every=2, model_overrides=FLAT,
+                                      grounding_weight=1.0, attribute_weight=1.0, attribute_at="input")
+    res = train(train_cfg, tmp_path / "i", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "i" / "log.jsonl").read_text().splitlines()]
+    assert all(r["attribute_loss"] > 0 for r in rows)
+    assert not any(k.startswith("_") for k in res.model.state_dict())
+    # The tap hands over exactly what the decoder was given.
+    from videomolmo.model import collate
+    from videomolmo.training.examples import SynthStream
+
+    proc = Processor(cfg, build_tokenizer(cfg))
+    exs = SynthStream(0, 1, context=cfg.context_frames, size=cfg.vision.image_size).batch(2, 0)
+    batch = collate([proc(e.frame, e.context, e.query, e.answer) for e in exs], proc.tokenizer.pad_token_id)
+    model(**batch)
+    assert torch.equal(module._input_tap.take(), seen["embeds"])

@@ -45,6 +45,33 @@ def attribute_targets(processor, examples, n_crops: int, tokens: int) -> torch.T
     return torch.stack([shapes, motions], dim=1)
 
 
+ATTRIBUTE_AT = ("head", "input")  # the grounding head's decoder layer, or the decoder's input
+
+
+def check_attribute_at(where: str) -> str:
+    if where not in ATTRIBUTE_AT:
+        raise ConfigError(f"train: --attribute-at must be one of {', '.join(ATTRIBUTE_AT)}, got {where!r}")
+    return where
+
+
+class InputTap:
+    """Keeps the decoder's last input embeddings (the connector's image tokens in place), so the
+    loss can ask the connector itself to keep the attributes and leave the decoder's layers free."""
+
+    def __init__(self, model) -> None:
+        self.embeds: torch.Tensor | None = None
+        model.llm.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs) -> None:
+        self.embeds = kwargs.get("inputs_embeds")
+
+    def take(self) -> torch.Tensor:
+        if self.embeds is None:
+            raise ConfigError("train: the decoder ran without input embeddings to read")
+        out, self.embeds = self.embeds, None
+        return out
+
+
 class AttributeHead(nn.Module):
     """Per image token: logits of the owning sprite's shape and motion."""
 

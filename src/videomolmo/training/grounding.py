@@ -40,7 +40,7 @@ class TrainModule(nn.Module):
     and motion accuracies in `last_attributes`."""
 
     def __init__(self, model: nn.Module, weight: float = 0.0, layer: int = 0,
-                 motion_weight: float = 0.0, attribute_weight: float = 0.0) -> None:
+                 motion_weight: float = 0.0, attribute_weight: float = 0.0, attribute_at: str = "head") -> None:
         super().__init__()
         self.model = model
         self.weight = float(weight)
@@ -75,9 +75,10 @@ class TrainModule(nn.Module):
             if self.head is None:
                 raise ConfigError("train: the attribute loss reads the grounding head's decoder layer; "
                                   "it needs --grounding-weight > 0")
-            from videomolmo.training.attributes import AttributeHead
+            from videomolmo.training.attributes import AttributeHead, InputTap, check_attribute_at
 
             self.attribute_head = AttributeHead(model.config.llm.hidden)
+            self._input_tap = InputTap(model) if check_attribute_at(attribute_at) == "input" else None
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         targets = batch.pop("patch_targets", None)
@@ -100,7 +101,8 @@ class TrainModule(nn.Module):
         if self.attribute_head is not None:
             if attributes is None:
                 raise ConfigError("train: the attribute loss needs shape and motion targets for every example")
-            al, shape_acc, motion_acc = self.attribute_head.loss(out.hidden, batch["image_input_idx"],
+            states = out.hidden if self._input_tap is None else self._input_tap.take()
+            al, shape_acc, motion_acc = self.attribute_head.loss(states, batch["image_input_idx"],
                                                                  attributes[:, 0], attributes[:, 1])
             self.last_attributes = (float(al.detach()), shape_acc, motion_acc)
             total = total + self.attribute_weight * al

@@ -81,6 +81,7 @@ class TrainConfig:
     # Auxiliary per-token shape + motion loss at the grounding head's decoder layer
     # (`attributes.py`; 0 = off).
     attribute_weight: float = 0.0
+    attribute_at: str = "head"  # or "input": the decoder's input (the connector's output)
     # Parameter groups (vision / connector / temporal / llm) kept frozen: the motion stage
     # trains only the temporal module and the connector.
     freeze: tuple[str, ...] = ()
@@ -99,6 +100,9 @@ class TrainConfig:
                      "attribute_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"train: {name} must be >= 0, got {getattr(self, name)}")
+        from videomolmo.training.attributes import check_attribute_at
+
+        check_attribute_at(self.attribute_at)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
     @classmethod
@@ -359,7 +363,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     tok = build_tokenizer(mcfg)
     proc = Processor(mcfg, tok)
     module = TrainModule(model, cfg.grounding_weight, cfg.grounding_layer, cfg.motion_weight,
-                         cfg.attribute_weight).to(device)
+                         cfg.attribute_weight, cfg.attribute_at).to(device)
     groups = param_groups(model, cfg)
 
     def group(name: str, lr: float) -> dict:
