@@ -21,22 +21,17 @@ from torch import nn
 from videomolmo.errors import ConfigError
 from videomolmo.model.point_head import gather_image_tokens
 from videomolmo.synth import MOTIONS, SHAPES
+from videomolmo.training.motion import masks_by, motion_targets, stack_motion_targets
 
 
 def shape_masks(clip, t: int) -> np.ndarray:
     """(len(SHAPES), H, W) bool: the visible pixels at frame t of the sprites of each shape."""
-    K, _, H, W = clip.masks.shape
-    out = np.zeros((len(SHAPES), H, W), bool)
-    for k, sp in enumerate(clip.sprites):
-        out[SHAPES.index(sp.shape)] |= clip.masks[k, t]
-    return out
+    return masks_by(clip, t, "shape", SHAPES)
 
 
 def attribute_targets(processor, examples, n_crops: int, tokens: int) -> torch.Tensor:
     """(B, 2, n_crops, tokens): per patch the owning sprite's shape index, then its motion
     index (-1 for background), as `motion.py` assigns owners."""
-    from videomolmo.training.motion import motion_targets, stack_motion_targets
-
     if any(e.shape_masks is None or e.motion_masks is None for e in examples):
         raise ConfigError("train: the attribute loss needs per-sprite shapes and motions; only the synthetic "
                           "stream has them")

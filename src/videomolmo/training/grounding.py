@@ -108,33 +108,24 @@ class TrainModule(nn.Module):
             total = total + self.attribute_weight * al
         return total + self.weight * aux, out.loss, aux
 
+    def _training_only_heads(self) -> list[tuple[str, nn.Module, str]]:
+        """(checkpoint prefix, module, name) of every training-only head this module has (the
+        model's own patch head is part of the model and saved with it)."""
+        heads = [(MOTION_HEAD_PREFIX, self.motion_head, "motion"),
+                 (ATTRIBUTE_HEAD_PREFIX, self.attribute_head, "attribute"),
+                 (HEAD_PREFIX, None if self.own_head else self.head, "grounding")]
+        return [(p, m, name) for p, m, name in heads if m is not None]
+
     def head_state(self) -> dict[str, torch.Tensor]:
-        out = {}
-        if self.head is not None and not self.own_head:
-            out.update({HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()})
-        if self.motion_head is not None:
-            out.update({MOTION_HEAD_PREFIX + k: v for k, v in self.motion_head.state_dict().items()})
-        if self.attribute_head is not None:
-            out.update({ATTRIBUTE_HEAD_PREFIX + k: v for k, v in self.attribute_head.state_dict().items()})
-        return out
+        return {prefix + k: v for prefix, module, _ in self._training_only_heads()
+                for k, v in module.state_dict().items()}
 
     def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
-        if self.motion_head is not None:
-            own = {k[len(MOTION_HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(MOTION_HEAD_PREFIX)}
+        for prefix, module, name in self._training_only_heads():
+            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if not own:
-                raise ConfigError("train: the checkpoint has no motion head to resume")
-            self.motion_head.load_state_dict(own)
-        if self.attribute_head is not None:
-            own = {k[len(ATTRIBUTE_HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(ATTRIBUTE_HEAD_PREFIX)}
-            if not own:
-                raise ConfigError("train: the checkpoint has no attribute head to resume")
-            self.attribute_head.load_state_dict(own)
-        if self.head is None or self.own_head:
-            return
-        own = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
-        if not own:
-            raise ConfigError("train: the checkpoint has no grounding head to resume")
-        self.head.load_state_dict(own)
+                raise ConfigError(f"train: the checkpoint has no {name} head to resume")
+            module.load_state_dict(own)
 
 
 def split_head_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:

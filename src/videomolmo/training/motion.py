@@ -71,13 +71,19 @@ class TemporalTap:
         return from_windows(out, batch, crops, G).reshape(batch, crops, G * G, out.shape[-1])
 
 
+def masks_by(clip, t: int, attribute: str, values: tuple[str, ...]) -> np.ndarray:
+    """(len(values), H, W) bool: the visible pixels at frame t of the sprites whose `attribute`
+    (a `Sprite` field: motion, shape, ...) is each of `values`."""
+    K, _, H, W = clip.masks.shape
+    out = np.zeros((len(values), H, W), bool)
+    for k, sp in enumerate(clip.sprites):
+        out[values.index(getattr(sp, attribute))] |= clip.masks[k, t]
+    return out
+
+
 def motion_masks(clip, t: int) -> np.ndarray:
     """(len(MOTIONS), H, W) bool: the visible pixels at frame t of the sprites of each motion."""
-    K, _, H, W = clip.masks.shape
-    out = np.zeros((len(MOTIONS), H, W), bool)
-    for k, sp in enumerate(clip.sprites):
-        out[MOTIONS.index(sp.motion)] |= clip.masks[k, t]
-    return out
+    return masks_by(clip, t, "motion", MOTIONS)
 
 
 def motion_targets(processor, masks: np.ndarray) -> np.ndarray:
