@@ -2,7 +2,8 @@
 
 `DAVIS` is `../shared/data/davis16-mini` (read in place, never copied); tests that need it are
 marked `needs_davis` (or use the `davis` fixture) and skip where it is absent. `write_frames` /
-`moving_box_frames` make the small clips most tests run on.
+`moving_box_frames` make the small clips most tests run on. `FLAT` is the model override that
+the training-head tests share.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import numpy as np
 import pytest
 
 DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis16-mini"
+# test-tiny at one 56-px crop, one token per patch: the tiny presets' layout, which the grounding,
+# motion, attribute and patch-selection heads are built for.
+FLAT = {"crop_mode": "resize", "pool": "none", "max_crops": 1}
 needs_davis = pytest.mark.skipif(not (DAVIS / "JPEGImages").is_dir(), reason="../shared/data/davis16-mini is not available")
 
 

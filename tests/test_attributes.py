@@ -14,9 +14,9 @@ from videomolmo.training.examples import example_from_clip
 from videomolmo.training.grounding import ATTRIBUTE_HEAD_PREFIX, TrainModule
 from videomolmo.training.trainer import TrainConfig, train
 
-torch.set_num_threads(1)
+from conftest import FLAT
 
-FLAT = {"crop_mode": "resize", "pool": "none", "max_crops": 1}
+torch.set_num_threads(1)
 
 
 def test_attribute_targets_name_the_owning_sprites_shape_and_motion():

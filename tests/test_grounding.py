@@ -13,10 +13,9 @@ from videomolmo.model.point_head import PatchHead, resolve_layer
 from videomolmo.training.grounding import HEAD_PREFIX, TrainModule
 from videomolmo.training.trainer import TrainConfig, train
 
-torch.set_num_threads(1)
+from conftest import FLAT
 
-# test-tiny at one 56-px crop, one token per patch (the tiny presets' layout).
-FLAT = {"crop_mode": "resize", "pool": "none", "max_crops": 1}
+torch.set_num_threads(1)
 
 
 def _flat_processor():

@@ -15,9 +15,9 @@ from videomolmo.training.grounding import MOTION_HEAD_PREFIX, TrainModule
 from videomolmo.training.motion import motion_masks, motion_targets
 from videomolmo.training.trainer import TrainConfig, train
 
-torch.set_num_threads(1)
+from conftest import FLAT
 
-FLAT = {"crop_mode": "resize", "pool": "none", "max_crops": 1}
+torch.set_num_threads(1)
 
 
 def test_motion_targets_name_the_owning_sprites_motion():

@@ -13,9 +13,9 @@ from videomolmo.model.pointing import point_video
 from videomolmo.model.preprocess import content_fraction, padded_to_frame, resize_and_pad
 from videomolmo.training.trainer import TrainConfig, train
 
-torch.set_num_threads(1)
+from conftest import FLAT
 
-FLAT = {"crop_mode": "resize", "pool": "none", "max_crops": 1}
+torch.set_num_threads(1)
 
 
 def test_select_points_takes_groups_strongest_first_at_their_weighted_centre():
