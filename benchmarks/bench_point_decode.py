@@ -8,14 +8,21 @@ and the head's coverage from the same forward pass) and scores, per expression k
 - `patch, none if max coverage < t`: `patch`, but "none" when no patch reaches coverage t (does
   the head's own evidence of absence help?), for each t in `--thresholds`;
 - `patch + extra groups >= t`: `patch`, plus every further group selected at coverage t that
-  lies more than a patch from the placed points (does the head find objects the text missed?).
+  lies more than a patch from the placed points (does the head find objects the text missed?),
+  for each t in `--extra-thresholds`.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_point_decode.py --split val --clips 500
+`--rows DIR` writes each rule's per-expression rows to `DIR/<rule>/rows.jsonl` (the layout of
+`videomolmo eval`), so two rules pair with `videomolmo eval-compare DIR/patch DIR/<rule>`.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_point_decode.py --split val --clips 500 [--rows DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,15 +35,16 @@ def main() -> None:
     ap.add_argument("--split", default="val", choices=["val", "test"])
     ap.add_argument("--preset", default="eval")
     ap.add_argument("--thresholds", default="0.1,0.2,0.3,0.5")
+    ap.add_argument("--extra-thresholds", default="0.5,0.7,0.9")
+    ap.add_argument("--rows", default=None, help="folder for each rule's rows.jsonl")
     a = ap.parse_args()
     torch.set_num_threads(1)
 
     from videomolmo.model import collate
-    from videomolmo.model.point_head import read_points, select_points
-    from videomolmo.model.preprocess import padded_to_frame
+    from videomolmo.model.point_head import patch_points, read_points
     from videomolmo.points import parse_points
     from videomolmo.pointers.model import load_model
-    from videomolmo.training.heldout import heldout_items, item_frames, score_items
+    from videomolmo.training.heldout import heldout_items, item_frames, item_rows, score_items
 
     model, proc = load_model(None if a.model == "bundled" else a.model)
     if model.point_head is None:
@@ -61,27 +69,32 @@ def main() -> None:
     for t in (float(x) for x in a.thresholds.split(",")):
         rules[f"patch, none if max coverage < {t:g}"] = (
             lambda tp, c, hw, t=t: read_points("patch", tp, c, hw, cfg) if c.max() >= t else np.zeros((0, 2)))
-    def with_extra_groups(tp, c, hw, t):
-        placed = read_points("patch", tp, c, hw, cfg)
-        if not len(tp):
-            return placed
-        g = cfg.vision.image_size // cfg.vision.patch_size
-        groups = padded_to_frame(select_points(c.reshape(g, g), g * g, cfg.vision.patch_size, t), hw,
-                                 cfg.vision.image_size)
-        far = [p for p in groups if not len(placed)
-               or np.linalg.norm(placed - p, axis=1).min() > cfg.vision.patch_size * max(hw) / cfg.vision.image_size]
-        return np.concatenate([placed, np.reshape(far, (-1, 2))]) if far else placed
-
-    for t in (0.5, 0.7, 0.9):
-        rules[f"patch + extra groups >= {t:g}"] = lambda tp, c, hw, t=t: with_extra_groups(tp, c, hw, t)
+    for t in (float(x) for x in a.extra_thresholds.split(",")):
+        rules[f"patch + extra groups >= {t:g}"] = (
+            lambda tp, c, hw, t=t: patch_points(c, tp, hw, cfg.vision.image_size, cfg.vision.patch_size,
+                                                extra_threshold=t))
     kinds = sorted({it.kind for it in items})
     print(f"{len(items)} expressions of {a.clips} `{a.preset}` clips, {a.split} stream; point F1 per kind")
     print("| decode | all | " + " | ".join(kinds) + " | count exact |")
     print("|---|---|" + "---|" * len(kinds) + "---|")
     for name, rule in rules.items():
-        sc = score_items(items, [rule(tp, c, hw) for tp, c, hw in decoded])
+        preds = [rule(tp, c, hw) for tp, c, hw in decoded]
+        sc = score_items(items, preds)
+        if a.rows:
+            write_rows(Path(a.rows) / slug(name), item_rows(items, preds))
         per = " | ".join(f"{sc[k]['f1']:.3f}" for k in kinds)
         print(f"| {name} | {sc['f1']:.3f} | {per} | {sc.get('count', {}).get('exact', float('nan')):.3f} |")
+
+
+def slug(rule: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", rule.lower()).strip("-")
+
+
+def write_rows(run: Path, rows: list[dict]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    tmp = run / "rows.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(run / "rows.jsonl")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,28 @@ def test_patch_points_keep_the_texts_count_and_fill_from_the_text():
     assert patch_points(np.zeros((8, 8)), text, (112, 112), 112, 14, count_from_selection=True).shape == (0, 2)
 
 
+def test_patch_extra_adds_the_groups_the_text_missed_and_keeps_none():
+    cov = np.zeros((8, 8))
+    cov[2, 2] = 1.0   # the group the text's one point lands on
+    cov[2, 3] = 0.6   # same group (adjacent): never a second point
+    cov[6, 6] = 0.8   # a second look-alike the text did not count
+    cov[0, 7] = 0.55  # a third, weaker
+    one = np.array([[40.0, 35.0]])
+    plain = patch_points(cov, one, (112, 112), 112, 14)
+    assert plain.shape == (1, 2)
+    extra = patch_points(cov, one, (112, 112), 112, 14, extra_threshold=0.5)
+    assert extra.shape == (3, 2)
+    np.testing.assert_allclose(extra[0], plain[0])
+    np.testing.assert_allclose(extra[1:], [[91.0, 91.0], [105.0, 7.0]])
+    # A stricter threshold keeps only the surer look-alike.
+    assert patch_points(cov, one, (112, 112), 112, 14, extra_threshold=0.7).shape == (2, 2)
+    # "none" stays "none": the text decides whether there is anything at all.
+    assert patch_points(cov, np.zeros((0, 2)), (112, 112), 112, 14, extra_threshold=0.5).shape == (0, 2)
+    # A text point already standing on a group is not doubled by it.
+    two = np.array([[40.0, 35.0], [91.0, 91.0]])
+    assert patch_points(cov, two, (112, 112), 112, 14, extra_threshold=0.5).shape == (3, 2)
+
+
 def test_patch_points_never_select_letterbox_padding():
     # A 2:1 frame fills rows 28..83 of the 112 px square: patch rows 0-1 and 6-7 are padding.
     assert content_fraction((240, 480), 112, 14)[:, 0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]

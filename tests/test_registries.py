@@ -270,3 +270,9 @@ def test_inference_never_imports_training():
             "sys.exit(1 if any(m.startswith('videomolmo.training') for m in sys.modules) else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("mode", __import__("videomolmo.model.point_head", fromlist=["POINT_DECODES"]).POINT_DECODES)
+def test_every_point_decode_is_offered_by_eval(mode):
+    r = runner.invoke(app, ["eval", "--help"], terminal_width=400)
+    assert "--point-decode" in r.output and f"{mode} (" in r.output, mode

@@ -25,11 +25,17 @@ from videomolmo.errors import ConfigError
 
 POINT_HEADS = ("text", "patch")
 # "patch": the text says how many, the selection says where; "patch-count": the selection
-# says both (one point per selected group; none selected = "none").
-POINT_DECODES = ("text", "patch", "patch-count")
+# says both (one point per selected group; none selected = "none"); "patch-extra": "patch",
+# plus each further group the head selects at EXTRA_THRESHOLD that the text's points missed
+# (the text under-counts groups of 2-4 look-alikes that the head does select).
+# `videomolmo eval --point-decode` lists these in its help (kept torch-free, so spelled there).
+POINT_DECODES = ("text", "patch", "patch-count", "patch-extra")
 # A patch is selected when the head says the referred objects cover at least this much of it
 # (the head is trained on covered fractions; 0.5 = "mostly the object").
 SELECT_THRESHOLD = 0.5
+# "patch-extra" adds a group only where the head is this sure (chosen on the val stream,
+# BENCHMARKS.md "Counting from the head's extra groups").
+EXTRA_THRESHOLD = 0.5
 
 
 def resolve_layer(layer: int, n_layers: int) -> int:
@@ -105,11 +111,13 @@ def select_points(coverage: np.ndarray, n_points: int, patch_size: int,
 
 def patch_points(coverage: np.ndarray, text_points: np.ndarray, frame_hw: tuple[int, int],
                  image_size: int, patch_size: int, threshold: float = SELECT_THRESHOLD,
-                 count_from_selection: bool = False) -> np.ndarray:
+                 count_from_selection: bool = False, extra_threshold: float | None = None) -> np.ndarray:
     """The patch-decoded answer in frame pixels: as many points as the text wrote
     (`text_points` (N, 2), frame px), placed by the selection; where the selection has fewer
     groups than the text has points, the text points farthest from every selected one fill in.
-    `count_from_selection`: one point per selected group instead, whatever the text says."""
+    `count_from_selection`: one point per selected group instead, whatever the text says.
+    `extra_threshold`: when the text wrote any point, also every group selected at that
+    threshold lying more than a patch from every point the text's count placed ("none" stays "none")."""
     from videomolmo.model.preprocess import content_fraction, padded_to_frame
 
     text_points = np.asarray(text_points, dtype=np.float64).reshape(-1, 2)
@@ -119,14 +127,21 @@ def patch_points(coverage: np.ndarray, text_points: np.ndarray, frame_hw: tuple[
     grid = np.where(content_fraction(frame_hw, image_size, patch_size) >= 0.5, grid, 0.0)
     n = grid.size if count_from_selection else len(text_points)
     chosen = padded_to_frame(select_points(grid, n, patch_size, threshold), frame_hw, image_size)
-    if count_from_selection or len(chosen) >= n:
+    if count_from_selection:
         return chosen
-    if len(chosen):
-        d = np.linalg.norm(text_points[:, None] - chosen[None], axis=-1).min(1)
-        rest = text_points[np.argsort(-d)[: n - len(chosen)]]
-    else:
-        rest = text_points
-    return np.concatenate([chosen, rest]).reshape(-1, 2)
+    if len(chosen) < n:
+        if len(chosen):
+            d = np.linalg.norm(text_points[:, None] - chosen[None], axis=-1).min(1)
+            rest = text_points[np.argsort(-d)[: n - len(chosen)]]
+        else:
+            rest = text_points
+        chosen = np.concatenate([chosen, rest]).reshape(-1, 2)
+    if extra_threshold is None or not len(chosen):
+        return chosen
+    groups = padded_to_frame(select_points(grid, grid.size, patch_size, extra_threshold), frame_hw, image_size)
+    one_patch = patch_size * max(frame_hw) / image_size
+    far = [g for g in groups if np.linalg.norm(chosen - g, axis=1).min() > one_patch]
+    return np.concatenate([chosen, np.reshape(far, (-1, 2))]) if far else chosen
 
 
 def read_points(decode: str, text_points: np.ndarray, coverage, frame_hw: tuple[int, int], config) -> np.ndarray:
@@ -136,7 +151,8 @@ def read_points(decode: str, text_points: np.ndarray, coverage, frame_hw: tuple[
         return text_points
     cov = coverage.float().cpu().numpy() if isinstance(coverage, torch.Tensor) else np.asarray(coverage)
     return patch_points(cov, text_points, frame_hw, config.vision.image_size, config.vision.patch_size,
-                        count_from_selection=decode == "patch-count")
+                        count_from_selection=decode == "patch-count",
+                        extra_threshold=EXTRA_THRESHOLD if decode == "patch-extra" else None)
 
 
 def resolve_point_decode(mode: str | None, config) -> str:
