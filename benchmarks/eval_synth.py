@@ -90,6 +90,8 @@ def write_run(folder: Path, rows: list, info: dict) -> None:
 
 
 def main() -> None:
+    from videomolmo.model.point_head import POINT_DECODES
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model folder, or 'bundled' (default)")
     ap.add_argument("--clips", type=int, default=100)
@@ -106,7 +108,7 @@ def main() -> None:
                     help="context ablation(s) to score (repeatable; default normal)")
     ap.add_argument("--out", type=Path, help="write per-model run folders (rows.jsonl, summary.json) here")
     ap.add_argument("--name", action="append", help="run-folder name per --model (default: derived)")
-    ap.add_argument("--point-decode", choices=["text", "patch", "patch-count"],
+    ap.add_argument("--point-decode", choices=list(POINT_DECODES),
                     help="read points from the text or the patch-selection head (default: the model's own way)")
     ap.add_argument("--split", default="test", choices=["val", "test"],
                     help="seed stream of the pointing clips: choose settings on val, report test once")

@@ -89,6 +89,15 @@ def test_patch_extra_adds_the_groups_the_text_missed_and_keeps_none():
     assert patch_points(cov, two, (112, 112), 112, 14, extra_threshold=0.5).shape == (3, 2)
 
 
+def test_a_head_model_reads_patch_extra_by_default_a_text_model_its_digits():
+    from videomolmo.model.point_head import resolve_point_decode
+
+    assert resolve_point_decode(None, ModelConfig.from_name("test-tiny", **FLAT, point_head="patch")) == "patch-extra"
+    assert resolve_point_decode(None, ModelConfig.from_name("test-tiny", **FLAT)) == "text"
+    with pytest.raises(ConfigError, match="no patch pointing head"):
+        resolve_point_decode("patch-extra", ModelConfig.from_name("test-tiny", **FLAT))
+
+
 def test_patch_points_never_select_letterbox_padding():
     # A 2:1 frame fills rows 28..83 of the 112 px square: patch rows 0-1 and 6-7 are padding.
     assert content_fraction((240, 480), 112, 14)[:, 0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]

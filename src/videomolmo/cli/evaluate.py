@@ -57,7 +57,7 @@ def eval_cmd(
         help="How the model's points are read out: text (the coordinate digits) | patch (its patch-selection "
              "head places the points the text counts) | patch-count (the head's selected groups are the "
              "points) | patch-extra (patch, plus each further group the head selects that the text's points "
-             "missed). Default: patch for a model with that head, else text."),
+             "missed; the default for a model with that head, else text)."),
 ) -> None:
     """Evaluate a benchmark: predictions in the official layout, per-expression rows, a summary table."""
     from videomolmo.model.pointing import check_context_mode

@@ -156,8 +156,8 @@ def read_points(decode: str, text_points: np.ndarray, coverage, frame_hw: tuple[
 
 
 def resolve_point_decode(mode: str | None, config) -> str:
-    """`mode`, checked; None = the model's own way ("patch" with the head, else "text")."""
-    return check_point_decode(mode or ("patch" if getattr(config, "point_head", "text") == "patch" else "text"),
+    """`mode`, checked; None = the model's own way ("patch-extra" with the head, else "text")."""
+    return check_point_decode(mode or ("patch-extra" if getattr(config, "point_head", "text") == "patch" else "text"),
                               config)
 
 

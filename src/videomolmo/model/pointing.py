@@ -122,8 +122,10 @@ def point_video(model, processor, video, query: str, k: int | None = None, l: in
         context: inference-time context ablation (`apply_context_mode`): normal | repeat |
             shuffle (needs `context_video`, another clip) | none (module off, as temporal=False).
         point_decode: "text" (the coordinate digits), "patch" (the patch-selection head,
-            `point_head.py`, places the points the text counts) or "patch-count" (one point per
-            selected patch group); default: "patch" when the model has the head, else "text".
+            `point_head.py`, places the points the text counts), "patch-count" (one point per
+            selected patch group) or "patch-extra" ("patch" plus each further group the head
+            selects that the text's points missed); default: "patch-extra" when the model has
+            the head, else "text".
     Returns `VideoPoints` (a list of `FramePoints(frame_idx, text, points_px)`).
     """
     check_query(query)
