@@ -118,6 +118,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
+    from videomolmo.model.point_head import resolve_point_decode
     from videomolmo.training.heldout import evaluate_model, heldout_items
 
     results = {}
@@ -127,6 +128,8 @@ def main() -> None:
         raise SystemExit("give one --name per --model")
     for m, name in zip(models, names):
         model, proc = load(m)
+        # Recorded resolved: a default read-out can change between runs that eval-compare pairs.
+        decode = resolve_point_decode(a.point_decode, model.config)
         items = heldout_items(a.clips, seed=a.seed, split=a.split, preset=a.preset,
                               context=model.config.context_frames, size=model.config.vision.image_size)
         if a.kinds:
@@ -141,7 +144,7 @@ def main() -> None:
             if a.out:
                 write_run(a.out / (name if ctx == "normal" else f"{name}-{ctx}"), rows,
                           {"model": m, "context": ctx, "preset": a.preset, "clips": a.clips, "seed": a.seed, "split": a.split,
-                           "point_decode": a.point_decode})
+                           "point_decode": decode})
         res["pointing_s"] = round(time.perf_counter() - t0, 1)
         if a.no_temporal and model.config.temporal != "none":
             # Same weights, temporal module off: the paper's single-frame comparison.
@@ -152,7 +155,8 @@ def main() -> None:
             res["masks"] = mask_stage(model, proc, a.mask_clips, a.seed, a.mask_frames, a.k, a.tau, mrows,
                                      point_decode=a.point_decode)
             if a.out:
-                write_run(a.out / f"{name}-masks", mrows, {"model": m, "mask_clips": a.mask_clips, "seed": a.seed})
+                write_run(a.out / f"{name}-masks", mrows, {"model": m, "mask_clips": a.mask_clips, "seed": a.seed,
+                                                          "point_decode": decode})
             res["masks_s"] = round(time.perf_counter() - t0, 1)
         results[m] = res
         print(json.dumps({m: res}), flush=True)

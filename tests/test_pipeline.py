@@ -202,6 +202,13 @@ def test_eval_compare_and_context_ablation_options(synth_root: Path, tmp_path: P
     r = _eval(head + ["--out", str(tmp_path / "patch"), "--point-decode", "patch"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "patch" / "config.json").read_text())["extra"]["point_decode"] == "patch"
+    # Without --point-decode a head model's default read-out is recorded, so a run resumed under
+    # another read-out is refused instead of mixing the two in one summary.
+    r = _eval(head + ["--out", str(tmp_path / "default")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["extra"]["point_decode"] == "patch-extra"
+    r = runner.invoke(app, ["eval", *head, "--out", str(tmp_path / "default"), "--point-decode", "patch"])
+    assert r.exit_code == 2 and "point_decode" in r.output, r.output
 
 
 def test_eval_shards_merge_into_one_summary(synth_root: Path, tmp_path: Path):

@@ -74,6 +74,15 @@ def eval_cmd(
             raise ConfigError("--point-decode applies to --pointer model only")
         # Before the run folder is written: a model without the head is refused up front.
         check_point_decode(point_decode, model_config_of(model, preset))
+    elif pointer == "model" and method == "pipeline":
+        from videomolmo.model.point_head import resolve_point_decode
+        from videomolmo.pointers.model import model_config_of
+
+        mcfg = model_config_of(model, preset)
+        if getattr(mcfg, "point_head", "text") == "patch":
+            # Recorded in the run's settings: the default read-out of a head model has changed
+            # before (patch -> patch-extra), and a resumed run must not mix two read-outs.
+            point_decode = resolve_point_decode(None, mcfg)
     pointer_cls = pointer_class(pointer)
     if method not in ("pipeline", "sam3-text"):
         raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")
