@@ -91,10 +91,10 @@ def slug(rule: str) -> str:
 
 
 def write_rows(run: Path, rows: list[dict]) -> None:
+    from videomolmo.files import atomic_write_text
+
     run.mkdir(parents=True, exist_ok=True)
-    tmp = run / "rows.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(run / "rows.jsonl")
+    atomic_write_text(run / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 if __name__ == "__main__":

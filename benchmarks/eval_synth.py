@@ -90,7 +90,7 @@ def write_run(folder: Path, rows: list, info: dict) -> None:
 
 
 def main() -> None:
-    from videomolmo.model.point_head import POINT_DECODES
+    from videomolmo.model.point_head import POINT_DECODES, resolve_point_decode
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model folder, or 'bundled' (default)")
@@ -118,7 +118,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from videomolmo.model.point_head import resolve_point_decode
     from videomolmo.training.heldout import evaluate_model, heldout_items
 
     results = {}
@@ -128,7 +127,8 @@ def main() -> None:
         raise SystemExit("give one --name per --model")
     for m, name in zip(models, names):
         model, proc = load(m)
-        # Recorded resolved: a default read-out can change between runs that eval-compare pairs.
+        # Resolved once, used and recorded: a default read-out can change between runs that
+        # eval-compare pairs.
         decode = resolve_point_decode(a.point_decode, model.config)
         items = heldout_items(a.clips, seed=a.seed, split=a.split, preset=a.preset,
                               context=model.config.context_frames, size=model.config.vision.image_size)
@@ -140,7 +140,7 @@ def main() -> None:
             rows: list = []
             key = "pointing" if ctx == "normal" else f"pointing_context_{ctx}"
             res[key] = evaluate_model(model, proc, proc.tokenizer, items, context=ctx, rows=rows,
-                                      point_decode=a.point_decode)
+                                      point_decode=decode)
             if a.out:
                 write_run(a.out / (name if ctx == "normal" else f"{name}-{ctx}"), rows,
                           {"model": m, "context": ctx, "preset": a.preset, "clips": a.clips, "seed": a.seed, "split": a.split,
@@ -148,12 +148,13 @@ def main() -> None:
         res["pointing_s"] = round(time.perf_counter() - t0, 1)
         if a.no_temporal and model.config.temporal != "none":
             # Same weights, temporal module off: the paper's single-frame comparison.
-            res["pointing_no_temporal"] = evaluate_model(model, proc, proc.tokenizer, items, context="none")
+            res["pointing_no_temporal"] = evaluate_model(model, proc, proc.tokenizer, items, context="none",
+                                                         point_decode=decode)
         if a.mask_clips > 0:
             t0 = time.perf_counter()
             mrows: list = []
             res["masks"] = mask_stage(model, proc, a.mask_clips, a.seed, a.mask_frames, a.k, a.tau, mrows,
-                                     point_decode=a.point_decode)
+                                     point_decode=decode)
             if a.out:
                 write_run(a.out / f"{name}-masks", mrows, {"model": m, "mask_clips": a.mask_clips, "seed": a.seed,
                                                           "point_decode": decode})

@@ -66,23 +66,18 @@ def eval_cmd(
     check_context_mode(context)
     if context != "normal" and pointer != "model":
         raise ConfigError("--context applies to --pointer model only")
-    if point_decode is not None:
-        from videomolmo.model.point_head import check_point_decode
-        from videomolmo.pointers.model import model_config_of
-
-        if pointer != "model":
-            raise ConfigError("--point-decode applies to --pointer model only")
-        # Before the run folder is written: a model without the head is refused up front.
-        check_point_decode(point_decode, model_config_of(model, preset))
-    elif pointer == "model" and method == "pipeline":
+    if point_decode is not None and pointer != "model":
+        raise ConfigError("--point-decode applies to --pointer model only")
+    if pointer == "model" and (point_decode is not None or method == "pipeline"):
         from videomolmo.model.point_head import resolve_point_decode
         from videomolmo.pointers.model import model_config_of
 
         mcfg = model_config_of(model, preset)
-        if getattr(mcfg, "point_head", "text") == "patch":
-            # Recorded in the run's settings: the default read-out of a head model has changed
-            # before (patch -> patch-extra), and a resumed run must not mix two read-outs.
-            point_decode = resolve_point_decode(None, mcfg)
+        # Checked before the run folder is written (a model without the head is refused up
+        # front). A head model's default is resolved and recorded in the run's settings: it has
+        # changed before (patch -> patch-extra), and a resumed run must not mix two read-outs.
+        if point_decode is not None or getattr(mcfg, "point_head", "text") == "patch":
+            point_decode = resolve_point_decode(point_decode, mcfg)
     pointer_cls = pointer_class(pointer)
     if method not in ("pipeline", "sam3-text"):
         raise ConfigError(f"--method must be 'pipeline' or 'sam3-text', got {method!r}")

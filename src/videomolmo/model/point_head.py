@@ -34,7 +34,7 @@ POINT_DECODES = ("text", "patch", "patch-count", "patch-extra")
 # (the head is trained on covered fractions; 0.5 = "mostly the object").
 SELECT_THRESHOLD = 0.5
 # "patch-extra" adds a group only where the head is this sure (chosen on the val stream,
-# BENCHMARKS.md "Counting from the head's extra groups").
+# BENCHMARKS.md "Reading the count from the head too").
 EXTRA_THRESHOLD = 0.5
 
 
