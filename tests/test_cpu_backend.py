@@ -350,3 +350,32 @@ def test_propagation_past_the_frame_edge_ends_empty_without_warnings():
         warnings.simplefilter("error")
         last = [(objs[1].sum(), pred.object_score(st, fi, 1)) for fi, objs in pred.propagate(st, 0, 7)][-1]
     assert last == (0, 0.0)
+
+
+def test_size_boxes_revote_small_objects_with_boxes_sized_from_the_first_vote(monkeypatch):
+    """With `size_boxes` the boxes are voted a second time at f x R (R the first vote's equivalent
+    radius), and only when R is under the gate."""
+    img = np.full((120, 160, 3), 40, np.uint8)
+    cv2.circle(img, (80, 60), 8, (230, 200, 30), -1)
+    point = np.array([[80.0, 60.0]])
+    seen: list[list[float] | None] = []
+    for gate, revotes in ((0.3, True), (0.01, False)):
+        p = CpuPredictor(work_height=120, motion_weight=0.0, size_boxes=(1.0, 2.0), size_gate=gate)
+        real = p._colour_votes
+        seen.clear()
+
+        def spy(img, pos, neg, halves=None, real=real):
+            seen.append(halves)
+            return real(img, pos, neg, halves)
+
+        monkeypatch.setattr(p, "_colour_votes", spy)
+        m = p.predict_image(img, point)
+        radius = np.sqrt(m.sum() / np.pi)
+        assert iou(m, cv2.circle(np.zeros((120, 160), np.uint8), (80, 60), 8, 1, -1) > 0) > 0.8
+        assert len(seen) == (2 if revotes else 1) and seen[0] is None
+        if revotes:
+            assert seen[1] == pytest.approx([max(4.0, radius), max(4.0, 2 * radius)], rel=0.15)
+    with pytest.raises(ConfigError, match="size_boxes"):
+        CpuPredictor(size_boxes=(0.0,))
+    with pytest.raises(ConfigError, match="size_gate"):
+        CpuPredictor(size_gate=3.0)
