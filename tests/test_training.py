@@ -307,3 +307,61 @@ def test_every_curriculum_loads_and_the_cli_help_names_them_all():
     # The CLI keeps its own copy of the names (its start-up imports no training code).
     help_text = inspect.signature(train_cmd).parameters["curriculum"].default.help
     assert help_text == " | ".join(CURRICULA)
+
+
+def test_saved_models_record_their_data_and_a_chained_run_warns_on_a_replay(tmp_path, recwarn):
+    """`trained_on` lists the init's streams then the run's own; chaining with the same seed and
+    curriculum warns (Stages 7-12 replayed one stream six times), a new seed does not."""
+    import warnings
+
+    from videomolmo.training.lineage import DataReplayWarning, streams_of
+
+    first = train(TrainConfig.from_name("test", steps=2, checkpoint_every=2), tmp_path / "a", progress=False)
+    assert streams_of(first.final) == [{"data": "synth", "seed": 0, "examples": 4, "curriculum": "mix"}]
+    assert not [w for w in recwarn if issubclass(w.category, DataReplayWarning)]
+
+    with pytest.warns(DataReplayWarning, match="seed 0.*another --seed"):
+        again = train(TrainConfig.from_name("test", steps=1, init=str(first.final)), tmp_path / "b",
+                      progress=False)
+    assert [s["seed"] for s in streams_of(again.final)] == [0, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataReplayWarning)
+        fresh = train(TrainConfig.from_name("test", steps=1, seed=1, init=str(again.final)), tmp_path / "c",
+                      progress=False)
+        # Another curriculum is another stream too.
+        train(TrainConfig.from_name("test", steps=1, curriculum="single", init=str(again.final)),
+              tmp_path / "d", progress=False)
+    assert [s["seed"] for s in streams_of(fresh.final)] == [0, 0, 1]
+    from videomolmo.training.export import export_bundle
+
+    bundle = export_bundle(fresh.final, tmp_path / "bundle").with_suffix(".json")
+    assert [s["seed"] for s in json.loads(bundle.read_text())["training"]["trained_on"]] == [0, 0, 1]
+    # A folder saved before `trained_on` existed: the run next to it tells its last stream.
+    legacy = tmp_path / "legacy" / "final"
+    legacy.mkdir(parents=True)
+    cfg = json.loads((first.final / "config.json").read_text())
+    del cfg["trained_on"]
+    (legacy / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "legacy" / "train_config.json").write_text(
+        json.dumps({"data": "synth", "seed": 3, "curriculum": "mix", "steps": 10, "batch_size": 8}))
+    assert streams_of(legacy) == [{"data": "synth", "seed": 3, "examples": 80, "curriculum": "mix"}]
+    assert streams_of(tmp_path / "nowhere") == []
+
+
+def test_train_cli_says_when_a_chained_run_replays_its_init_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from videomolmo.cli import app
+
+    runner = CliRunner()
+    base = ["train", "--preset", "test", "--steps", "1", "--threads", "1"]
+    first = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    assert "warning:" not in first.output
+    again = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "final")])
+    assert again.exit_code == 0, again.output
+    assert "warning:" in again.output and "another --seed" in again.output
+    assert "DataReplayWarning" not in again.output  # said once, as a CLI line
+    fresh = runner.invoke(app, [*base, "--out", str(tmp_path / "c"), "--seed", "1", "--init",
+                                str(tmp_path / "a" / "final")])
+    assert fresh.exit_code == 0 and "warning:" not in fresh.output, fresh.output

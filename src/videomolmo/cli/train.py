@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
-from videomolmo.cli.app import command, console
+from videomolmo.cli.app import command, console, err_console
 from videomolmo.errors import CheckpointError, ConfigError, DatasetError
 from videomolmo.files import check_safetensors, ensure_writable_dir
 from videomolmo.training.examples import Curriculum
@@ -163,7 +164,16 @@ def train_cmd(
             kinds = " ".join(f"{k} {v['f1']:.2f}" for k, v in e.items() if isinstance(v, dict))
             console.print(f"step {row['step']}: held-out F1 {e['f1']:.3f} ({kinds})")
 
-    result = train(cfg, out, resume=resume, on_log=show, stop_at=stop_at)
+    import warnings
+
+    from videomolmo.training.lineage import DataReplayWarning, replay_note
+
+    note = None if resume else replay_note(cfg)
+    if note:
+        err_console.print(Text.assemble(("warning:", "bold yellow"), " ", note), highlight=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataReplayWarning)  # said above, once
+        result = train(cfg, out, resume=resume, on_log=show, stop_at=stop_at)
     console.print(f"saved {result.final} (step {result.step})")
 
 

@@ -337,8 +337,10 @@ def _check_hf_config(directory: Path, cfg: ModelConfig) -> None:
 
 
 # -- our own format ----------------------------------------------------------------------------
-def save_pretrained(model, directory: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write `config.json` + `model.safetensors` into `directory`, each atomically."""
+def save_pretrained(model, directory: str | Path, metadata: dict[str, str] | None = None,
+                    trained_on: list[dict] | None = None) -> Path:
+    """Write `config.json` + `model.safetensors` into `directory`, each atomically; `trained_on`
+    (the data streams behind the weights, `videomolmo.training.lineage`) goes into the config."""
     from safetensors.torch import save_file
 
     out = Path(directory)
@@ -346,6 +348,8 @@ def save_pretrained(model, directory: str | Path, metadata: dict[str, str] | Non
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
              if k not in _non_persistent(model)}
     config = {"format": FORMAT_TAG, "model": model.config.to_dict()}
+    if trained_on is not None:
+        config["trained_on"] = trained_on
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
     atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True))

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -203,10 +204,10 @@ def load_vision_init(model, path: str | Path) -> int:
     return len(state)
 
 
-def save_model(model, out: str | Path) -> Path:
+def save_model(model, out: str | Path, trained_on: list[dict] | None = None) -> Path:
     """Weights (`model.safetensors`) + `config.json` (`videomolmo.model.checkpoint` format), so
     `from_pretrained(out)` loads it."""
-    return save_pretrained(model, out)
+    return save_pretrained(model, out, trained_on=trained_on)
 
 
 def load_model_weights(model, path: str | Path) -> None:
@@ -318,6 +319,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     import torch.distributed as dist
 
     from videomolmo.training.examples import Curriculum, SynthStream
+    from videomolmo.training.lineage import DataReplayWarning, replay_note, stream_record, streams_of
     out = Path(out)
     rank, world, local = _dist_info()
     distributed = world > 1
@@ -399,6 +401,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         stream.set_state(extra["streams"][str(rank)] if "streams" in extra else extra["stream"])
         cpu_before = float(extra.get("cpu_s", 0.0))
         examples_seen = int(extra.get("examples", 0))
+    if is_main and ck is None and (note := replay_note(cfg)):
+        warnings.warn(note, DataReplayWarning, stacklevel=2)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -544,7 +548,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         model = VideoMolmo(mcfg)
         model.load_state_dict(state)
     if is_main:
-        save_model(model, final)
+        save_model(model, final, trained_on=[*streams_of(cfg.init), stream_record(cfg, examples_seen)])
     if distributed:
         dist.barrier()
     return TrainResult(final=final, model=model, step=step)
