@@ -28,12 +28,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, training: dict | N
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if (model_dir / "config.json").is_file():
-        from videomolmo.training.lineage import streams_of
-
         cfg = read_config(model_dir)
         state = load_file(str(model_dir / "model.safetensors"))
-        if streams := streams_of(model_dir):
-            training = {**(training or {}), "trained_on": streams}
     else:
         ck = latest_checkpoint(model_dir)
         if ck is None or not (model_dir / "model_config.json").is_file():
