@@ -159,3 +159,24 @@ def test_hard_absent_names_a_present_colour_in_an_absent_shape():
     assert n_hard > 40 and hard > 0.8 > easy + 0.2
     with pytest.raises(ConfigError):
         SynthConfig(hard_absent=1.5)
+
+
+def test_count_preset_asks_mostly_counting_queries_over_larger_groups():
+    from collections import Counter
+
+    def draw(name):
+        rng, kinds, sizes = np.random.default_rng(0), Counter(), []
+        for _ in range(150):
+            clip = generate_clip(rng, SynthConfig.from_name(name, frames=5))
+            for e in clip.expressions:
+                kinds[e.kind] += 1
+                if e.kind == "count":
+                    sizes.append(len(clip.target_points(e.obj_ids, 4)))
+        return kinds, sum(n >= 3 for n in sizes)
+
+    kinds, big = draw("count")
+    eval_kinds, eval_big = draw("eval")
+    assert kinds["count"] > 0.5 * sum(kinds.values()) > 0
+    assert eval_kinds["count"] < 0.3 * sum(eval_kinds.values())
+    assert big > 2 * eval_big  # groups of 3 and more to count, from the same number of clips
+    assert kinds["absent"] == 0

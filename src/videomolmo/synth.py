@@ -103,7 +103,8 @@ class SynthConfig:
     def from_name(cls, name: str, **overrides) -> "SynthConfig":
         """Named presets: `default`, `single` (one sprite, appearance only: curriculum stage 1),
         `few` (2-4 sprites), `motion` (mostly motion-only queries), `eval` (the benchmark mix),
-        `shape-text` (counting and absent queries that only the shape answers: training only)."""
+        `shape-text` (counting and absent queries that only the shape answers: training only),
+        `count` (4-8 sprites, mostly counting queries: training only)."""
         presets = {
             "default": cls(),
             "eval": cls(),
@@ -114,6 +115,9 @@ class SynthConfig:
                           kind_weights=(0.2, 0.8, 0.0, 0.0, 0.0, 0.2)),
             "shape-text": cls(min_sprites=3, max_sprites=6,
                               kind_weights=(0.3, 0.0, 0.15, 0.3, 0.3, 0.0), hard_absent=0.8),
+            # Larger groups to count (the bundled model under-counts 3 and more).
+            "count": cls(min_sprites=4, max_sprites=8, motion_group_prob=1.0,
+                         kind_weights=(0.15, 0.15, 0.1, 0.6, 0.0, 0.0)),
         }
         if name not in presets:
             raise ConfigError(f"synth: unknown preset {name!r}; choose from {sorted(presets)}")

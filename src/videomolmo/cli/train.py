@@ -11,7 +11,7 @@ from rich.text import Text
 from videomolmo.cli.app import command, console, err_console
 from videomolmo.errors import CheckpointError, ConfigError, DatasetError
 from videomolmo.files import check_safetensors, ensure_writable_dir
-from videomolmo.training.examples import Curriculum
+from videomolmo.training.examples import CURRICULA, Curriculum
 
 
 def _check_weights(folder: Path) -> None:
@@ -84,7 +84,7 @@ def train_cmd(
     temporal: Optional[str] = typer.Option(None, "--temporal",
                                            help="Temporal module: a name registered in videomolmo.model.temporal "
                                                 "(`videomolmo info --registries` lists them)."),
-    curriculum: Optional[str] = typer.Option(None, "--curriculum", help="probe2 | short | mix | motion | motion-stage | single | shape-text"),
+    curriculum: Optional[str] = typer.Option(None, "--curriculum", help=" | ".join(CURRICULA)),
     seed: Optional[int] = typer.Option(None, "--seed"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every"),

@@ -88,6 +88,8 @@ CURRICULA: dict[str, list[tuple[float, dict[str, float]]]] = {
     "motion-stage": [(1.0, {"motion": 0.5, "few": 0.3, "default": 0.2})],
     "single": [(1.0, {"single": 1.0})],
     "shape-text": [(1.0, {"shape-text": 0.35, "few": 0.25, "default": 0.15, "motion": 0.25})],
+    # shape-text with its `default` share (and some of `few`) moved to large counting groups.
+    "count-text": [(1.0, {"shape-text": 0.35, "count": 0.25, "few": 0.15, "motion": 0.25})],
 }
 
 
