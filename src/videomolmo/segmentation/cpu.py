@@ -488,18 +488,18 @@ class CpuPredictor(MaskPredictor):
         if len(pos) == 0:
             return np.zeros(img.shape[:2], bool), 0.0
         cfg = self.config
-        votes, total = self._colour_votes(img, pos, neg)
-        if motion is not None and cfg.motion_weight > 0:
-            votes += cfg.motion_weight * motion
-            total += cfg.motion_weight
-        mask = _keep_components(votes >= cfg.vote_fraction * total - 1e-6, pos)
-        radius = float(np.sqrt(mask.sum() / np.pi))
-        if cfg.size_boxes and 0 < radius < cfg.size_gate * min(img.shape[:2]):
-            votes, total = self._colour_votes(img, pos, neg, [max(4.0, f * radius) for f in cfg.size_boxes])
+
+        def vote(halves: list[float] | None) -> tuple[np.ndarray, float, np.ndarray]:
+            votes, total = self._colour_votes(img, pos, neg, halves)
             if motion is not None and cfg.motion_weight > 0:
                 votes += cfg.motion_weight * motion
                 total += cfg.motion_weight
-            mask = _keep_components(votes >= cfg.vote_fraction * total - 1e-6, pos)
+            return votes, total, _keep_components(votes >= cfg.vote_fraction * total - 1e-6, pos)
+
+        votes, total, mask = vote(None)
+        radius = float(np.sqrt(mask.sum() / np.pi))
+        if cfg.size_boxes and 0 < radius < cfg.size_gate * min(img.shape[:2]):
+            votes, total, mask = vote([max(4.0, f * radius) for f in cfg.size_boxes])
         stability = float(votes[mask].mean() / total) if mask.any() else 0.0
         share = votes / total
         score = share

@@ -20,14 +20,18 @@ class DataReplayWarning(UserWarning):
     """A training run starts from a model that was already trained on the run's own data stream."""
 
 
+def _record(data: str, seed: int, curriculum: str | None, split: str | None, examples: int) -> dict:
+    rec = {"data": data, "seed": int(seed), "examples": int(examples)}
+    if data == "synth":
+        rec["curriculum"] = curriculum
+    else:
+        rec["split"] = split
+    return rec
+
+
 def stream_record(cfg, examples: int) -> dict:
     """What identifies the run's data (and how much of it was drawn)."""
-    rec = {"data": cfg.data, "seed": int(cfg.seed), "examples": int(examples)}
-    if cfg.data == "synth":
-        rec["curriculum"] = cfg.curriculum
-    else:
-        rec["split"] = cfg.data_split
-    return rec
+    return _record(cfg.data, cfg.seed, cfg.curriculum, cfg.data_split, examples)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -51,13 +55,8 @@ def streams_of(init: str | Path | None) -> list[dict]:
     run = _read_json(folder.parent / "train_config.json") if folder.name == "final" else None
     if not run or "seed" not in run:
         return []
-    rec = {"data": run.get("data", "synth"), "seed": run["seed"],
-           "examples": int(run.get("steps", 0)) * int(run.get("batch_size", 0)) * int(run.get("grad_accum", 1))}
-    if rec["data"] == "synth":
-        rec["curriculum"] = run.get("curriculum")
-    else:
-        rec["split"] = run.get("data_split")
-    return [rec]
+    examples = int(run.get("steps", 0)) * int(run.get("batch_size", 0)) * int(run.get("grad_accum", 1))
+    return [_record(run.get("data", "synth"), run["seed"], run.get("curriculum"), run.get("data_split"), examples)]
 
 
 def replay_note(cfg) -> str | None:
