@@ -100,6 +100,9 @@ def train_cmd(
     attribute_at: Optional[str] = typer.Option(
         None, "--attribute-at", help="Where the attribute loss reads: head (the grounding head's layer) | input "
                                      "(the decoder's input, the connector's output)."),
+    count_weight: Optional[float] = typer.Option(
+        None, "--count-weight", help="Weight of the answer tokens that decide how many points are given "
+                                     "(1 = the plain answer loss)."),
     freeze: Optional[str] = typer.Option(
         None, "--freeze", help="Comma-separated parts kept frozen: vision, connector, temporal, llm."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch default)."),
@@ -123,7 +126,8 @@ def train_cmd(
         precision=precision, curriculum=curriculum, seed=seed, checkpoint_every=checkpoint_every,
         eval_every=eval_every, grounding_weight=grounding_weight,
         grounding_layer=grounding_layer, motion_weight=motion_weight,
-        attribute_weight=attribute_weight, attribute_at=attribute_at).items() if v is not None}
+        attribute_weight=attribute_weight, attribute_at=attribute_at,
+        count_weight=count_weight).items() if v is not None}
     if freeze is not None:
         overrides["freeze"] = tuple(p.strip() for p in freeze.split(",") if p.strip())
     overrides["data"] = data

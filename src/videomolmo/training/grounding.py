@@ -84,8 +84,14 @@ class TrainModule(nn.Module):
         targets = batch.pop("patch_targets", None)
         motion = batch.pop("motion_targets", None)
         attributes = batch.pop("attribute_targets", None)
+        label_weights = batch.pop("label_weights", None)
         out = self.model(**batch, hidden_layer=self.layer)
         total = out.loss
+        if label_weights is not None:
+            from videomolmo.training.count_decisions import weighted_answer_loss
+
+            # The plain answer loss is still what is returned and logged, so runs compare.
+            total = weighted_answer_loss(out.logits, batch["labels"], label_weights)
         if self.motion_head is not None:
             if motion is None:
                 raise ConfigError("train: the motion loss needs motion targets for every example")

@@ -83,6 +83,9 @@ class TrainConfig:
     # (`attributes.py`; 0 = off).
     attribute_weight: float = 0.0
     attribute_at: str = "head"  # or "input": the decoder's input (the connector's output)
+    # Weight of the answer tokens that decide the point count (`count_decisions.py`; 1 = the
+    # plain answer loss).
+    count_weight: float = 1.0
     # Parameter groups (vision / connector / temporal / llm) kept frozen: the motion stage
     # trains only the temporal module and the connector.
     freeze: tuple[str, ...] = ()
@@ -98,7 +101,7 @@ class TrainConfig:
             raise ConfigError(f"train: --freeze takes vision, connector, temporal, llm; got {sorted(bad)}")
         self.freeze = tuple(self.freeze)  # type: ignore[assignment]
         for name in ("lr_llm", "lr_vision", "lr_connector", "lr_temporal", "grounding_weight", "motion_weight",
-                     "attribute_weight"):
+                     "attribute_weight", "count_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"train: {name} must be >= 0, got {getattr(self, name)}")
         from videomolmo.training.attributes import check_attribute_at
@@ -471,6 +474,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                 exs = stream.batch(cfg.batch_size, step)
                 feats = [proc(e.frame, e.context, e.query, e.answer) for e in exs]
                 batch = collate(feats, tok.pad_token_id, padding_side="right")
+                if cfg.count_weight != 1.0:
+                    from videomolmo.training.count_decisions import decision_weights
+                    batch["label_weights"] = decision_weights(batch["labels"], tok, cfg.count_weight)
                 if module.motion_head is not None:
                     from videomolmo.training.motion import motion_targets, stack_motion_targets
                     batch["motion_targets"] = stack_motion_targets(
