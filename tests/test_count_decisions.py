@@ -56,6 +56,29 @@ def test_weights_mark_exactly_the_decision_tokens_of_each_row():
         decision_weights(batch["labels"], tok, -1.0)
 
 
+class _PairTokenizer:
+    """Two characters a token, as a BPE vocabulary merges them: decisions fall inside tokens."""
+
+    eos_token_id = 10**6
+
+    def __init__(self, text):
+        self.pieces = [text[i:i + 2] for i in range(0, len(text), 2)]
+
+    def decode(self, ids):
+        return "".join(self.pieces[i] for i in ids)
+
+
+def test_a_multi_character_token_holding_a_decision_is_a_decision_token():
+    text = " " + format_points_percent([[10, 20], [30, 40]], label="circles")
+    tok = _PairTokenizer(text)
+    labels = torch.tensor([[IGNORE_INDEX, *range(len(tok.pieces))]])
+    w = decision_weights(labels, tok, 4.0)[0, 1:]
+    marked = [tok.pieces[i] for i in range(len(tok.pieces)) if w[i] == 4.0]
+    expected = sorted({o // 2 for o in decision_offsets(text)})
+    assert marked == [tok.pieces[i] for i in expected]
+    assert len(marked) == 4 and all(c in "".join(marked) for c in "<sxa")
+
+
 def test_weighted_loss_is_the_plain_loss_at_weight_one_and_grows_with_the_decisions():
     cfg, tok, batch = _batch([format_points_percent([[10, 20], [30, 40], [50, 60]], label="circles")])
     torch.manual_seed(0)

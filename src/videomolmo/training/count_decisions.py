@@ -45,7 +45,7 @@ def decision_weights(labels: torch.Tensor, tokenizer, weight: float) -> torch.Te
     """(B, L) float weights for `labels` (IGNORE_INDEX outside the answer): `weight` at the
     tokens holding a count decision, 1 at every other labelled token, 0 elsewhere. Character
     offsets map to tokens by decoding the answer one token at a time, so a multi-character
-    token (a BPE vocabulary) counts as a decision when its first character is one."""
+    token (a BPE vocabulary's ' x2', say) is a decision token when it holds a decision character."""
     if not weight >= 0:
         raise ConfigError(f"train: the count-decision weight must be >= 0, got {weight}")
     out = (labels != IGNORE_INDEX).float()
@@ -55,13 +55,14 @@ def decision_weights(labels: torch.Tensor, tokenizer, weight: float) -> torch.Te
         if getattr(tokenizer, "eos_token_id", None) in ids:
             cut = ids.index(tokenizer.eos_token_id)
             pos, ids = pos[:cut], ids[:cut]
-        starts, n = [], 0
+        spans, n = [], 0
         for i in ids:
-            starts.append(n)
-            n += len(tokenizer.decode([i]))
-        wanted = set(decision_offsets(tokenizer.decode(ids)))
-        for p, s in zip(pos, starts):
-            if s in wanted:
+            k = len(tokenizer.decode([i]))
+            spans.append((n, n + k))
+            n += k
+        wanted = decision_offsets(tokenizer.decode(ids))
+        for p, (lo, hi) in zip(pos, spans):
+            if any(lo <= o < hi for o in wanted):
                 out[b, p] = weight
     return out
 
