@@ -423,6 +423,26 @@ def markdown_tables(results_dir: Path) -> str:
 
 
 
+def compare_results(a_path: Path, b_path: Path) -> str:
+    """Paired B - A over the sequences both result files hold (two backend settings run on the
+    same anchor points), each k=5 strategy both hold, per group."""
+    a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
+    seqs = sorted(set(a["sequences"]) & set(b["sequences"]))
+    merged = {q: {"per_frame_jf": {**{f"A {n}": v for n, v in a["sequences"][q]["per_frame_jf"].items()},
+                                    **{f"B {n}": v for n, v in b["sequences"][q]["per_frame_jf"].items()}}}
+              for q in seqs}
+    names = sorted(set.intersection(*(set(a["sequences"][q]["per_frame_jf"]) & set(b["sequences"][q]["per_frame_jf"])
+                                      for q in seqs))) if seqs else []
+    lines = [f"B = {b_path}, A = {a_path}: {', '.join(seqs)}"]
+    for g, members in (("all", seqs), ("tuned", [q for q in seqs if q not in HELD_OUT]),
+                       ("held-out", [q for q in seqs if q in HELD_OUT])):
+        for n in names:
+            ci = paired_ci(merged, members, f"B {n}", f"A {n}") if members else None
+            if ci is not None:
+                lines.append(f"- {g}, {n}: {ci['diff']:+.3f} (95 % CI {ci['ci95'][0]:+.3f} .. {ci['ci95'][1]:+.3f})")
+    return "\n".join(lines)
+
+
 def parse_overrides(items: list[str]) -> dict:
     """`--set KEY=VALUE` items -> CpuConfig overrides (values parsed as JSON when they are)."""
     overrides = {}
@@ -454,7 +474,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="diagnostic: ground-truth masks at the anchors (measures propagation + fusion only)")
     ap.add_argument("--tables", action="store_true",
                     help="print the BENCHMARKS.md tables from the result files next to --out and exit")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
+                    help="paired per-frame J&F B - A of two result files (same points), per k=5 strategy and "
+                         "group, and exit")
     args = ap.parse_args(argv)
+    if args.compare:
+        print(compare_results(*args.compare))
+        return 0
     if args.tables:
         print(markdown_tables(args.out.parent))
         return 0

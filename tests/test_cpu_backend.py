@@ -379,3 +379,35 @@ def test_size_boxes_revote_small_objects_with_boxes_sized_from_the_first_vote(mo
         CpuPredictor(size_boxes=(0.0,))
     with pytest.raises(ConfigError, match="size_gate"):
         CpuPredictor(size_gate=3.0)
+
+
+def test_colour_separation_measures_the_anchor_colour_model_and_scales_its_trust():
+    frames = _square_video(5)
+    pred = CpuPredictor(work_height=96)
+    small = pred._small(frames[0])[0]
+    square = small[..., 1] == 30
+    _, inside, sep = pred._appearance(small, square)
+    assert sep > 0.8 and inside > 0.9  # red on grey: colour tells them apart
+    grey = np.zeros_like(square)
+    grey[10:40, 60:90] = True  # a patch of the background: the ring has the same colours
+    assert abs(pred._appearance(small, grey)[2]) < 0.15
+
+    def walk(p, separation=None):
+        st = p.init_state(frames)
+        p.add_points(st, 0, 1, [[35, 45]])
+        if separation is not None:
+            lut, inside, _ = st.extra["appearance"][1]
+            st.extra["appearance"][1] = (lut, inside, separation)
+        return [objs[1] for _, objs in p.propagate(st, 0, 4)]
+
+    # A colour model with no separation gets no say: the walk is the warp's alone.
+    untrusted = walk(CpuPredictor(work_height=96, colour_trust_separation=0.3), separation=0.0)
+    warp_only = walk(CpuPredictor(work_height=96, warp_weight=1.0, occluded_warp_weight=1.0))
+    assert all((a == b).all() for a, b in zip(untrusted, warp_only))
+    # At or above s0 the option changes nothing.
+    trusted = walk(CpuPredictor(work_height=96, colour_trust_separation=0.3))
+    default = walk(CpuPredictor(work_height=96))
+    assert all((a == b).all() for a, b in zip(trusted, default))
+    assert any((a != b).any() for a, b in zip(default, warp_only))  # the colour model does act here
+    with pytest.raises(ConfigError, match="colour_trust_separation"):
+        CpuPredictor(colour_trust_separation=1.5)

@@ -133,6 +133,12 @@ class CpuConfig:
     lost_ratio: the object is declared lost (empty mask, score 0) when the mean P(object |
         colour) over its warped mask falls below this fraction of that mean at the anchor
         (occluded, or gone from the frame, while the flow over the background looks fine).
+    colour_trust_separation: s0 > 0 scales the colour model's weight in propagation by
+        min(1, d / s0), d = the model's own separation at the anchor (mean P(object | colour)
+        over the anchor mask minus over its ring). A model that cannot tell the object from its
+        surroundings would otherwise drop the same parts on both sides of the fusion; 0 = off.
+        Measured no effect (BENCHMARKS.md): d at davis16-mini's anchors is 0.24-0.78, the
+        colour model separates at the anchor even where propagation loses parts.
     anchor_colour_weight: point -> mask ends with one colour-model pass: a colour table of the
         voted mask against a ring of its surroundings (`anchor_colour_bins` per channel, ring
         `anchor_ring_width` mask diameters wide) re-decides every pixel as
@@ -173,6 +179,7 @@ class CpuConfig:
     fb_tolerance: float = 1.0
     keep_threshold: float = 0.6
     lost_ratio: float = 0.5
+    colour_trust_separation: float = 0.0
     anchor_colour_weight: float = 0.5
     anchor_colour_bins: int = 16
     anchor_ring_width: float = 0.3
@@ -194,6 +201,9 @@ class CpuConfig:
             raise ConfigError(f"cpu backend: motion_thresholds must be in (0, 2], got {self.motion_thresholds}")
         if self.refine not in ("grabcut", "none"):
             raise ConfigError(f"cpu backend: refine must be 'grabcut' or 'none', got {self.refine!r}")
+        if not 0 <= self.colour_trust_separation <= 1:
+            raise ConfigError(f"cpu backend: colour_trust_separation must be in [0, 1], "
+                              f"got {self.colour_trust_separation}")
         if self.propagation not in ("appearance", "warp"):
             raise ConfigError(
                 f"cpu backend: propagation must be 'appearance' or 'warp', got {self.propagation!r}"
@@ -509,7 +519,7 @@ class CpuPredictor(MaskPredictor):
             # the click's surroundings; a colour table of the voted mask against its own
             # surroundings then re-decides each pixel, so colours the mask is mostly made of
             # are kept wherever they touch it, and colours of the ring are dropped.
-            lut, _ = self._appearance(img, mask, self.config.anchor_colour_bins, self.config.anchor_ring_width)
+            lut, *_ = self._appearance(img, mask, self.config.anchor_colour_bins, self.config.anchor_ring_width)
             colour = lut[self._colour_index(img, self.config.anchor_colour_bins)]
             score = (1 - wc) * share + wc * colour
             refined = _keep_components(score >= self.config.vote_fraction, pos)
@@ -632,10 +642,11 @@ class CpuPredictor(MaskPredictor):
 
     def _appearance(
         self, img: np.ndarray, mask: np.ndarray, bins: int | None = None, ring_width: float | None = None
-    ) -> tuple[np.ndarray, float] | None:
+    ) -> tuple[np.ndarray, float, float] | None:
         """P(object | colour) as a lookup table over quantised RGB, learnt at the anchor from the
-        mask against a ring of its surroundings (the colours it must be told apart from), and
-        the table's mean over the anchor mask (how much the object looks like itself there)."""
+        mask against a ring of its surroundings (the colours it must be told apart from), the
+        table's mean over the anchor mask (how much the object looks like itself there) and that
+        mean minus the table's mean over the ring (how well colour separates the two)."""
         if not mask.any():
             return None
         diam = 2.0 * np.sqrt(mask.sum() / np.pi)
@@ -651,7 +662,8 @@ class CpuPredictor(MaskPredictor):
         pf = (fg + 1) / (fg.sum() + nb)
         pb = (bg + 1) / (bg.sum() + nb)
         lut = (pf / (pf + pb)).astype(np.float32)
-        return lut, float(lut[idx[mask]].mean())
+        inside = float(lut[idx[mask]].mean())
+        return lut, inside, inside - (float(lut[idx[ring]].mean()) if ring.any() else 0.5)
 
     def _step(
         self,
@@ -698,7 +710,7 @@ class CpuPredictor(MaskPredictor):
                 outside = (mx < 0) | (mx > w - 1) | (my < 0) | (my > h - 1)
                 reliable = (err <= cfg.fb_tolerance + 0.1 * np.linalg.norm(flow, axis=2)) & ~outside
                 colour_idx = self._colour_index(img)
-            lut, anchor_match = model
+            lut, anchor_match, separation = model
             colour = lut[colour_idx]
             if colour[warped].mean() < cfg.lost_ratio * anchor_match:
                 # Whatever the flow carried here does not look like the object any more
@@ -706,6 +718,8 @@ class CpuPredictor(MaskPredictor):
                 out[oid], scores[oid] = np.zeros_like(warped), 0.0
                 continue
             a = np.where(reliable, cfg.warp_weight, cfg.occluded_warp_weight).astype(np.float32)
+            if cfg.colour_trust_separation > 0:
+                a = 1 - (1 - a) * min(1.0, max(0.0, separation) / cfg.colour_trust_separation)
             score = a * soft + (1 - a) * colour
             # Only near the warped mask: the colour model alone would find every look-alike.
             diam = 2.0 * np.sqrt(warped.sum() / np.pi)
