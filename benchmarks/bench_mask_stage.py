@@ -210,9 +210,15 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
                     branch = "one side empty" if not (f.any() and b.any()) else (
                         "intersection" if mask_iou(f, b) >= 0.7 else "union")
                     near = f if (t - seg.start) <= (seg.end - t) else b
+                    fused = fuse(f, b, 0.7) if f.any() or b.any() else f
                     diag.append({"branch": branch, "J_forward": scorer(t, f)[0], "J_backward": scorer(t, b)[0],
-                                 "J_fused": scorer(t, fuse(f, b, 0.7) if f.any() or b.any() else f)[0],
-                                 "J_nearest": scorer(t, near)[0], "iou_sides": mask_iou(f, b)})
+                                 "J_fused": scorer(t, fused)[0],
+                                 "J_nearest": scorer(t, near)[0], "iou_sides": mask_iou(f, b),
+                                 # Do the sides lose parts (recall) or spill (precision), and how
+                                 # fast with the distance from their anchor?
+                                 "steps_forward": t - seg.start, "steps_backward": seg.end - t,
+                                 **{f"{x}_{name}": v for name, m in (("forward", f), ("backward", b), ("fused", fused))
+                                    for x, v in zip(("P", "R"), precision_recall(gts[t], m))}})
             if k == 5:
                 for tau in TAUS:
                     if tau == 0.7:
@@ -245,6 +251,23 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
             for name, v in scores.items()
         },
     }
+
+
+def precision_recall(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """Pixel precision and recall of `pred` against `gt` (1.0 where the denominator is empty)."""
+    tp = float((gt & pred).sum())
+    return (tp / pred.sum() if pred.any() else 1.0, tp / gt.sum() if gt.any() else 1.0)
+
+
+def side_profile(diag: list[dict]) -> dict:
+    """Mean precision / recall of each propagated side by its distance (frames) from its anchor."""
+    out = {}
+    for side in ("forward", "backward"):
+        for d in sorted({x[f"steps_{side}"] for x in diag if f"steps_{side}" in x}):
+            ds = [x for x in diag if x.get(f"steps_{side}") == d]
+            out[f"{side} +{d}"] = {"n": len(ds), "P": round(float(np.mean([x[f"P_{side}"] for x in ds])), 3),
+                                   "R": round(float(np.mean([x[f"R_{side}"] for x in ds])), 3)}
+    return out
 
 
 def paired_ci(results: dict, members: list[str], a: str, b: str, k: int = 5, seed: int = 0) -> dict | None:
@@ -308,7 +331,10 @@ def summarise(results: dict) -> dict:
         ci = paired_ci(results, members, PAIRED[3], PAIRED[0]) if members else None
         if ci is not None:
             paired[f"{g}: {PAIRED[3]} - {PAIRED[0]}"] = ci
+    profile = {g: side_profile([d for s in members for d in results[s].get("fusion_diagnostics", [])])
+               for g, members in groups.items() if members}
     return {"sequences": seqs, "frames": frames, "k5_fusion_branches": branches, "paired_jf": paired,
+            "k5_side_profile": profile,
             "k5_wall_s_per_frame": round(wall, 3),
             "k5_cpu_s_per_frame": round(cpu, 3), "table": table}
 
@@ -330,6 +356,8 @@ def print_table(summary: dict) -> None:
         print(f"k=5 fuse branch {b!r}: {v}")
     for name, v in summary.get("paired_jf", {}).items():
         print(f"paired J&F difference {name}: {v['diff']:+.3f} (95 % CI {v['ci95'][0]:+.3f} .. {v['ci95'][1]:+.3f})")
+    for g, prof in summary.get("k5_side_profile", {}).items():
+        print(f"k=5 sides, {g}: " + "; ".join(f"{k} P {v['P']:.3f} R {v['R']:.3f}" for k, v in prof.items()))
     print(f"k=5 mask stage: {summary['k5_wall_s_per_frame']:.3f} s/frame wall, "
           f"{summary['k5_cpu_s_per_frame']:.3f} s/frame CPU ({summary['frames']} frames)")
 
