@@ -51,7 +51,7 @@ def main() -> None:
         raise SystemExit(f"{a.model}: the model has no patch-selection head")
     tok, cfg = proc.tokenizer, model.config
     items = heldout_items(a.clips, seed=0, split=a.split, preset=a.preset, context=cfg.context_frames,
-                          size=cfg.vision.image_size)
+                          size=cfg.clip_size)
     frames = item_frames(items, cfg.context_frames, "normal")
     queries = [it.clip.expressions[it.expression].text for it in items]
     decoded = []  # (text points, coverage, frame size)

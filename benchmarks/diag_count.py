@@ -43,7 +43,7 @@ def main() -> None:
     model, proc = load_model(None if a.model == "bundled" else a.model)
     tok, cfg = proc.tokenizer, model.config
     items = [it for it in heldout_items(a.clips, seed=0, split=a.split, preset="eval", context=cfg.context_frames,
-                                        size=cfg.vision.image_size) if it.kind == "count"]
+                                        size=cfg.clip_size) if it.kind == "count"]
     frames = item_frames(items, cfg.context_frames, "normal")
     queries = [it.clip.expressions[it.expression].text for it in items]
     answers = predict_points(model, proc, tok, frames, queries, point_decode="text")

@@ -41,7 +41,7 @@ def motion_batches(model, proc, seed: int, clips: int, batch: int, curriculum: s
 
     cfg = model.config
     stream = SynthStream(seed, 1, Curriculum.from_name(curriculum), context=cfg.context_frames,
-                         size=cfg.vision.image_size, decimals=cfg.point_decimals)
+                         size=cfg.clip_size, decimals=cfg.point_decimals)
     for step in range(max(1, clips // batch)):
         exs = stream.batch(batch, step)
         yield exs, collate([proc(e.frame, e.context, e.query, e.answer) for e in exs], proc.tokenizer.pad_token_id,

@@ -131,7 +131,7 @@ def main() -> None:
         # eval-compare pairs.
         decode = resolve_point_decode(a.point_decode, model.config)
         items = heldout_items(a.clips, seed=a.seed, split=a.split, preset=a.preset,
-                              context=model.config.context_frames, size=model.config.vision.image_size)
+                              context=model.config.context_frames, size=model.config.clip_size)
         if a.kinds:
             items = [it for it in items if it.kind in a.kinds.split(",")]
         t0 = time.perf_counter()

@@ -100,6 +100,10 @@ def train_cmd(
     attribute_at: Optional[str] = typer.Option(
         None, "--attribute-at", help="Where the attribute loss reads: head (the grounding head's layer) | input "
                                      "(the decoder's input, the connector's output)."),
+    image_size: Optional[int] = typer.Option(
+        None, "--image-size", help="The ViT's input size, if not the preset's: the synthetic clips keep their size "
+                                   "and are upsampled (a finer patch grid); an --init's position embeddings "
+                                   "are interpolated."),
     count_weight: Optional[float] = typer.Option(
         None, "--count-weight", help="Weight of the answer tokens that decide how many points are given "
                                      "(1 = the plain answer loss)."),
@@ -127,7 +131,7 @@ def train_cmd(
         eval_every=eval_every, grounding_weight=grounding_weight,
         grounding_layer=grounding_layer, motion_weight=motion_weight,
         attribute_weight=attribute_weight, attribute_at=attribute_at,
-        count_weight=count_weight).items() if v is not None}
+        count_weight=count_weight, image_size=image_size).items() if v is not None}
     if freeze is not None:
         overrides["freeze"] = tuple(p.strip() for p in freeze.split(",") if p.strip())
     overrides["data"] = data

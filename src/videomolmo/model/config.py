@@ -111,6 +111,11 @@ class ModelConfig:
     point_head: str = "text"
     point_head_layer: int = 0
     max_new_tokens: int = 256
+    # Size of the synthetic clips the model trains and is scored on (None: the ViT's input
+    # size). A model whose ViT sees a finer patch grid over the same clips (each frame
+    # upsampled to `vision.image_size`) keeps the clip size, so its synthetic val and test
+    # splits are the very clips the other models are scored on.
+    synth_size: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.vision, dict):
@@ -151,6 +156,8 @@ class ModelConfig:
                 raise ConfigError(
                     f"model config {self.name!r}: feature layer {layer} outside a {v.layers}-layer ViT"
                 )
+        if self.synth_size is not None and not (isinstance(self.synth_size, int) and self.synth_size >= 32):
+            raise ConfigError(f"model config {self.name!r}: synth_size must be an integer >= 32, got {self.synth_size!r}")
         if self.context_frames < 0:
             raise ConfigError(f"model config {self.name!r}: context_frames must be >= 0")
         if self.llm.hidden % self.llm.heads or self.llm.heads % self.llm.kv_heads:
@@ -168,6 +175,11 @@ class ModelConfig:
                 )
 
     # -- derived sizes ------------------------------------------------------------------------
+    @property
+    def clip_size(self) -> int:
+        """Pixel size of the synthetic clips this model trains and is scored on."""
+        return self.synth_size or self.vision.image_size
+
     @property
     def tokens_grid(self) -> int:
         """LLM image tokens per side of one crop (after pooling)."""

@@ -49,3 +49,17 @@ class VisionEncoder(nn.Module):
             outs.append(x)
         feats = torch.cat([outs[i] for i in self.layer_ids], dim=-1)[:, 1:]
         return feats * valid[:, None, None].to(feats.dtype)
+
+
+def resize_position_embedding(weight: torch.Tensor, positions: int) -> torch.Tensor:
+    """A CLIP position embedding ((1 + g * g, d): class token, then the patch grid row by row)
+    resized to `positions` = 1 + n * n by bicubic interpolation of the grid, so a ViT trained at
+    one input size can be fine-tuned at another (a finer patch grid over the same images)."""
+    g, n = round((weight.shape[0] - 1) ** 0.5), round((positions - 1) ** 0.5)
+    if g * g + 1 != weight.shape[0] or n * n + 1 != positions:
+        raise ValueError(f"position embeddings must be 1 + a square grid, got {weight.shape[0]} -> {positions}")
+    if n == g:
+        return weight.clone()
+    grid = weight[1:].T.reshape(1, -1, g, g).float()
+    grid = torch.nn.functional.interpolate(grid, size=(n, n), mode="bicubic", align_corners=False)
+    return torch.cat([weight[:1], grid.reshape(-1, n * n).T.to(weight.dtype)], 0)

@@ -86,6 +86,10 @@ class TrainConfig:
     # Weight of the answer tokens that decide the point count (`count_decisions.py`; 1 = the
     # plain answer loss).
     count_weight: float = 1.0
+    # The ViT's input size, if not the preset's: the synthetic clips keep the preset's size
+    # (`ModelConfig.synth_size`) and each frame is upsampled, so the patch grid is finer over
+    # the same clips; an --init at another size gets its position embeddings interpolated.
+    image_size: int | None = None
     # Parameter groups (vision / connector / temporal / llm) kept frozen: the motion stage
     # trains only the temporal module and the connector.
     freeze: tuple[str, ...] = ()
@@ -222,6 +226,14 @@ def load_model_weights(model, path: str | Path) -> None:
     if not f.is_file():
         raise CheckpointError(f"{path}: no model.safetensors to initialise from")
     state = load_file(str(f))
+    pos = "vision.clip.embeddings.position_embedding.weight"
+    target = model.state_dict().get(pos)
+    if pos in state and target is not None and state[pos].shape != target.shape:
+        # Fine-tuning at another input size (`--image-size`): the ViT's grid positions are
+        # interpolated; every other weight is size-independent.
+        from videomolmo.model.vision import resize_position_embedding
+
+        state[pos] = resize_position_embedding(state[pos], target.shape[0])
     own = {k: v.shape for k, v in model.state_dict().items() if k.startswith("temporal.")}
     theirs = {k: v.shape for k, v in state.items() if k.startswith("temporal.")}
     if own != theirs:
@@ -347,6 +359,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
             raise ConfigError(f"{out}: resuming an FSDP run is not supported (its checkpoints hold the full "
                               "weights but only rank 0's optimizer shard); start from final/ with --init")
     mcfg = ModelConfig.from_name(cfg.model, **cfg.model_overrides)
+    if cfg.image_size is not None and cfg.image_size != mcfg.vision.image_size:
+        mcfg = replace(mcfg, vision=replace(mcfg.vision, image_size=cfg.image_size), synth_size=mcfg.clip_size)
     torch.manual_seed(cfg.seed)
     if cfg.init is None and "temporal_init" not in cfg.model_overrides:
         # From scratch the output projection must not start at zero: with wo = 0 no gradient
@@ -389,7 +403,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
     if cfg.data == "synth":
         stream = SynthStream(cfg.seed, cfg.steps, Curriculum.from_name(cfg.curriculum),
-                             context=mcfg.context_frames, size=mcfg.vision.image_size,
+                             context=mcfg.context_frames, size=mcfg.clip_size,
                              decimals=mcfg.point_decimals, label=cfg.answer_label, rank=rank)
     else:
         stream = _DatasetStream(cfg.data, cfg.data_split, cfg.seed, rank, world, mcfg.context_frames,
@@ -432,7 +446,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     if is_main and cfg.eval_every > 0 and cfg.data == "synth":
         from videomolmo.training.heldout import heldout_items
         heldout = heldout_items(cfg.eval_clips, seed=cfg.seed, split="val",
-                                context=mcfg.context_frames, size=mcfg.vision.image_size)
+                                context=mcfg.context_frames, size=mcfg.clip_size)
 
     def checkpoint() -> None:
         streams = {str(rank): stream.state()}
