@@ -270,6 +270,21 @@ def side_profile(diag: list[dict]) -> dict:
     return out
 
 
+def split_groups(seqs: list[str]) -> dict[str, list[str]]:
+    """The reporting groups: all sequences, the tuned four, the held-out two."""
+    return {"all": seqs, "tuned": [s for s in seqs if s not in HELD_OUT],
+            "held-out": [s for s in seqs if s in HELD_OUT]}
+
+
+def merge_per_frame(a: dict, b: dict, tags: tuple[str, str]) -> dict:
+    """Two result files' per-frame J&F over the sequences both hold, each strategy's name
+    prefixed with its file's tag, in the layout `paired_ci` reads (frames pair up when the two
+    runs used the same anchor points)."""
+    seqs = sorted(set(a["sequences"]) & set(b["sequences"]))
+    return {q: {"per_frame_jf": {f"{tag} {n}": v for tag, doc in zip(tags, (a, b))
+                                 for n, v in doc["sequences"][q]["per_frame_jf"].items()}} for q in seqs}
+
+
 def paired_ci(results: dict, members: list[str], a: str, b: str, k: int = 5, seed: int = 0) -> dict | None:
     """Mean over sequences of J&F(a) - J&F(b), with a 95 % bootstrap interval.
 
@@ -301,7 +316,7 @@ def paired_ci(results: dict, members: list[str], a: str, b: str, k: int = 5, see
 def summarise(results: dict) -> dict:
     seqs = sorted(results)
     names = sorted({n for s in seqs for n in results[s]["scores"]})
-    groups = {"all": seqs, "tuned": [s for s in seqs if s not in HELD_OUT], "held-out": [s for s in seqs if s in HELD_OUT]}
+    groups = split_groups(seqs)
     table = {}
     for name in names:
         row = {}
@@ -435,12 +450,8 @@ def markdown_tables(results_dir: Path) -> str:
             lines.append(f"  paired J&F difference, {name}: {v['diff']:+.3f} (95 % CI {v['ci95'][0]:+.3f} .. {v['ci95'][1]:+.3f})")
     if peak is not None and warp is not None:
         # Same anchors (point -> mask is shared), so the two backends' frames pair up.
-        seqs = sorted(set(peak["sequences"]) & set(warp["sequences"]))
-        merged = {q: {"per_frame_jf": {**{f"new {n}": v for n, v in peak["sequences"][q]["per_frame_jf"].items()},
-                                        **{f"warp {n}": v for n, v in warp["sequences"][q]["per_frame_jf"].items()}}}
-                  for q in seqs}
-        for g, members in (("all", seqs), ("tuned", [q for q in seqs if q not in HELD_OUT]),
-                           ("held-out", [q for q in seqs if q in HELD_OUT])):
+        merged = merge_per_frame(peak, warp, ("new", "warp"))
+        for g, members in split_groups(sorted(merged)).items():
             for s in ("bidirectional", "forward"):
                 n = f"k=5 {s} tau=0.7"
                 ci = paired_ci(merged, members, f"new {n}", f"warp {n}")
@@ -455,15 +466,12 @@ def compare_results(a_path: Path, b_path: Path) -> str:
     """Paired B - A over the sequences both result files hold (two backend settings run on the
     same anchor points), each k=5 strategy both hold, per group."""
     a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
-    seqs = sorted(set(a["sequences"]) & set(b["sequences"]))
-    merged = {q: {"per_frame_jf": {**{f"A {n}": v for n, v in a["sequences"][q]["per_frame_jf"].items()},
-                                    **{f"B {n}": v for n, v in b["sequences"][q]["per_frame_jf"].items()}}}
-              for q in seqs}
+    merged = merge_per_frame(a, b, ("A", "B"))
+    seqs = sorted(merged)
     names = sorted(set.intersection(*(set(a["sequences"][q]["per_frame_jf"]) & set(b["sequences"][q]["per_frame_jf"])
                                       for q in seqs))) if seqs else []
     lines = [f"B = {b_path}, A = {a_path}: {', '.join(seqs)}"]
-    for g, members in (("all", seqs), ("tuned", [q for q in seqs if q not in HELD_OUT]),
-                       ("held-out", [q for q in seqs if q in HELD_OUT])):
+    for g, members in split_groups(seqs).items():
         for n in names:
             ci = paired_ci(merged, members, f"B {n}", f"A {n}") if members else None
             if ci is not None:

@@ -16,7 +16,6 @@ Counts here are the text's own (`--point-decode text`): the question is what the
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from videomolmo.training.count_decisions import decision_offsets  # noqa: E402
 
 
 def main() -> None:
@@ -90,10 +90,12 @@ def _p_more_at_stop(model, proc, tok, frames, query, text, collate) -> float:
     with torch.no_grad():
         probs = model(**batch).logits[0].float().softmax(-1)
     start = batch["input_ids"].shape[1] - ids.shape[1]
-    stop = list(re.finditer(r'<point|y\d+="[^"]*" ', text))[-1]
-    more = tok.encode("s" if stop.group() == "<point" else "x")[0]
-    # The logit at position i predicts token i + 1: the decision char sits at stop.end().
-    return float(probs[start + stop.end() - 1, more])
+    # The answer's last count decision is where it stopped: a space after `<point` (one point;
+    # "more" is `s`) or the closing `a` of `alt` after the last `yN` ("more" is `x`).
+    stop = decision_offsets(text)[-1]
+    more = tok.encode("s" if text[stop] == " " else "x")[0]
+    # The logit at position i predicts token i + 1 (one byte token per character here).
+    return float(probs[start + stop - 1, more])
 
 
 if __name__ == "__main__":

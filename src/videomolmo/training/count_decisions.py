@@ -5,9 +5,10 @@ choices -- the first character after the leading space (``T`` of "There are none
 space after ``<point`` (one point or several), and, inside a ``<points`` tag, ``x`` or ``a``
 after each ``yN="..." `` (another point, or the closing ``alt``). Those are about 3 of an
 answer's 40-80 characters, so the plain answer loss spends almost all of its gradient on
-coordinate digits and labels. The bundled model under-counts groups of three and more (its
-stop choice gets p(another point) of 0.1-0.4 where a point is missing; BENCHMARKS.md): this
-loss gives exactly those choices `weight` times their usual share.
+coordinate digits and labels. The Stage-12 model under-counted groups of three and more (where
+a point was missing its stop choice gave p(another point) 0.002-0.43, median 0.15;
+BENCHMARKS.md): this loss gives exactly those choices `weight` times their usual share
+(measured: no effect on the count).
 
 The weighted loss divides by the number of labelled tokens, not by the sum of the weights, so
 every other token keeps the gradient it has under the plain loss.
