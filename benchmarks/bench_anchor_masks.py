@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mask_stage import DATA, HELD_OUT, parse_overrides, peak_point  # noqa: E402
+from bench_mask_stage import DATA, HELD_OUT, parse_overrides, peak_point, precision_recall  # noqa: E402
 
 
 def run_sequence(seq: str, predictor, step: int, image: bool) -> list[dict]:
@@ -50,6 +50,8 @@ def run_sequence(seq: str, predictor, step: int, image: bool) -> list[dict]:
         mask = predictor.add_points(state, t, 1, point)
         row = {"seq": seq, "frame": t, "point": point[0].tolist(), "J": float(jaccard(gt, mask)),
                "cpu_s": time.process_time() - c0, "score": predictor.object_score(state, t, 1)}
+        # Spill or miss? (precision / recall against the ground truth)
+        row["P"], row["R"] = precision_recall(gt, np.asarray(mask, bool))
         if image:
             c0 = time.process_time()
             row["J_image"] = float(jaccard(gt, predictor.predict_image(frames[t], point)))
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         got = run_sequence(seq, predictor, args.step, args.image)
         rows += got
         extra = f"  image {np.mean([r['J_image'] for r in got]):.3f}" if args.image else ""
-        print(f"{seq:>15}: J {np.mean([r['J'] for r in got]):.3f}{extra}  ({len(got)} anchors, "
+        print(f"{seq:>15}: J {np.mean([r['J'] for r in got]):.3f}{extra}  "
+              f"P {np.mean([r['P'] for r in got]):.3f} R {np.mean([r['R'] for r in got]):.3f}  ({len(got)} anchors, "
               f"{np.mean([r['cpu_s'] for r in got]):.2f} CPU s/anchor)", flush=True)
         if args.verbose:
             for r in got:
