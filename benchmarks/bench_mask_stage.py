@@ -44,6 +44,9 @@ KS = (1, 3, 5, 10, 20)
 TAUS = (0.0, 0.3, 0.5, 0.7, 0.9)
 DISK_RADII = (15, 30, 60)
 PAIRED = tuple(f"k=5 {s} tau=0.7" for s in ("bidirectional", "forward", "nearest", "confidence"))
+# `--ks 1,5`: every frame is an anchor, segmented from its own click with no propagation -- what
+# the mask stage would score if propagation and fusion were exactly as good as point -> mask.
+EVERY_FRAME = "k=1 bidirectional tau=0.7"
 BOOT = 2000
 
 
@@ -245,7 +248,7 @@ def run_sequence(seq: str, args, predictor_factory) -> dict:
         "fusion_diagnostics": diag,
         # Per-frame (J + F) / 2 of the k=5 strategies compared in the text, for paired bootstraps.
         "per_frame_jf": {name: [round((j + f) / 2, 5) for j, f in scores[name]]
-                         for name in PAIRED if name in scores},
+                         for name in PAIRED + (EVERY_FRAME,) if name in scores},
         "scores": {
             name: {"J": float(np.mean([j for j, _ in v])), "F": float(np.mean([f for _, f in v]))}
             for name, v in scores.items()
@@ -346,6 +349,9 @@ def summarise(results: dict) -> dict:
         ci = paired_ci(results, members, PAIRED[3], PAIRED[0]) if members else None
         if ci is not None:
             paired[f"{g}: {PAIRED[3]} - {PAIRED[0]}"] = ci
+        ci = paired_ci(results, members, PAIRED[0], EVERY_FRAME) if members else None
+        if ci is not None:
+            paired[f"{g}: {PAIRED[0]} - {EVERY_FRAME}"] = ci
     profile = {g: side_profile([d for s in members for d in results[s].get("fusion_diagnostics", [])])
                for g, members in groups.items() if members}
     return {"sequences": seqs, "frames": frames, "k5_fusion_branches": branches, "paired_jf": paired,
