@@ -53,27 +53,26 @@ def features(seq: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         click = peak_point(gt)
         if click is None:
             continue
-        small, s = pred._small_frame(state, t)
+        # The backend's own point -> mask (the hand combination); it leaves this frame's motion
+        # fields in the state, so the cues below reuse them.
+        hand, _, small = pred._video_point_mask(state, t, click, np.ones(1, np.int64))
+        _, fields, r = state.extra["motion_fields"]
         h, w = small.shape[:2]
-        pos, neg = click * s, np.zeros((0, 2))
-        grey = pred._grey(small)
-        fields = [fc for j in (t - cfg.motion_gap, t + cfg.motion_gap) if 0 <= j < n
-                  for fc in [pred._camera_motion(grey, pred._grey(pred._small_frame(state, j)[0]))] if fc is not None]
-        r = pred._residual_of(fields)
+        pos, neg = click * pred._work_size(frames[t].shape[1], frames[t].shape[0])[2], np.zeros((0, 2))
         motion = pred._motion_vote_from(r, pos) if r is not None else None
+        # The box vote runs again: `_point_mask_small` does not hand its vote share out.
         votes, total = pred._colour_votes(small, pos, neg, None)
         m = np.zeros((h, w), np.float32) if motion is None else motion
         voted = _keep_components(votes + cfg.motion_weight * m >= cfg.vote_fraction * (total + cfg.motion_weight) - 1e-6, pos)
         colour = (pred._appearance(small, voted, cfg.anchor_colour_bins, cfg.anchor_ring_width)[0]
                   [pred._colour_index(small, cfg.anchor_colour_bins)] if voted.any() else np.full((h, w), 0.5, np.float32))
-        hand, _ = pred._point_mask_small(small, pos, neg, motion, fields or None)
         layer = pred._layer_score(hand, fields) if fields and hand.any() else None
         layer = np.full((h, w), 0.5, np.float32) if layer is None else layer
         radius = np.sqrt(max(hand.sum(), voted.sum(), 1) / np.pi)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         dx, dy = (xx - pos[0, 0]) / radius, (yy - pos[0, 1]) / radius
         lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32) / 255.0
-        g = grey.astype(np.float32) / 255.0
+        g = pred._grey(small).astype(np.float32) / 255.0
         grad = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
         mu = cv2.blur(g, (7, 7))
         tex = np.sqrt(np.maximum(cv2.blur(g * g, (7, 7)) - mu * mu, 0))
@@ -87,11 +86,6 @@ def features(seq: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     np.savez_compressed(tmp, **{f"{key}{t}": v[i] for t, v in out.items() for i, key in enumerate("fgp")})
     tmp.replace(path)
     return out
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from scipy import ndimage as ndi
 
     from videomolmo.evaluation.paired import paired_bootstrap
+    from videomolmo.metrics import jaccard
     from videomolmo.segmentation.cpu import _keep_components
 
     cv2.setNumThreads(1)
@@ -143,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         for t, (f, g, click) in sorted(data[test].items()):
             if t % 5:
                 continue
-            row = {"seq": test, "frame": t, "hand": jaccard(f[..., 4] > 0.5, g)}
+            row = {"seq": test, "frame": t, "hand": float(jaccard(g, f[..., 4] > 0.5))}
             with torch.no_grad():
                 z = torch.tensor((f.reshape(-1, N_FEATURES)[:, cols].astype(np.float32) - mu) / sd)
                 for name, model in models.items():
                     p = torch.sigmoid(model(z)).numpy().reshape(g.shape)
-                    row[name] = jaccard(ndi.binary_fill_holes(_keep_components(p >= 0.5, click[None])), g)
+                    row[name] = float(jaccard(g, ndi.binary_fill_holes(_keep_components(p >= 0.5, click[None]))))
             rows.append(row)
         got = [r for r in rows if r["seq"] == test]
         print(f"{test:>15}: " + ", ".join(f"{k} {np.mean([r[k] for r in got]):.3f}" for k in ("hand", "logistic", "mlp")),
